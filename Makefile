@@ -1,0 +1,34 @@
+# Two commands set up a fresh machine: `make demo` and `make test`. Both create .venv and install
+# torch (pinned: on these machines 2.13.0 is a local CPU wheel; a loose torch pulls a multi-GB CUDA build)
+# and then the package with its dev extras. Re-running is fast: the install re-runs only when
+# pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+JOBS   ?= 2
+DEMO_OUT ?= runs/demo
+
+.PHONY: install test lint demo figures clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check lnprobe tests analyses benchmarks
+	$(BIN)/ruff format --check lnprobe tests analyses benchmarks
+
+test: install lint
+	$(BIN)/python -m pytest -n $(JOBS) -q
+
+demo: install
+	$(BIN)/lnprobe demo --out $(DEMO_OUT)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

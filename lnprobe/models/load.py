@@ -1,0 +1,256 @@
+"""`load(spec)`: one entry point for every checkpoint lnprobe studies.
+
+A spec is a local HF checkpoint directory, a hub id (read from the local Hugging Face cache; downloaded
+only with `online=True`), a PEFT adapter directory (LoRA or LN tuning; base from its adapter_config.json),
+or an lnprobe delta directory (base from its lnprobe_delta.json). Weights are read from safetensors only;
+`trust_remote_code` is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PretrainedConfig
+
+from lnprobe.errors import InputError
+from lnprobe.models import delta as delta_io
+from lnprobe.models.connector import install_connector
+from lnprobe.models.hf import quiet_transformers
+from lnprobe.models.presets import PRESETS, preset_config
+from lnprobe.models.sites import ModelSites, resolve_sites
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Loaded:
+    """A loaded model, its processor (None when the checkpoint has none) and where it came from."""
+
+    model: nn.Module
+    processor: Any
+    spec: str
+    kind: str  # "hf" | "peft" | "delta"
+    base: str | None = None
+    regime: str | None = None
+
+    @property
+    def sites(self) -> ModelSites:
+        return resolve_sites(self.model)
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def checkpoint_kind(spec: str) -> str:
+    """'preset', 'hf', 'peft', 'delta', 'json' (a config file) or 'hub'; InputError if none fits."""
+    path = Path(spec)
+    if path.is_dir():
+        if delta_io.is_delta(path):
+            return "delta"
+        if (path / "adapter_config.json").is_file():
+            return "peft"
+        if (path / "config.json").is_file():
+            return "hf"
+        raise InputError(
+            f"{spec}: not a model checkpoint (no config.json, adapter_config.json or {delta_io.DELTA_FILE})"
+        )
+    if path.is_file():
+        if path.suffix == ".json":
+            return "json"
+        raise InputError(f"{spec}: expected a checkpoint directory or a config .json file")
+    if spec in PRESETS or spec == "tiny":
+        return "preset"
+    if _HUB_ID.match(spec) and not spec.startswith("."):
+        return "hub"
+    raise InputError(f"{spec}: no such checkpoint directory, config file, preset or hub id")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def base_of(spec: str, base: str | None = None) -> str:
+    """The base model spec of a PEFT adapter or delta directory (an explicit `base` wins)."""
+    path = Path(spec)
+    kind = checkpoint_kind(spec)
+    if kind == "delta":
+        named, source = delta_io.read_delta(path).base, path / delta_io.DELTA_FILE
+    else:
+        named = read_json(path / "adapter_config.json").get("base_model_name_or_path")
+        source = path / "adapter_config.json"
+    chosen = base or named
+    if not chosen:
+        raise InputError(f"{source}: names no base model (pass --base)")
+    if not base and not Path(chosen).is_absolute() and (path / chosen).exists():
+        chosen = str(path / chosen)  # a base recorded relative to the adapter
+    try:
+        checkpoint_kind(chosen)
+    except InputError:
+        raise InputError(f"{source}: base model {chosen!r} not found (pass --base)") from None
+    return chosen
+
+
+def resolve_config(spec: str, *, online: bool = False, base: str | None = None) -> PretrainedConfig:
+    """The model config of any spec, without loading weights."""
+    kind = checkpoint_kind(spec)
+    if kind == "preset":
+        return preset_config(spec)
+    if kind in ("peft", "delta"):
+        return resolve_config(base_of(spec, base), online=online)
+    if kind == "json":
+        data = read_json(Path(spec))
+        if "model_type" not in data:
+            raise InputError(f"{spec}: config has no 'model_type'")
+        try:
+            return AutoConfig.for_model(**data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InputError(f"{spec}: invalid model config ({str(exc).splitlines()[0]})") from None
+    if kind == "hf":
+        read_json(Path(spec) / "config.json")  # corrupt-file errors name the file
+    try:
+        return AutoConfig.from_pretrained(spec, local_files_only=not online, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{spec}: cannot read model config ({_first_line(exc)})") from None
+
+
+def build_from_config(config: PretrainedConfig, device: str | torch.device = "meta") -> nn.Module:
+    """A randomly initialised (or, on 'meta', unallocated) model of `config`, connector installed."""
+    with torch.device(device), quiet_transformers():
+        model = AutoModelForImageTextToText.from_config(config)
+    return _finish(model)
+
+
+def _finish(model: nn.Module) -> nn.Module:
+    sites = resolve_sites(model).require("connector")
+    return install_connector(model, sites.connector)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load(
+    spec: str | Path,
+    *,
+    base: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    merge: bool = True,
+    online: bool = False,
+    trust_remote_code: bool = False,
+) -> Loaded:
+    """Load a model + processor from any spec (see module docstring). PEFT and LoRA-delta models are
+    merged into plain modules unless `merge=False`."""
+    spec = str(spec)
+    kind = checkpoint_kind(spec)
+    if kind in ("preset", "json"):
+        raise InputError(f"{spec}: a {kind} has shapes but no weights; use a checkpoint directory")
+    torch_dtype = parse_dtype(dtype)
+    if kind in ("hf", "hub"):
+        return _load_hf(spec, torch_dtype, device, online, trust_remote_code)
+    base_spec = base_of(spec, base)
+    if kind == "peft":
+        return _load_peft(spec, base_spec, torch_dtype, device, merge, online, trust_remote_code)
+    return _load_delta(spec, base_spec, torch_dtype, device, merge, online, trust_remote_code)
+
+
+def _load_hf(spec, dtype, device, online, trust_remote_code) -> Loaded:
+    path = Path(spec)
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickled = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+        reason = " (.bin/.pt only: lnprobe never unpickles checkpoints)" if pickled else ""
+        raise InputError(f"{spec}: no safetensors weights{reason}")
+    config = resolve_config(spec, online=online)
+    try:
+        with quiet_transformers(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForImageTextToText.from_pretrained(
+                spec,
+                config=config,
+                dtype=dtype if dtype is not None else "auto",
+                use_safetensors=True,
+                local_files_only=not online,
+                trust_remote_code=trust_remote_code,
+            )
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise InputError(f"{spec}: cannot load weights ({_first_line(exc)})") from None
+    model = _finish(model).to(device).eval()
+    return Loaded(model, _load_processor(spec, online, trust_remote_code), spec, "hf")
+
+
+def _load_processor(spec: str, online: bool, trust_remote_code: bool):
+    try:
+        with quiet_transformers():
+            return AutoProcessor.from_pretrained(
+                spec, local_files_only=not online, trust_remote_code=trust_remote_code
+            )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # weights without processor files (e.g. a bare LM): callers that need one say so
+
+
+def _load_peft(spec, base_spec, dtype, device, merge, online, trust_remote_code) -> Loaded:
+    from peft import PeftModel
+
+    if not (Path(spec) / "adapter_model.safetensors").is_file():
+        raise InputError(f"{spec}: no adapter_model.safetensors (lnprobe never unpickles adapter .bin files)")
+    loaded = load(base_spec, dtype=dtype, device=device, online=online, trust_remote_code=trust_remote_code)
+    try:
+        with quiet_transformers(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = PeftModel.from_pretrained(loaded.model, spec, is_trainable=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise InputError(f"{spec}: cannot apply adapter to {base_spec} ({_first_line(exc)})") from None
+    if merge:
+        model = model.merge_and_unload()
+    return Loaded(model.eval(), loaded.processor, spec, "peft", base=base_spec)
+
+
+def _load_delta(spec, base_spec, dtype, device, merge, online, trust_remote_code) -> Loaded:
+    from lnprobe.regimes import RegimeOptions, apply_regime
+
+    info = delta_io.read_delta(spec)
+    if info.base_fingerprint and Path(base_spec).is_dir():
+        found = delta_io.fingerprint(base_spec)
+        if found != info.base_fingerprint:
+            raise InputError(
+                f"{spec}: base {base_spec!r} differs from the one the delta was trained on "
+                f"(fingerprint {found} != {info.base_fingerprint})"
+            )
+    loaded = load(base_spec, dtype=dtype, device=device, online=online, trust_remote_code=trust_remote_code)
+    try:
+        options = RegimeOptions(**info.regime_options)
+    except TypeError as exc:
+        raise InputError(f"{spec}: bad regime_options ({exc})") from None
+    applied = apply_regime(loaded.model, info.regime, options)
+    tensors = delta_io.load_delta_tensors(spec, info, set(applied.trainable))
+    params = dict(applied.model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)
+    model = applied.model
+    if merge and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.requires_grad_(False)
+    return Loaded(model.eval(), loaded.processor, spec, "delta", base=base_spec, regime=info.regime)

@@ -1,0 +1,233 @@
+"""Where things live in a multi-modal LLM, found by structure and module type, not by version-specific paths.
+
+transformers 5.x nests LLaVA as `model.model.{vision_tower, multi_modal_projector, language_model}` with a
+top-level `lm_head`; 4.x had `model.{vision_tower, multi_modal_projector, language_model.model}`. Both are
+resolved by the same rules:
+
+* language model: the module that owns the word embeddings (`get_input_embeddings()`, or any module with
+  a direct `nn.Embedding` child next to a list of blocks);
+* decoder layers: its `nn.ModuleList` child whose blocks each hold an attention module, an MLP and norms;
+* final norm: its norm child; output head: `get_output_embeddings()`;
+* vision tower: the shallowest module holding a convolution (the patch embedding) but not the decoder;
+* connector: the sibling of the vision tower that holds parameters and is neither the decoder nor the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from torch import nn
+
+from lnprobe.errors import SitesError
+
+_NORM_SUFFIXES = ("LayerNorm", "RMSNorm", "Norm")
+_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn")
+
+
+def is_norm(module: nn.Module) -> bool:
+    """LayerNorm / RMSNorm of torch or of any HF architecture (by class), never GroupNorm/BatchNorm."""
+    if isinstance(module, nn.LayerNorm | nn.RMSNorm):
+        return True
+    name = type(module).__name__
+    return name.endswith(_NORM_SUFFIXES) and not name.endswith(("GroupNorm", "BatchNorm"))
+
+
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _under(name: str, prefix: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+@dataclass(frozen=True)
+class ModelSites:
+    """Module names (as in `model.named_modules()`) of every part lnprobe trains or probes.
+
+    Optional parts are None when absent (a text-only LM has no vision tower or connector); call
+    `require(...)` to turn their absence into a clear error.
+    """
+
+    model_type: str
+    language_model: str
+    layers: tuple[str, ...]
+    input_norms: tuple[str, ...]
+    post_attention_norms: tuple[str, ...]
+    layer_norms: tuple[tuple[str, ...], ...]  # every norm inside each decoder layer, in order
+    final_norm: str
+    attention: tuple[str, ...]
+    mlp: tuple[str, ...]
+    embed_tokens: str
+    lm_head: str | None
+    connector: str | None
+    vision_tower: str | None
+    vision_layers: tuple[str, ...]
+    vision_norms: tuple[str, ...]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def lm_norms(self) -> tuple[str, ...]:
+        """Every norm of the language model: the ones inside each layer, then the final norm."""
+        return tuple(n for per_layer in self.layer_norms for n in per_layer) + (self.final_norm,)
+
+    def require(self, *parts: str) -> ModelSites:
+        missing = [p for p in parts if getattr(self, p) in (None, ())]
+        if missing:
+            raise SitesError(f"{self.model_type}: could not find {', '.join(missing)} in the model")
+        return self
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def resolve_sites(model: nn.Module) -> ModelSites:
+    """Find every site of `model`; raises SitesError naming the first part it cannot find."""
+    model_type = type(model).__name__
+    named = dict(model.named_modules())
+    ids = {id(m): n for n, m in named.items()}
+    embed = _input_embeddings(model, named, ids)
+    if embed is None:
+        raise SitesError(f"{model_type}: could not find the word embeddings (no get_input_embeddings())")
+    lm = _parent(embed)
+    layers_list = _block_list(named, lm)
+    if layers_list is None:
+        raise SitesError(
+            f"{model_type}: could not find decoder layers next to {embed!r} "
+            "(a ModuleList of blocks with attention, MLP and norms)"
+        )
+    layers = tuple(f"{layers_list}.{i}" for i in range(len(named[layers_list])))
+    per_layer = [_layer_parts(named, layer, model_type) for layer in layers]
+    final_norm = _final_norm(named, lm, layers_list)
+    if final_norm is None:
+        raise SitesError(f"{model_type}: could not find the final norm of the language model {lm!r}")
+    head = _output_embeddings(model, ids)
+    tower = _vision_tower(named, lm)
+    connector = _connector(named, tower, lm, head) if tower is not None else None
+    return ModelSites(
+        model_type=model_type,
+        language_model=lm,
+        layers=layers,
+        input_norms=tuple(p[0][0] for p in per_layer),
+        post_attention_norms=tuple(p[0][1] if len(p[0]) > 1 else p[0][0] for p in per_layer),
+        layer_norms=tuple(p[1] for p in per_layer),
+        final_norm=final_norm,
+        attention=tuple(p[2] for p in per_layer),
+        mlp=tuple(p[3] for p in per_layer),
+        embed_tokens=embed,
+        lm_head=head,
+        connector=connector,
+        vision_tower=tower,
+        vision_layers=_vision_layers(named, tower),
+        vision_norms=tuple(n for n, m in named.items() if tower and _under(n, tower) and is_norm(m)),
+    )
+
+
+def _input_embeddings(model: nn.Module, named: dict[str, nn.Module], ids: dict[int, str]) -> str | None:
+    getter = getattr(model, "get_input_embeddings", None)
+    if callable(getter):
+        try:
+            module = getter()
+        except (NotImplementedError, AttributeError):
+            module = None
+        if module is not None and id(module) in ids:
+            return ids[id(module)]
+    for name, module in named.items():  # structural fallback: an Embedding beside a list of blocks
+        if isinstance(module, nn.Embedding) and name and _block_list(named, _parent(name)) is not None:
+            return name
+    return None
+
+
+def _output_embeddings(model: nn.Module, ids: dict[int, str]) -> str | None:
+    getter = getattr(model, "get_output_embeddings", None)
+    module = getter() if callable(getter) else None
+    return ids.get(id(module)) if module is not None else None
+
+
+def _children(named: dict[str, nn.Module], parent: str) -> dict[str, nn.Module]:
+    module = named[parent]
+    return {(f"{parent}.{k}" if parent else k): v for k, v in module.named_children()}
+
+
+def _block_list(named: dict[str, nn.Module], parent: str) -> str | None:
+    for name, child in _children(named, parent).items():
+        if isinstance(child, nn.ModuleList) and len(child) and all(_is_block(b) for b in child):
+            return name
+    return None
+
+
+def _is_block(block: nn.Module) -> bool:
+    children = dict(block.named_children())
+    has_norm = any(is_norm(c) for c in children.values())
+    return has_norm and _pick(children, _ATTN_NAMES, "attention") is not None and (
+        _pick(children, _MLP_NAMES, "mlp") is not None
+    )
+
+
+def _pick(children: dict[str, nn.Module], names: tuple[str, ...], class_word: str) -> str | None:
+    """A child by conventional name, else by a word in its class name."""
+    short = {k.rsplit(".", 1)[-1]: k for k in children}
+    for name in names:
+        if name in short:
+            return short[name]
+    for name, child in children.items():
+        if class_word in type(child).__name__.lower():
+            return name
+    return None
+
+
+def _layer_parts(named: dict[str, nn.Module], layer: str, model_type: str):
+    children = _children(named, layer)
+    norms = tuple(n for n, m in named.items() if _under(n, layer) and n != layer and is_norm(m))
+    direct = [n for n, m in children.items() if is_norm(m)]
+    by_name = {n.rsplit(".", 1)[-1]: n for n in direct}
+    first = by_name.get("input_layernorm", direct[0])
+    second = by_name.get("post_attention_layernorm", direct[1] if len(direct) > 1 else direct[0])
+    attention = _pick(children, _ATTN_NAMES, "attention")
+    mlp = _pick(children, _MLP_NAMES, "mlp")
+    if attention is None or mlp is None:  # _is_block guarantees both; keep the message for safety
+        raise SitesError(f"{model_type}: layer {layer!r} has no attention or MLP module")
+    return (first, second), norms, attention, mlp
+
+
+def _final_norm(named: dict[str, nn.Module], lm: str, layers_list: str) -> str | None:
+    norms = [n for n, m in _children(named, lm).items() if is_norm(m)]
+    return norms[-1] if norms else None
+
+
+def _vision_tower(named: dict[str, nn.Module], lm: str) -> str | None:
+    """Shallowest ancestor of the first patch-embedding convolution that does not contain the LM."""
+    conv = next((n for n, m in named.items() if isinstance(m, nn.Conv2d | nn.Conv3d)), None)
+    if conv is None:
+        return None
+    parts = conv.split(".")
+    for depth in range(1, len(parts) + 1):
+        candidate = ".".join(parts[:depth])
+        if not _under(lm, candidate):
+            return candidate
+    return None
+
+
+def _connector(named: dict[str, nn.Module], tower: str, lm: str, head: str | None) -> str | None:
+    siblings = [
+        n
+        for n, m in _children(named, _parent(tower)).items()
+        if n != tower and not _under(lm, n) and (head is None or not _under(head, n))
+        and any(True for _ in m.parameters())
+    ]
+    if len(siblings) > 1:
+        named_proj = [n for n in siblings if "projector" in n or "connector" in n]
+        siblings = named_proj if len(named_proj) == 1 else siblings
+    return siblings[0] if len(siblings) == 1 else None
+
+
+def _vision_layers(named: dict[str, nn.Module], tower: str | None) -> tuple[str, ...]:
+    if tower is None:
+        return ()
+    lists = [(n, m) for n, m in named.items() if _under(n, tower) and isinstance(m, nn.ModuleList)]
+    if not lists:
+        return ()
+    name, longest = max(lists, key=lambda item: len(item[1]))
+    return tuple(f"{name}.{i}" for i in range(len(longest)))

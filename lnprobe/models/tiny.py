@@ -1,0 +1,176 @@
+"""Tiny LLaVA models built from configs, with an offline processor: the fixture for tests and the demo.
+
+A tiny model is a CLIP vision tower + a Llama / Mistral / Qwen2 decoder + a connector, a few hundred
+thousand parameters in all. The processor is a byte-level BPE tokenizer trained here on a small fixed corpus
+(deterministic, so every tiny model has the same vocabulary) with `<image>` as a special token, plus a CLIP
+image processor; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+from lnprobe.models.connector import install_connector, set_connector_kind
+from lnprobe.models.hf import quiet_transformers
+
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
+IMAGE_TOKEN = "<image>"
+LM_CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
+
+# Words of the synthetic world (shapes, colours, digits, places) and of the chat templates, so the tiny
+# tokenizer compresses the data it will see; any other text still tokenizes (byte-level BPE).
+_WORDS = (
+    "a an the is are of in on at to and or with what which where how many colour color shape image picture "
+    "red green blue yellow purple orange black white grey circle square triangle star cross digit number "
+    "zero one two three four five six seven eight nine top bottom left right centre center middle corner "
+    "above below next large small big tiny there this that it yes no count describe caption question answer "
+    "USER ASSISTANT SYSTEM Human Assistant [INST] [/INST] <<SYS>> <</SYS>> A chat between a curious user and "
+    "an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers."
+)
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Shapes of a tiny LLaVA model. Defaults give ~0.3 M parameters and 16 image tokens per image."""
+
+    lm: str = "llama"  # llama | mistral | qwen2
+    connector: str = "linear"  # linear (LLaVA-1, the paper) | mlp2x_gelu (LLaVA-1.5)
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vision_hidden_size: int = 32
+    vision_intermediate_size: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    image_size: int = 32
+    patch_size: int = 8
+    vocab_size: int = 512
+    max_position_embeddings: int = 512
+    seed: int = 0
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A deterministic byte-level BPE tokenizer with `<image>` as a special token."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    words = _WORDS.split()
+    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        padding_side="right",
+    )
+
+
+def build_processor(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaProcessor:
+    tokenizer = tokenizer or build_tokenizer(cfg.vocab_size)
+    with quiet_transformers():  # without torchvision, transformers falls back to the PIL processor
+        import transformers
+
+        image_processor = transformers.CLIPImageProcessor(
+            size={"shortest_edge": cfg.image_size},
+            crop_size={"height": cfg.image_size, "width": cfg.image_size},
+        )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=cfg.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS token that the "default" strategy drops
+    )
+
+
+def llava_config(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+    if cfg.lm not in LM_CONFIGS:
+        raise ValueError(f"unknown tiny LM {cfg.lm!r} (known: {', '.join(LM_CONFIGS)})")
+    vocab = len(tokenizer)
+    text = LM_CONFIGS[cfg.lm](
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        vocab_size=vocab,
+        max_position_embeddings=cfg.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=cfg.vision_hidden_size,
+        intermediate_size=cfg.vision_intermediate_size,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        projection_dim=cfg.vision_hidden_size,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    set_connector_kind(config, cfg.connector)
+    return config
+
+
+def build_tiny(cfg: TinyConfig | None = None) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A freshly initialised tiny LLaVA model (seeded) and its offline processor."""
+    cfg = cfg or TinyConfig()
+    processor = build_processor(cfg)
+    config = llava_config(cfg, processor.tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = LlavaForConditionalGeneration(config)
+    install_connector(model, "model.multi_modal_projector")
+    return model.eval(), processor
+
+
+def save_tiny(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
+    """Build a tiny model and save it (safetensors + processor + lnprobe config) to OUT_DIR."""
+    from lnprobe.config import save_config
+
+    cfg = cfg or TinyConfig()
+    model, processor = build_tiny(cfg)
+    out = Path(out_dir)
+    with quiet_transformers():
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+    save_config(cfg, out, seed=cfg.seed)
+    return out

@@ -1,0 +1,45 @@
+"""`lora`: PEFT LoRA on every linear layer of the LLM's decoder (never the vision tower, never the head),
+rank 32 by default as in the paper, with the connector trained in full beside it.
+
+Targets are given to PEFT as exact module names resolved from the model, so the CLIP tower's identically
+named q/k/v projections are never wrapped. The connector is unfrozen in place, not through PEFT's
+`modules_to_save` (which would copy it).
+"""
+
+import warnings
+
+from torch import nn
+
+from lnprobe.models.hf import quiet_transformers
+from lnprobe.regimes.base import REGIMES, Regime
+
+
+def lora_targets(model: nn.Module, sites) -> list[str]:
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name.startswith(layer + ".") for layer in sites.layers)
+    ]
+
+
+def _prepare(model, sites, options):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=options.lora_rank,
+        lora_alpha=options.alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=lora_targets(model, sites),
+        bias="none",
+    )
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PEFT calls a deprecated transformers alias
+        return get_peft_model(model, config)
+
+
+def _select(model, sites, options):
+    lora = [name for name, _ in model.named_parameters() if ".lora_" in name]
+    return [*lora, sites.connector]
+
+
+REGIMES.add("lora", Regime("lora", "LoRA on LLM linear layers (rank 32) + connector", _select, _prepare))
