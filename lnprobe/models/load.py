@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PretrainedConfig
 
@@ -194,7 +195,7 @@ def _load_hf(spec, dtype, device, online, trust_remote_code) -> Loaded:
                 local_files_only=not online,
                 trust_remote_code=trust_remote_code,
             )
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         raise InputError(f"{spec}: cannot load weights ({_first_line(exc)})") from None
     model = _finish(model).to(device).eval()
     return Loaded(model, _load_processor(spec, online, trust_remote_code), spec, "hf")
@@ -223,8 +224,24 @@ def _load_peft(spec, base_spec, dtype, device, merge, online, trust_remote_code)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"{spec}: cannot apply adapter to {base_spec} ({_first_line(exc)})") from None
     if merge:
-        model = model.merge_and_unload()
+        model = _merge_peft(model)
     return Loaded(model.eval(), loaded.processor, spec, "peft", base=base_spec)
+
+
+def _merge_peft(model):
+    """`merge_and_unload()`, except for LN tuning: PEFT 0.21's LN-tuning merge assumes every target has a
+    `.weight` and fails on the LLaVA projector, so each wrapped module is replaced by its tuned copy."""
+    from peft.tuners.ln_tuning.layer import LNTuningLayer
+
+    base = model.get_base_model()
+    wrapped = [(n, m) for n, m in base.named_modules() if isinstance(m, LNTuningLayer)]
+    if not wrapped:
+        return model.merge_and_unload()
+    for name, module in wrapped:
+        parent_name, _, attr = name.rpartition(".")
+        parent = base.get_submodule(parent_name) if parent_name else base
+        setattr(parent, attr, module.ln_tuning_layers[module.active_adapters[0]])
+    return base
 
 
 def _load_delta(spec, base_spec, dtype, device, merge, online, trust_remote_code) -> Loaded:

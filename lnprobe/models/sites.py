@@ -103,7 +103,7 @@ def resolve_sites(model: nn.Module) -> ModelSites:
     final_norm = _final_norm(named, lm, layers_list)
     if final_norm is None:
         raise SitesError(f"{model_type}: could not find the final norm of the language model {lm!r}")
-    head = _output_embeddings(model, ids)
+    head = _output_embeddings(model, ids) or _head_by_shape(named, named[embed], layers_list)
     tower = _vision_tower(named, lm)
     connector = _connector(named, tower, lm, head) if tower is not None else None
     return ModelSites(
@@ -144,6 +144,15 @@ def _output_embeddings(model: nn.Module, ids: dict[int, str]) -> str | None:
     getter = getattr(model, "get_output_embeddings", None)
     module = getter() if callable(getter) else None
     return ids.get(id(module)) if module is not None else None
+
+
+def _head_by_shape(named: dict[str, nn.Module], embed: nn.Module, layers_list: str) -> str | None:
+    """Structural fallback: the Linear outside the decoder that maps to the vocabulary."""
+    vocab = getattr(embed, "num_embeddings", None)
+    for name, module in named.items():
+        if isinstance(module, nn.Linear) and module.out_features == vocab and not _under(name, layers_list):
+            return name
+    return None
 
 
 def _children(named: dict[str, nn.Module], parent: str) -> dict[str, nn.Module]:

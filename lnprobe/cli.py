@@ -1,0 +1,217 @@
+"""The `lnprobe` command line: thin wrappers that parse arguments and call the library.
+
+Bad input (a missing checkpoint, an unknown regime, ...) prints one line `lnprobe: error: ...` and exits 2;
+an unexpected internal error prints its traceback and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lnprobe.errors import InputError
+
+app = typer.Typer(
+    name="lnprobe",
+    help="Train LayerNorm-tuned, LoRA and fully-finetuned multi-modal LLMs, then probe why LN tuning works.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
+# typer >= 0.26 vendors click; older releases raise click's own exceptions
+_USAGE_ERRORS: tuple[type[Exception], ...] = (getattr(typer, "TyperException", InputError),)
+try:
+    import click
+
+    _USAGE_ERRORS += (click.ClickException,)
+except ImportError:  # pragma: no cover
+    pass
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Checkpoint dir, PEFT adapter dir, lnprobe delta dir, hub id, config .json, or preset "
+        "(llava-7b, llava-13b, llava-1.5-7b, llava-1.5-13b, llava-1b, tiny).",
+        show_default=False,
+    ),
+]
+OnlineOpt = Annotated[bool, typer.Option("--online", help="Allow downloading a hub id (off: local cache only).")]
+BaseOpt = Annotated[str | None, typer.Option("--base", help="Base model for an adapter/delta (overrides its own).")]
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.2f}"
+
+
+def _short(n: int) -> str:
+    """1234567 → '1.23M' (group columns stay narrow; the exact total is in its own column)."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+@app.command()
+def params(
+    model: ModelArg,
+    regime: Annotated[
+        list[str] | None, typer.Option("--regime", "-r", help="Regime(s) to count (repeatable); default: all.")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="Model dtype for the memory estimate: bf16, fp16 or fp32.")] = "bf16",
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    base: BaseOpt = None,
+    online: OnlineOpt = False,
+) -> None:
+    """Trainable parameters per regime, by group, with a training-memory estimate. Builds the model on the
+    meta device (no weights are read), so 7B/13B shapes are instant."""
+    from lnprobe.models import build_from_config, resolve_config
+    from lnprobe.params import GROUPS, params_table
+    from lnprobe.provenance import provenance
+    from lnprobe.models.load import parse_dtype
+    from lnprobe.regimes import REGIMES, RegimeOptions
+
+    regimes = regime or REGIMES.names()
+    for name in regimes:
+        REGIMES.get(name)  # unknown names fail before any work
+    options = RegimeOptions(lora_rank=lora_rank, lora_alpha=lora_alpha)
+    config = resolve_config(model, online=online, base=base)
+    reports = params_table(lambda: build_from_config(config), regimes, options, parse_dtype(dtype))
+    if as_json:
+        record = {"model": model, "reports": [r.as_dict() for r in reports], "provenance": provenance()}
+        typer.echo(json.dumps(record, indent=2))
+        return
+    total = reports[0].total
+    table = Table(title=f"{model}: trainable parameters ({total:,} in all, vision tower included)")
+    table.add_column("regime")
+    table.add_column("trainable", justify="right")
+    table.add_column("%", justify="right")
+    shown = [g for g in GROUPS if any(r.by_group[g] for r in reports)]
+    for group in shown:
+        table.add_column(group, justify="right")
+    for r in reports:
+        table.add_row(r.regime, f"{r.trainable:,}", f"{r.percent:.4f}", *(_short(r.by_group[g]) for g in shown))
+    console.print(table)
+    mem = Table(title=f"training memory estimate, GiB ({dtype} weights; activations excluded)")
+    for col in ("regime", "frozen weights", "trainable fp32", "gradients", "AdamW", "total"):
+        mem.add_column(col, justify="left" if col == "regime" else "right")
+    for r in reports:
+        m = r.memory
+        mem.add_row(r.regime, *map(_gib, (m.frozen_weights, m.trainable_weights, m.gradients, m.optimizer, m.total)))
+    console.print(mem)
+
+
+@app.command()
+def regimes() -> None:
+    """List the training regimes."""
+    from lnprobe.regimes import REGIMES
+
+    table = Table(title="regimes")
+    table.add_column("name")
+    table.add_column("trains")
+    for name in REGIMES:
+        table.add_row(name, REGIMES.get(name).summary)
+    console.print(table)
+
+
+@app.command()
+def sites(
+    model: ModelArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    base: BaseOpt = None,
+    online: OnlineOpt = False,
+) -> None:
+    """Show where the decoder layers, norms, connector, embeddings, head and vision tower live."""
+    from lnprobe.models import build_from_config, resolve_config, resolve_sites
+
+    found = resolve_sites(build_from_config(resolve_config(model, online=online, base=base)))
+    if as_json:
+        typer.echo(json.dumps(found.as_dict(), indent=2))
+        return
+    table = Table(title=f"{model}: sites ({found.model_type}, {found.num_layers} decoder layers)")
+    table.add_column("site")
+    table.add_column("module(s)")
+    for key, value in found.as_dict().items():
+        if isinstance(value, tuple):
+            flat = [v for item in value for v in (item if isinstance(item, tuple) else (item,))]
+            value = f"{flat[0]} … ({len(flat)})" if len(flat) > 1 else (flat[0] if flat else "-")
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+def tiny(
+    out: Annotated[Path, typer.Argument(help="Directory to write the tiny checkpoint to.")],
+    lm: Annotated[str, typer.Option(help="Decoder family: llama, mistral or qwen2.")] = "llama",
+    connector: Annotated[str, typer.Option(help="linear (LLaVA-1, the paper) or mlp2x_gelu.")] = "linear",
+    layers: Annotated[int, typer.Option(help="Decoder layers.")] = 4,
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Build a tiny LLaVA model from a config (no download) and save it as a checkpoint directory."""
+    from lnprobe.models.connector import CONNECTORS
+    from lnprobe.models.tiny import LM_CONFIGS, TinyConfig, save_tiny
+
+    if lm not in LM_CONFIGS:
+        raise InputError(f"--lm: unknown decoder {lm!r} (known: {', '.join(LM_CONFIGS)})")
+    if connector not in CONNECTORS:
+        raise InputError(f"--connector: unknown connector {connector!r} (known: {', '.join(CONNECTORS)})")
+    if layers < 1:
+        raise InputError(f"--layers must be >= 1, got {layers}")
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (pass --force to overwrite)")
+    save_tiny(out, TinyConfig(lm=lm, connector=connector, num_layers=layers, seed=seed))
+    console.print(f"wrote tiny {lm} LLaVA ({connector} connector) to {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Directory for the demo's outputs.")] = Path("runs/demo"),
+    steps: Annotated[int, typer.Option(help="Training steps per regime.")] = 5,
+) -> None:
+    """The embedded default experiment, end to end on CPU, with no download."""
+    from lnprobe.demo import run_demo
+
+    run_demo(out, steps=steps, console=console)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: maps bad input to exit 2 with one line, internal errors to exit 1."""
+    try:
+        result = app(args=argv, prog_name="lnprobe", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("lnprobe: aborted", file=sys.stderr)
+        return 130
+    except _USAGE_ERRORS as exc:  # unknown option, missing argument, bad value
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if not message:  # bare `lnprobe`: help was printed
+            return 0
+        print(f"lnprobe: error: {message}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"lnprobe: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print("lnprobe: internal error (please report it with the traceback above)", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0  # --help in non-standalone mode returns 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

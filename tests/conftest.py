@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny models built from configs (never downloaded) and saved checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lnprobe.models.tiny import TinyConfig, build_tiny, save_tiny  # noqa: E402
+
+LAYERS = TinyConfig().num_layers
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    """A saved tiny LLaVA (llama decoder, linear connector), seed 0."""
+    return str(save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny", TinyConfig(seed=0)))
+
+
+@pytest.fixture
+def tiny():
+    """A fresh tiny LLaVA model and processor (seed 0)."""
+    return build_tiny(TinyConfig(seed=0))
+
+
+def image_batch(processor, n: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`n` random RGB images with a short prompt each; labels = input ids outside image tokens/padding."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    size = processor.image_processor.crop_size["height"]
+    images = [
+        Image.fromarray((torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy()) for _ in range(n)
+    ]
+    texts = [f"USER: <image>\nWhat colour is shape {i}? ASSISTANT: red" for i in range(n)]
+    batch = dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
+    labels = batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = -100
+    labels[batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<image>")] = -100
+    batch["labels"] = labels
+    return batch
+
+
+@pytest.fixture
+def batch(tiny):
+    return image_batch(tiny[1])

@@ -1,0 +1,143 @@
+"""Every regime trains exactly its parameter set; ln/ln-simp match PEFT's LN tuning parameter for
+parameter; applying a regime copies no module; gradients reach exactly the trainable set."""
+
+import warnings
+
+import pytest
+import torch
+from peft import LNTuningConfig, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING as PEFT_LN_TARGETS
+from transformers import LlavaConfig, LlavaForConditionalGeneration, Phi3Config
+
+from lnprobe.errors import InputError, SitesError
+from lnprobe.models import TinyConfig, build_tiny
+from lnprobe.regimes import REGIMES, RegimeOptions, apply_regime
+
+L = TinyConfig().num_layers
+LM = "model.language_model"
+CONNECTOR = {"model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_1.bias"}
+NORMS = {f"{LM}.layers.{i}.{n}.weight" for i in range(L) for n in ("input_layernorm", "post_attention_layernorm")}
+NORMS |= {f"{LM}.norm.weight"}
+EMBED_HEAD = {f"{LM}.embed_tokens.weight", "lm_head.weight"}
+QV = {f"{LM}.layers.{i}.self_attn.{p}_proj.weight" for i in range(L) for p in "qv"}
+MLP = {f"{LM}.layers.{i}.mlp.{p}_proj.weight" for i in range(L) for p in ("gate", "up", "down")}
+ATTN = {f"{LM}.layers.{i}.self_attn.{p}_proj.weight" for i in range(L) for p in "qkvo"}
+
+EXPECTED = {
+    "ln-simp": NORMS,
+    "ln": NORMS | CONNECTOR | EMBED_HEAD,
+    "connector": CONNECTOR,
+    "attn-qv": QV | CONNECTOR,
+    "attn-mlp": MLP | CONNECTOR,
+    "full": NORMS | CONNECTOR | EMBED_HEAD | ATTN | MLP,
+}
+
+
+def trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("regime", sorted(EXPECTED))
+def test_exact_trainable_names(tiny, regime):
+    applied = apply_regime(tiny[0], regime)
+    assert set(applied.trainable) == EXPECTED[regime]
+    assert trainable(applied.model) == EXPECTED[regime]
+
+
+def test_lora_trainable_names(tiny):
+    applied = apply_regime(tiny[0], "lora", RegimeOptions(lora_rank=4))
+    prefix = "base_model.model."
+    linears = {f"{LM}.layers.{i}.self_attn.{p}_proj" for i in range(L) for p in "qkvo"}
+    linears |= {f"{LM}.layers.{i}.mlp.{p}_proj" for i in range(L) for p in ("gate", "up", "down")}
+    lora = {f"{prefix}{m}.lora_{ab}.default.weight" for m in linears for ab in "AB"}
+    assert set(applied.trainable) == lora | {prefix + n for n in CONNECTOR}
+
+
+def test_lora_never_wraps_vision_tower_or_head(tiny):
+    applied = apply_regime(tiny[0], "lora")
+    wrapped = {n for n, m in applied.model.named_modules() if hasattr(m, "lora_A")}
+    assert wrapped and all(".language_model.layers." in n for n in wrapped)
+    a = applied.model.get_submodule(f"base_model.model.{LM}.layers.0.self_attn.q_proj").lora_A["default"]
+    assert a.weight.shape[0] == 32  # the paper's rank by default
+    assert applied.model.peft_config["default"].lora_alpha == 64
+
+
+def _peft_ln_trainable(model, targets=None) -> set[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = get_peft_model(model, LNTuningConfig(target_modules=targets))
+    return {
+        n.removeprefix("base_model.model.").replace(".ln_tuning_layers.default", "")
+        for n in trainable(peft_model)
+    }
+
+
+def test_ln_equals_peft_llava_default(tiny):
+    peft_names = _peft_ln_trainable(build_tiny()[0])  # PEFT's default llava targets
+    assert PEFT_LN_TARGETS["llava"]  # the mapping the default comes from
+    assert set(apply_regime(tiny[0], "ln").trainable) == peft_names
+
+
+def test_ln_simp_equals_peft_on_llm_norms(tiny):
+    targets = r".*language_model.*\.(input_layernorm|post_attention_layernorm|norm)$"
+    peft_names = _peft_ln_trainable(build_tiny()[0], targets)
+    assert set(apply_regime(tiny[0], "ln-simp").trainable) == peft_names
+
+
+@pytest.mark.parametrize("regime", [r for r in REGIMES.names() if r != "lora"])
+def test_no_module_copied(tiny, regime):
+    model = tiny[0]
+    modules_before = {n: id(m) for n, m in model.named_modules()}
+    storage_before = {n: p.data_ptr() for n, p in model.named_parameters()}
+    applied = apply_regime(model, regime)
+    assert applied.model is model
+    assert {n: id(m) for n, m in model.named_modules()} == modules_before
+    assert {n: p.data_ptr() for n, p in model.named_parameters()} == storage_before
+
+
+@pytest.mark.parametrize("regime", REGIMES.names())
+def test_contract_grads_reach_exactly_the_trainable_set(tiny, batch, regime):
+    applied = apply_regime(tiny[0], regime, RegimeOptions(lora_rank=4))
+    vision = applied.sites.vision_tower + "."
+    assert not any(n.startswith(vision) for n in applied.trainable)
+    applied.model(**batch).loss.backward()
+    with_grad = {n for n, p in applied.model.named_parameters() if p.grad is not None}
+    assert with_grad == set(applied.trainable)
+    assert all(torch.isfinite(p.grad).all() for n, p in applied.model.named_parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("lm", ["mistral", "qwen2"])
+def test_regimes_on_other_decoders(lm):
+    for regime in ("ln", "ln-simp"):
+        model, _ = build_tiny(TinyConfig(lm=lm))
+        names = set(apply_regime(model, regime).trainable)
+        assert NORMS <= names and (regime == "ln") == (EMBED_HEAD <= names)
+    qwen_or_mistral, _ = build_tiny(TinyConfig(lm=lm))
+    qv = set(apply_regime(qwen_or_mistral, "attn-qv").trainable)
+    expected = QV | CONNECTOR
+    if lm == "qwen2":  # Qwen2 q/k/v projections carry biases
+        expected |= {n.replace(".weight", ".bias") for n in QV}
+    assert qv == expected
+
+
+def test_unknown_regime():
+    with pytest.raises(InputError, match="unknown regime 'layernorm'"):
+        apply_regime(build_tiny()[0], "layernorm")
+
+
+def test_fused_attention_has_no_qv_for_attn_qv(tiny):
+    config = LlavaConfig(
+        vision_config=tiny[0].config.vision_config,
+        text_config=Phi3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=4, vocab_size=512, pad_token_id=3),
+        image_token_id=4,
+    )
+    phi3 = LlavaForConditionalGeneration(config)  # Phi-3 fuses q/k/v into qkv_proj
+    assert len(apply_regime(phi3, "ln-simp").trainable) == 2 * 2 + 1
+    with pytest.raises(SitesError, match="attn-qv: .*has no separate q_proj"):
+        apply_regime(phi3, "attn-qv")
+
+
+def test_bad_lora_options():
+    with pytest.raises(InputError, match="--lora-rank"):
+        RegimeOptions(lora_rank=0)
