@@ -43,8 +43,12 @@ ModelArg = Annotated[
         show_default=False,
     ),
 ]
-OnlineOpt = Annotated[bool, typer.Option("--online", help="Allow downloading a hub id (off: local cache only).")]
-BaseOpt = Annotated[str | None, typer.Option("--base", help="Base model for an adapter/delta (overrides its own).")]
+OnlineOpt = Annotated[
+    bool, typer.Option("--online", help="Allow downloading a hub id (off: local cache only).")
+]
+BaseOpt = Annotated[
+    str | None, typer.Option("--base", help="Base model for an adapter/delta (overrides its own).")
+]
 
 
 def _gib(n: int) -> str:
@@ -63,9 +67,12 @@ def _short(n: int) -> str:
 def params(
     model: ModelArg,
     regime: Annotated[
-        list[str] | None, typer.Option("--regime", "-r", help="Regime(s) to count (repeatable); default: all.")
+        list[str] | None,
+        typer.Option("--regime", "-r", help="Regime(s) to count (repeatable); default: all."),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="Model dtype for the memory estimate: bf16, fp16 or fp32.")] = "bf16",
+    dtype: Annotated[
+        str, typer.Option(help="Model dtype for the memory estimate: bf16, fp16 or fp32.")
+    ] = "bf16",
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -75,9 +82,9 @@ def params(
     """Trainable parameters per regime, by group, with a training-memory estimate. Builds the model on the
     meta device (no weights are read), so 7B/13B shapes are instant."""
     from lnprobe.models import build_from_config, resolve_config
+    from lnprobe.models.load import parse_dtype
     from lnprobe.params import GROUPS, params_table
     from lnprobe.provenance import provenance
-    from lnprobe.models.load import parse_dtype
     from lnprobe.regimes import REGIMES, RegimeOptions
 
     regimes = regime or REGIMES.names()
@@ -99,14 +106,18 @@ def params(
     for group in shown:
         table.add_column(group, justify="right")
     for r in reports:
-        table.add_row(r.regime, f"{r.trainable:,}", f"{r.percent:.4f}", *(_short(r.by_group[g]) for g in shown))
+        table.add_row(
+            r.regime, f"{r.trainable:,}", f"{r.percent:.4f}", *(_short(r.by_group[g]) for g in shown)
+        )
     console.print(table)
     mem = Table(title=f"training memory estimate, GiB ({dtype} weights; activations excluded)")
     for col in ("regime", "frozen weights", "trainable fp32", "gradients", "AdamW", "total"):
         mem.add_column(col, justify="left" if col == "regime" else "right")
     for r in reports:
         m = r.memory
-        mem.add_row(r.regime, *map(_gib, (m.frozen_weights, m.trainable_weights, m.gradients, m.optimizer, m.total)))
+        mem.add_row(
+            r.regime, *map(_gib, (m.frozen_weights, m.trainable_weights, m.gradients, m.optimizer, m.total))
+        )
     console.print(mem)
 
 
@@ -167,9 +178,7 @@ def tiny(
         raise InputError(f"--connector: unknown connector {connector!r} (known: {', '.join(CONNECTORS)})")
     if layers < 1:
         raise InputError(f"--layers must be >= 1, got {layers}")
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists (pass --force to overwrite)")
-    save_tiny(out, TinyConfig(lm=lm, connector=connector, num_layers=layers, seed=seed))
+    save_tiny(out, TinyConfig(lm=lm, connector=connector, num_layers=layers, seed=seed), overwrite=force)
     console.print(f"wrote tiny {lm} LLaVA ({connector} connector) to {out}")
 
 

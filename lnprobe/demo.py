@@ -44,7 +44,12 @@ def digits_batch(processor, n: int = 8, seed: int = 0) -> dict[str, torch.Tensor
     ]
     prompts = ["USER: <image>\nWhat digit is this? ASSISTANT:" for _ in idx]
     answers = [f" {_WORDS[digits.target[i]]}</s>" for i in idx]
-    batch = processor(images=images, text=[p + a for p, a in zip(prompts, answers)], return_tensors="pt", padding=True)
+    batch = processor(
+        images=images,
+        text=[p + a for p, a in zip(prompts, answers, strict=True)],
+        return_tensors="pt",
+        padding=True,
+    )
     labels = torch.full_like(batch["input_ids"], -100)
     for row, answer in enumerate(answers):
         n_answer = len(processor.tokenizer(answer, add_special_tokens=False)["input_ids"])
@@ -85,11 +90,20 @@ def run_demo(out: Path, steps: int = 5, console: Console | None = None, seed: in
         report = regime_report(copy.deepcopy(base.model), regime, dtype=torch.float32)
         applied = apply_regime(copy.deepcopy(base.model), regime)
         before, after = train_steps(applied.model, batch, steps, lr=1e-2 if regime.startswith("ln") else 1e-3)
-        rows.append({"regime": regime, "trainable": report.trainable, "percent": report.percent,
-                     "loss_before": before, "loss_after": after})
+        rows.append(
+            {
+                "regime": regime,
+                "trainable": report.trainable,
+                "percent": report.percent,
+                "loss_before": before,
+                "loss_after": after,
+            }
+        )
         if regime == "ln-simp":
             tensors = {n: p for n, p in applied.model.named_parameters() if p.requires_grad}
-            info = DeltaInfo(base=str(base_dir.resolve()), base_fingerprint=fingerprint(base_dir), regime=regime)
+            info = DeltaInfo(
+                base=str(base_dir.resolve()), base_fingerprint=fingerprint(base_dir), regime=regime
+            )
             save_delta(out / "ln-simp-delta", tensors, info, overwrite=True)
             reloaded = load(out / "ln-simp-delta").model
             torch.testing.assert_close(reloaded(**batch).loss.item(), after)  # the delta round-trips
@@ -105,6 +119,11 @@ def _print(rows: list[dict], console: Console) -> None:
     for col in ("regime", "trainable", "%", "loss before", "loss after"):
         table.add_column(col, justify="left" if col == "regime" else "right")
     for r in rows:
-        table.add_row(r["regime"], f"{r['trainable']:,}", f"{r['percent']:.3f}",
-                      f"{r['loss_before']:.3f}", f"{r['loss_after']:.3f}")
+        table.add_row(
+            r["regime"],
+            f"{r['trainable']:,}",
+            f"{r['percent']:.3f}",
+            f"{r['loss_before']:.3f}",
+            f"{r['loss_after']:.3f}",
+        )
     console.print(table)

@@ -52,7 +52,11 @@ class ParamsReport:
         return 100.0 * self.trainable / self.total
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "percent": self.percent, "memory": {**asdict(self.memory), "total": self.memory.total}}
+        return {
+            **asdict(self),
+            "percent": self.percent,
+            "memory": {**asdict(self.memory), "total": self.memory.total},
+        }
 
 
 def group_of(name: str, sites: ModelSites) -> str:

@@ -15,9 +15,7 @@ _PACKAGES = ("lnprobe", "torch", "transformers", "peft", "nnsight", "accelerate"
 def _git(*args: str) -> str | None:
     repo = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, timeout=5, check=True
-        )
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()

@@ -34,7 +34,8 @@ def image_batch(processor, n: int = 2, seed: int = 0) -> dict[str, torch.Tensor]
     gen = torch.Generator().manual_seed(seed)
     size = processor.image_processor.crop_size["height"]
     images = [
-        Image.fromarray((torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy()) for _ in range(n)
+        Image.fromarray((torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy())
+        for _ in range(n)
     ]
     texts = [f"USER: <image>\nWhat colour is shape {i}? ASSISTANT: red" for i in range(n)]
     batch = dict(processor(images=images, text=texts, return_tensors="pt", padding=True))

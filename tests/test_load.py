@@ -104,7 +104,9 @@ def test_adapter_base_override_and_missing_base(tiny_dir, tmp_path):
     data = json.loads(meta.read_text())
     data["base_model_name_or_path"] = str(tmp_path / "gone")
     meta.write_text(json.dumps(data))
-    with pytest.raises(InputError, match=r"adapter_config.json: base model '.*gone' not found \(pass --base\)"):
+    with pytest.raises(
+        InputError, match=r"adapter_config.json: base model '.*gone' not found \(pass --base\)"
+    ):
         load(tmp_path / "a")
     assert load(tmp_path / "a", base=tiny_dir).base == tiny_dir
 
@@ -121,8 +123,12 @@ def _save_regime_delta(base_dir, regime, out, options=None):
     applied = apply_regime(load(base_dir).model, regime, options)
     perturb(applied.model, applied.trainable)
     tensors = {n: p for n, p in applied.model.named_parameters() if p.requires_grad}
-    info = DeltaInfo(base=str(base_dir), base_fingerprint=fingerprint(base_dir), regime=regime,
-                     regime_options=(options.__dict__ if options else {}))
+    info = DeltaInfo(
+        base=str(base_dir),
+        base_fingerprint=fingerprint(base_dir),
+        regime=regime,
+        regime_options=(options.__dict__ if options else {}),
+    )
     save_delta(out, tensors, info)
     return applied.model
 

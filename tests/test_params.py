@@ -46,8 +46,11 @@ def test_lora_count_equals_analytic_formula():
     rank = 8
     model = _meta("llava-7b")()
     sites = resolve_sites(model)
-    linears = [m for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and any(n.startswith(layer + ".") for layer in sites.layers)]
+    linears = [
+        m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and any(n.startswith(layer + ".") for layer in sites.layers)
+    ]
     connector = sum(p.numel() for p in model.get_submodule(sites.connector).parameters())
     expected = sum(rank * (m.in_features + m.out_features) for m in linears)
     report = regime_report(model, "lora", RegimeOptions(lora_rank=rank))
@@ -61,7 +64,9 @@ def _measured_bytes(model, optimizer) -> dict[str, int]:
         return t.numel() * t.element_size()
 
     params = list(model.parameters())
-    states = [v for s in optimizer.state.values() for k, v in s.items() if k != "step"]  # step: scalar counter
+    states = [
+        v for s in optimizer.state.values() for k, v in s.items() if k != "step"
+    ]  # step: scalar counter
     return {
         "frozen_weights": sum(size(p) for p in params if not p.requires_grad),
         "trainable_weights": sum(size(p) for p in params if p.requires_grad),

@@ -40,7 +40,9 @@ def test_transformers5_layout(lm, connector):
     assert isinstance(model.get_submodule(s.vision_tower), CLIPVisionModel)
     vision_layers = TinyConfig().vision_layers
     assert len(s.vision_layers) == vision_layers
-    assert len(s.vision_norms) == 2 * vision_layers + 2  # layer_norm1/2 per layer + pre_layrnorm + post_layernorm
+    assert (
+        len(s.vision_norms) == 2 * vision_layers + 2
+    )  # layer_norm1/2 per layer + pre_layrnorm + post_layernorm
     assert all(is_norm(model.get_submodule(n)) for n in (*s.lm_norms(), *s.vision_norms))
     assert len(s.lm_norms()) == 2 * L + 1
 
@@ -93,8 +95,11 @@ def test_text_only_lm_resolves_without_vision():
 
 
 def test_encoder_without_decoder_blocks_fails_clearly():
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, vocab_size=100))
+    bert = BertModel(
+        BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100
+        )
+    )
     with pytest.raises(SitesError, match="BertModel: could not find decoder layers next to 'embeddings"):
         resolve_sites(bert)
 

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lnprobe.errors import InputError
+from lnprobe.io import atomic_dir
 
 DELTA_FILE = "lnprobe_delta.json"
 TENSORS_FILE = "delta.safetensors"
@@ -90,7 +88,9 @@ def read_delta(path: str | Path) -> DeltaInfo:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{meta}: not an lnprobe delta (format must be {FORMAT!r})")
     if data.get("version") != VERSION:
-        raise InputError(f"{meta}: unsupported delta version {data.get('version')!r} (this lnprobe reads {VERSION})")
+        raise InputError(
+            f"{meta}: unsupported delta version {data.get('version')!r} (this lnprobe reads {VERSION})"
+        )
     for key in ("base", "regime"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise InputError(f"{meta}: missing or empty {key!r}")
@@ -111,25 +111,10 @@ def save_delta(
     overwrite: bool = False,
 ) -> Path:
     """Write a delta atomically: into a temporary sibling directory, then renamed into place."""
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (pass overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out_dir, overwrite) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / info.tensors))
         (tmp / DELTA_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def load_delta_tensors(path: str | Path, info: DeltaInfo, expected: set[str]) -> dict[str, torch.Tensor]:

@@ -137,8 +137,13 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
 
 def build_from_config(config: PretrainedConfig, device: str | torch.device = "meta") -> nn.Module:
     """A randomly initialised (or, on 'meta', unallocated) model of `config`, connector installed."""
-    with torch.device(device), quiet_transformers():
-        model = AutoModelForImageTextToText.from_config(config)
+    try:
+        with torch.device(device), quiet_transformers():
+            model = AutoModelForImageTextToText.from_config(config)
+    except ValueError:
+        raise InputError(
+            f"model type {config.model_type!r} is not an image-text-to-text (LLaVA-family) model"
+        ) from None
     return _finish(model)
 
 

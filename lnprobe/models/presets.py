@@ -2,7 +2,8 @@
 
 `llava-7b` / `llava-13b`: the paper's setting (LLaVA-1: Vicuna + CLIP ViT-L/14, single linear connector,
 vocabulary 32000). `llava-1.5-*`: LLaVA-1.5 (CLIP ViT-L/14-336, two-layer MLP connector, vocabulary 32064).
-`llava-1b`: CLIP ViT-L/14-336 + TinyLlama-1.1B dims (the 1B row of the GPU cost table). `tiny`: the test model.
+`llava-1b`: CLIP ViT-L/14-336 + TinyLlama-1.1B dims (the 1B row of the GPU cost table).
+`tiny`: the test model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ _VIT_L = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, nu
 _LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
 _LLAMA_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40)
 _TINYLLAMA = dict(
-    hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
 )
 
 PRESETS: dict[str, dict] = {

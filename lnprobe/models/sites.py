@@ -170,8 +170,10 @@ def _block_list(named: dict[str, nn.Module], parent: str) -> str | None:
 def _is_block(block: nn.Module) -> bool:
     children = dict(block.named_children())
     has_norm = any(is_norm(c) for c in children.values())
-    return has_norm and _pick(children, _ATTN_NAMES, "attention") is not None and (
-        _pick(children, _MLP_NAMES, "mlp") is not None
+    return (
+        has_norm
+        and _pick(children, _ATTN_NAMES, "attention") is not None
+        and (_pick(children, _MLP_NAMES, "mlp") is not None)
     )
 
 
@@ -223,7 +225,9 @@ def _connector(named: dict[str, nn.Module], tower: str, lm: str, head: str | Non
     siblings = [
         n
         for n, m in _children(named, _parent(tower)).items()
-        if n != tower and not _under(lm, n) and (head is None or not _under(head, n))
+        if n != tower
+        and not _under(lm, n)
+        and (head is None or not _under(head, n))
         and any(True for _ in m.parameters())
     ]
     if len(siblings) > 1:

@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
+from transformers.utils import logging as hf_logging
 
 from lnprobe.models.connector import install_connector, set_connector_kind
 from lnprobe.models.hf import quiet_transformers
@@ -162,15 +163,19 @@ def build_tiny(cfg: TinyConfig | None = None) -> tuple[LlavaForConditionalGenera
     return model.eval(), processor
 
 
-def save_tiny(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
-    """Build a tiny model and save it (safetensors + processor + lnprobe config) to OUT_DIR."""
+def save_tiny(out_dir: str | Path, cfg: TinyConfig | None = None, overwrite: bool = False) -> Path:
+    """Build a tiny model and save it (safetensors + processor + lnprobe config) to OUT_DIR, atomically."""
     from lnprobe.config import save_config
+    from lnprobe.io import atomic_dir
 
     cfg = cfg or TinyConfig()
     model, processor = build_tiny(cfg)
-    out = Path(out_dir)
-    with quiet_transformers():
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-    save_config(cfg, out, seed=cfg.seed)
-    return out
+    with atomic_dir(out_dir, overwrite, flag="--force") as tmp, quiet_transformers():
+        hf_logging.disable_progress_bar()
+        try:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+        finally:
+            hf_logging.enable_progress_bar()
+        save_config(cfg, tmp, seed=cfg.seed)
+    return Path(out_dir)

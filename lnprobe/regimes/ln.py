@@ -11,4 +11,6 @@ def _select(model, sites, options):
     return [*sites.lm_norms(), sites.connector, sites.embed_tokens, sites.lm_head]
 
 
-REGIMES.add("ln", Regime("ln", "LLM norms + connector + word embeddings + output head (paper: LayerNorm)", _select))
+REGIMES.add(
+    "ln", Regime("ln", "LLM norms + connector + word embeddings + output head (paper: LayerNorm)", _select)
+)

@@ -1,0 +1,99 @@
+"""The command line: outputs, exit codes, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lnprobe import cli
+
+
+def run(capsys, *args):
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, out, err, *fragments):
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lnprobe: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_params_json_at_7b(capsys):
+    code, out, _ = run(capsys, "params", "llava-7b", "-r", "ln-simp", "-r", "ln", "--json")
+    assert code == 0
+    record = json.loads(out)
+    reports = {r["regime"]: r for r in record["reports"]}
+    assert reports["ln-simp"]["trainable"] == 266_240
+    assert reports["ln"]["percent"] == pytest.approx(3.78, abs=0.01)
+    assert record["provenance"]["versions"]["torch"]
+
+
+def test_params_tables_on_a_checkpoint(capsys, tiny_dir):
+    code, out, _ = run(capsys, "params", tiny_dir, "--dtype", "fp32")
+    assert code == 0
+    for word in ("full", "lora", "attn-qv", "attn-mlp", "ln-simp", "connector", "AdamW", "norms"):
+        assert word in out
+
+
+def test_params_bad_input(capsys, tmp_path):
+    assert_one_line_error(*run(capsys, "params", "llava-7b", "-r", "layernorm"), "unknown regime 'layernorm'")
+    assert_one_line_error(*run(capsys, "params", str(tmp_path / "nope")), "nope", "no such checkpoint")
+    assert_one_line_error(*run(capsys, "params", "llava-7b", "--dtype", "fp64"), "unknown dtype 'fp64'")
+    assert_one_line_error(*run(capsys, "params", "llava-7b", "--lora-rank", "0"), "--lora-rank")
+    assert_one_line_error(*run(capsys, "params"), "Missing argument")
+    assert_one_line_error(*run(capsys, "params", "llava-7b", "--bogus"), "--bogus")
+    (tmp_path / "cfg.json").write_text('{"hidden_size": 4}')
+    assert_one_line_error(*run(capsys, "params", str(tmp_path / "cfg.json")), "cfg.json", "model_type")
+
+
+def test_model_without_norms_is_bad_input(capsys, tmp_path):
+    (tmp_path / "bert.json").write_text(
+        json.dumps(
+            {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+        )
+    )
+    code, out, err = run(capsys, "params", str(tmp_path / "bert.json"))
+    assert_one_line_error(code, out, err, "'bert'", "not an image-text-to-text")
+
+
+def test_tiny_sites_and_regimes(capsys, tmp_path):
+    out_dir = tmp_path / "t"
+    code, out, _ = run(capsys, "tiny", str(out_dir), "--lm", "qwen2", "--layers", "2")
+    assert (
+        code == 0
+        and (out_dir / "model.safetensors").is_file()
+        and (out_dir / "lnprobe_config.json").is_file()
+    )
+    assert_one_line_error(*run(capsys, "tiny", str(out_dir)), "already exists", "--force")
+    assert run(capsys, "tiny", str(out_dir), "--force", "--layers", "2", "--connector", "mlp2x_gelu")[0] == 0
+    assert_one_line_error(*run(capsys, "tiny", str(tmp_path / "x"), "--lm", "gpt9"), "--lm", "gpt9")
+    code, out, _ = run(capsys, "sites", str(out_dir), "--json")
+    sites = json.loads(out)
+    assert code == 0 and len(sites["layers"]) == 2 and sites["connector"] == "model.multi_modal_projector"
+    code, out, _ = run(capsys, "regimes")
+    assert code == 0 and "ln-simp" in out and "LayerNorm-simp" in out
+
+
+def test_internal_error_exits_1(capsys, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("lnprobe.models.resolve_config", boom)
+    code, _, err = run(capsys, "params", "llava-7b")
+    assert code == 1 and "Traceback" in err and "internal error" in err
+
+
+def test_help_and_console_script():
+    exe = Path(sys.executable).with_name("lnprobe")
+    done = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "params" in done.stdout
+    bad = subprocess.run([str(exe), "params", "/no/such/dir"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stdout == ""
