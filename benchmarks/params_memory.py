@@ -50,7 +50,9 @@ def counts_and_speed() -> None:
     for preset in ("llava-7b", "llava-13b", "llava-1.5-7b", "llava-1.5-13b"):
         config = resolve_config(preset)
         for regime in REGIMES.names():
-            (report,), secs = timed(lambda r=regime: params_table(lambda: build_from_config(config), [r]))
+            (report,), secs = timed(
+                lambda c=config, r=regime: params_table(lambda: build_from_config(c), [r])
+            )
             print(
                 f"{preset:14} {regime:10} {report.trainable:>15,} {report.percent:>9.4f} "
                 f"{report.memory.total / GIB:>8.2f} {secs:>6.2f}"
@@ -79,15 +81,13 @@ def estimate(preset: str, regime: str, rank: int | None):
 
 def against_peer() -> None:
     print("\n== static estimate vs peer-measured peak (H100, from ../shared/PITFALLS.md) ==")
-    print(
-        f"{'preset':14} {'regime':9} {'setting':12} {'est GiB':>8} {'peak GiB':>9} {'est/peak':>9} {'rest GiB':>9}"
-    )
+    head = ("est GiB", "peak GiB", "est/peak", "rest GiB")
+    print(f"{'preset':14} {'regime':9} {'setting':12} " + " ".join(f"{h:>9}" for h in head))
     for preset, regime, rank, setting, peak in PEER:
         est = estimate(preset, regime, rank).total / GIB
         name = f"{regime} r{rank}" if rank else regime
-        print(
-            f"{preset:14} {name:9} {setting:12} {est:>8.2f} {peak:>9.2f} {est / peak:>9.2f} {peak - est:>9.2f}"
-        )
+        values = (est, peak, est / peak, peak - est)
+        print(f"{preset:14} {name:9} {setting:12} " + " ".join(f"{v:>9.2f}" for v in values))
 
 
 def main() -> None:
