@@ -23,12 +23,12 @@ def logits(model, batch):
         return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
-def perturb(model, names, seed=1):
+def perturb(model, names, seed=1, scale=0.1):
     gen = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for n in names:
-            params[n].add_(torch.randn(params[n].shape, generator=gen) * 0.5)
+            params[n].add_(torch.randn(params[n].shape, generator=gen) * scale)
 
 
 def test_hf_dir_round_trip_is_bitwise(tiny_dir):
@@ -65,7 +65,9 @@ def _save_adapter(base_dir, config, out, trained_names_fn):
         warnings.simplefilter("ignore")
         peft_model = get_peft_model(base, config)
     perturb(peft_model, trained_names_fn(peft_model))
-    peft_model.save_pretrained(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Setting save_embedding_layers to True" for LN tuning
+        peft_model.save_pretrained(out)
     return peft_model
 
 
@@ -135,13 +137,14 @@ def _save_regime_delta(base_dir, regime, out, options=None):
 
 @pytest.mark.parametrize("regime", ["ln-simp", "ln", "lora"])
 def test_delta_round_trip(tiny_dir, tmp_path, regime):
+    torch.manual_seed(0)  # LoRA's own initialisation
     options = RegimeOptions(lora_rank=4) if regime == "lora" else None
     trained = _save_regime_delta(tiny_dir, regime, tmp_path / "d", options)
     loaded = load(tmp_path / "d")
     assert (loaded.kind, loaded.regime) == ("delta", regime)
     batch = image_batch(loaded.processor)
     exact = regime != "lora"  # LoRA is merged into the base weights: equal up to rounding
-    tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-4, "atol": 1e-4}
+    tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-5, "atol": 1e-5}
     torch.testing.assert_close(logits(loaded.model, batch), logits(trained, batch), **tol)
     assert not any(p.requires_grad for p in loaded.model.parameters())
 
