@@ -79,8 +79,9 @@ def params(
     base: BaseOpt = None,
     online: OnlineOpt = False,
 ) -> None:
-    """Trainable parameters per regime, by group, with a training-memory estimate. Builds the model on the
-    meta device (no weights are read), so 7B/13B shapes are instant."""
+    """Trainable parameters per regime, by group, with a training-memory estimate.
+
+    The model is built on the meta device (no weights are read), so 7B/13B shapes are instant."""
     from lnprobe.models import build_from_config, resolve_config
     from lnprobe.models.load import parse_dtype
     from lnprobe.params import GROUPS, params_table

@@ -132,6 +132,10 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
     try:
         return AutoConfig.from_pretrained(spec, local_files_only=not online, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
+        if kind == "hub" and not online:
+            raise InputError(
+                f"{spec}: not in the local Hugging Face cache (pass --online to download)"
+            ) from None
         raise InputError(f"{spec}: cannot read model config ({_first_line(exc)})") from None
 
 
@@ -199,6 +203,7 @@ def _load_hf(spec, dtype, device, online, trust_remote_code) -> Loaded:
                 use_safetensors=True,
                 local_files_only=not online,
                 trust_remote_code=trust_remote_code,
+                device_map=None if torch.device(device).type == "cpu" else str(device),
             )
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         raise InputError(f"{spec}: cannot load weights ({_first_line(exc)})") from None
