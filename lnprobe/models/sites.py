@@ -15,6 +15,7 @@ resolved by the same rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 from torch import nn
 
@@ -99,8 +100,8 @@ def resolve_sites(model: nn.Module) -> ModelSites:
             "(a ModuleList of blocks with attention, MLP and norms)"
         )
     layers = tuple(f"{layers_list}.{i}" for i in range(len(named[layers_list])))
-    per_layer = [_layer_parts(named, layer, model_type) for layer in layers]
-    final_norm = _final_norm(named, lm, layers_list)
+    parts = [_layer_parts(named, layer) for layer in layers]
+    final_norm = _final_norm(named, lm)
     if final_norm is None:
         raise SitesError(f"{model_type}: could not find the final norm of the language model {lm!r}")
     head = _output_embeddings(model, ids) or _head_by_shape(named, named[embed], layers_list)
@@ -110,12 +111,12 @@ def resolve_sites(model: nn.Module) -> ModelSites:
         model_type=model_type,
         language_model=lm,
         layers=layers,
-        input_norms=tuple(p[0][0] for p in per_layer),
-        post_attention_norms=tuple(p[0][1] if len(p[0]) > 1 else p[0][0] for p in per_layer),
-        layer_norms=tuple(p[1] for p in per_layer),
+        input_norms=tuple(p.input_norm for p in parts),
+        post_attention_norms=tuple(p.post_attention_norm for p in parts),
+        layer_norms=tuple(p.norms for p in parts),
         final_norm=final_norm,
-        attention=tuple(p[2] for p in per_layer),
-        mlp=tuple(p[3] for p in per_layer),
+        attention=tuple(p.attention for p in parts),
+        mlp=tuple(p.mlp for p in parts),
         embed_tokens=embed,
         lm_head=head,
         connector=connector,
@@ -189,21 +190,30 @@ def _pick(children: dict[str, nn.Module], names: tuple[str, ...], class_word: st
     return None
 
 
-def _layer_parts(named: dict[str, nn.Module], layer: str, model_type: str):
+class _LayerParts(NamedTuple):
+    input_norm: str
+    post_attention_norm: str
+    norms: tuple[str, ...]  # every norm inside the layer (q/k norms and extra norms included)
+    attention: str
+    mlp: str
+
+
+def _layer_parts(named: dict[str, nn.Module], layer: str) -> _LayerParts:
+    """Parts of a block that `_is_block` accepted: its norms (by conventional name, else by order),
+    attention and MLP."""
     children = _children(named, layer)
-    norms = tuple(n for n, m in named.items() if _under(n, layer) and n != layer and is_norm(m))
     direct = [n for n, m in children.items() if is_norm(m)]
     by_name = {n.rsplit(".", 1)[-1]: n for n in direct}
-    first = by_name.get("input_layernorm", direct[0])
-    second = by_name.get("post_attention_layernorm", direct[1] if len(direct) > 1 else direct[0])
-    attention = _pick(children, _ATTN_NAMES, "attention")
-    mlp = _pick(children, _MLP_NAMES, "mlp")
-    if attention is None or mlp is None:  # _is_block guarantees both; keep the message for safety
-        raise SitesError(f"{model_type}: layer {layer!r} has no attention or MLP module")
-    return (first, second), norms, attention, mlp
+    return _LayerParts(
+        input_norm=by_name.get("input_layernorm", direct[0]),
+        post_attention_norm=by_name.get("post_attention_layernorm", direct[min(1, len(direct) - 1)]),
+        norms=tuple(n for n, m in named.items() if _under(n, layer) and n != layer and is_norm(m)),
+        attention=_pick(children, _ATTN_NAMES, "attention"),
+        mlp=_pick(children, _MLP_NAMES, "mlp"),
+    )
 
 
-def _final_norm(named: dict[str, nn.Module], lm: str, layers_list: str) -> str | None:
+def _final_norm(named: dict[str, nn.Module], lm: str) -> str | None:
     norms = [n for n, m in _children(named, lm).items() if is_norm(m)]
     return norms[-1] if norms else None
 

@@ -8,7 +8,7 @@ linear layers with PEFT adapters. The vision tower is always frozen.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -46,7 +46,6 @@ class Regime:
     summary: str
     select: Select  # → names of the modules (or parameters) whose parameters are trained
     prepare: Prepare | None = None  # optional model transform before selection (LoRA wrapping)
-    needs: tuple[str, ...] = field(default=())  # ModelSites parts this regime needs
 
 
 REGIMES: Registry[Regime] = Registry("regime")
@@ -78,7 +77,7 @@ def apply_regime(model: nn.Module, name: str, options: RegimeOptions | None = No
     (the same object unless the regime wraps it) and the names of its trainable parameters."""
     regime = REGIMES.get(name)
     options = options or RegimeOptions()
-    sites = resolve_sites(model).require("vision_tower", "connector", "lm_head", *regime.needs)
+    sites = resolve_sites(model).require("vision_tower", "connector", "lm_head")
     model.requires_grad_(False)
     if regime.prepare is not None:
         model = regime.prepare(model, sites, options)
