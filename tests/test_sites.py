@@ -107,3 +107,40 @@ def test_encoder_without_decoder_blocks_fails_clearly():
 def test_module_without_embeddings_fails_clearly():
     with pytest.raises(SitesError, match="Sequential: could not find the word embeddings"):
         resolve_sites(nn.Sequential(nn.Linear(4, 4)))
+
+
+@pytest.mark.parametrize(
+    "family",
+    ["llava_next-mistral", "llava_onevision-qwen2"],
+)
+def test_released_mistral_and_qwen2_llava_variants(family):
+    """LLaVA-NeXT (Mistral, CLIP) and LLaVA-OneVision (Qwen2, SigLIP) classes, built on the meta device."""
+    import torch
+    from transformers import (
+        AutoModelForImageTextToText,
+        LlavaNextConfig,
+        LlavaOnevisionConfig,
+        MistralConfig,
+        Qwen2Config,
+    )
+
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+    )
+    config = (
+        LlavaNextConfig(text_config=MistralConfig(**small))
+        if family.startswith("llava_next")
+        else LlavaOnevisionConfig(text_config=Qwen2Config(**small))
+    )
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    s = resolve_sites(model)
+    assert s.layers == ("model.language_model.layers.0", "model.language_model.layers.1")
+    assert (s.final_norm, s.lm_head) == ("model.language_model.norm", "lm_head")
+    assert (s.connector, s.vision_tower) == ("model.multi_modal_projector", "model.vision_tower")
+    assert len(s.vision_norms) == 2 * len(s.vision_layers) + (2 if family.startswith("llava_next") else 1)
