@@ -13,6 +13,16 @@ import torch  # noqa: E402
 from lnprobe.models.tiny import TinyConfig, build_tiny, save_tiny  # noqa: E402
 
 LAYERS = TinyConfig().num_layers
+# A two-layer decoder config for tests that build other architectures (Phi-3, LLaVA-NeXT, OneVision).
+SMALL_TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    pad_token_id=3,
+)
 
 
 @pytest.fixture(scope="session")

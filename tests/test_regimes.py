@@ -12,6 +12,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration, Phi3Config
 from lnprobe.errors import InputError, SitesError
 from lnprobe.models import TinyConfig, build_tiny
 from lnprobe.regimes import REGIMES, RegimeOptions, apply_regime
+from tests.conftest import SMALL_TEXT
 
 L = TinyConfig().num_layers
 LM = "model.language_model"
@@ -132,15 +133,7 @@ def test_unknown_regime():
 def test_fused_attention_has_no_qv_for_attn_qv(tiny):
     config = LlavaConfig(
         vision_config=tiny[0].config.vision_config,
-        text_config=Phi3Config(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=512,
-            pad_token_id=3,
-        ),
+        text_config=Phi3Config(**SMALL_TEXT),
         image_token_id=4,
     )
     phi3 = LlavaForConditionalGeneration(config)  # Phi-3 fuses q/k/v into qkv_proj

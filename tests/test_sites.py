@@ -16,6 +16,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from lnprobe.errors import SitesError
 from lnprobe.models import TinyConfig, build_tiny, is_norm, resolve_sites
 from lnprobe.models.connector import LinearConnector
+from tests.conftest import SMALL_TEXT
 
 L = TinyConfig().num_layers
 
@@ -124,18 +125,10 @@ def test_released_mistral_and_qwen2_llava_variants(family):
         Qwen2Config,
     )
 
-    small = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=1000,
-    )
     config = (
-        LlavaNextConfig(text_config=MistralConfig(**small))
+        LlavaNextConfig(text_config=MistralConfig(**SMALL_TEXT))
         if family.startswith("llava_next")
-        else LlavaOnevisionConfig(text_config=Qwen2Config(**small))
+        else LlavaOnevisionConfig(text_config=Qwen2Config(**SMALL_TEXT))
     )
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
