@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lnprobe.cli_options import with_dataclass_options
 from lnprobe.errors import InputError
+from lnprobe.train.config import TrainConfig
 
 app = typer.Typer(
     name="lnprobe",
@@ -181,6 +183,62 @@ def tiny(
         raise InputError(f"--layers must be >= 1, got {layers}")
     save_tiny(out, TinyConfig(lm=lm, connector=connector, num_layers=layers, seed=seed), overwrite=force)
     console.print(f"wrote tiny {lm} LLaVA ({connector} connector) to {out}")
+
+
+data_app = typer.Typer(help="Datasets: synthetic data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
+    n: Annotated[int, typer.Option("--n", help="Number of pictures.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed (the data is deterministic per seed).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Write the synthetic shapes task in LLaVA format (+ a text-only corpus from the same world)."""
+    from lnprobe.data.synth import SynthConfig, write_synth
+
+    if n < 5:
+        raise InputError(f"--n must be >= 5, got {n}")
+    path = write_synth(out, SynthConfig(n=n, seed=seed), overwrite=force)
+    console.print(f"wrote {n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
+
+
+TRAIN_HELP = {
+    "model": "load() spec, or 'tiny' (a fresh tiny LLaVA saved into the run).",
+    "regime": "Training regime (lnprobe regimes).",
+    "data": "LLaVA JSON/JSONL data file.",
+    "image_folder": "Folder the records' image paths are relative to (default: the data file's).",
+    "template": "Chat template: vicuna_v1, llama_2 or plain.",
+    "out": "Run directory (checkpoints, metrics.jsonl, config).",
+    "lr": "Learning rate (peak of the cosine schedule).",
+    "lr_norm": "Learning rate for norms (default: --lr).",
+    "lr_connector": "Learning rate for the connector (default: --lr).",
+    "lr_embed": "Learning rate for word embeddings and output head (default: --lr).",
+    "max_steps": "Optimizer steps (overrides --epochs).",
+    "batch_size": "Micro-batch size.",
+    "grad_accum": "Micro-batches per optimizer step.",
+    "save_every": "Checkpoint every N optimizer steps (0: only at the end).",
+    "dtype": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
+    "skip_missing": "Skip records whose image file is missing (counted) instead of stopping.",
+    "resume": "Continue the run in --out from its latest checkpoint.",
+}
+
+
+@app.command("train")
+@with_dataclass_options(TrainConfig, TRAIN_HELP, "YAML/JSON file of these options (flags override it).")
+def train_command(config_file: Path | None, values: dict) -> None:
+    """Train a model with a regime on LLaVA-format data; checkpoints resume exactly."""
+    from lnprobe.config import from_dict
+    from lnprobe.train import train
+    from lnprobe.train.config import load_config_file
+
+    merged = {**(load_config_file(config_file) if config_file else {}), **values}
+    result = train(from_dict(TrainConfig, merged, source=str(config_file or "flags")))
+    console.print(
+        f"trained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint: {result.checkpoint}"
+    )
 
 
 @app.command()

@@ -97,3 +97,45 @@ def test_help_and_console_script():
     assert done.returncode == 0 and "params" in done.stdout
     bad = subprocess.run([str(exe), "params", "/no/such/dir"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stdout == ""
+
+
+def test_data_synth_and_train_commands(capsys, tmp_path):
+    data = tmp_path / "synth"
+    assert run(capsys, "data", "synth", str(data), "--n", "30", "--seed", "1")[0] == 0
+    assert_one_line_error(*run(capsys, "data", "synth", str(data)), "already exists", "--force")
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"data: {data / 'instruct.json'}\nregime: ln\nmax_steps: 3\nbatch_size: 4\nprogress: false\n"
+    )
+    out = tmp_path / "run"
+    code, stdout, _ = run(
+        capsys, "train", "--config", str(config), "--out", str(out), "--lr", "0.01", "--no-grad-ckpt"
+    )
+    assert code == 0 and "trained 3 steps" in stdout
+    saved = json.loads((out / "lnprobe_config.json").read_text())["config"]
+    assert (saved["regime"], saved["lr"], saved["grad_ckpt"], saved["max_steps"]) == ("ln", 0.01, False, 3)
+    assert (out / "checkpoints" / "step-000003" / "lnprobe_delta.json").is_file()
+
+
+def test_train_bad_input(capsys, tmp_path):
+    data = tmp_path / "d.json"
+    data.write_text('[{"id": "x", "conversations": [{"from": "human", "value": "hi"}]}]')
+    out = tmp_path / "run"
+    assert_one_line_error(
+        *run(capsys, "train", "--data", str(data), "--out", str(out)),
+        "record 0 (id x): conversation has no assistant",
+    )
+    assert not out.exists()  # nothing written
+    assert_one_line_error(*run(capsys, "train", "--data", str(tmp_path / "nope.json")), "nope.json")
+    assert_one_line_error(
+        *run(capsys, "train", "--data", str(data), "--regime", "lnn"), "unknown regime 'lnn'"
+    )
+    assert_one_line_error(
+        *run(capsys, "train", "--data", str(data), "--template", "x"), "unknown template 'x'"
+    )
+    assert_one_line_error(*run(capsys, "train", "--data", str(data), "--batch-size", "0"), "--batch-size")
+    assert_one_line_error(*run(capsys, "train"), "--data is required")
+    (tmp_path / "bad.yaml").write_text("lr: [1, 2\n")
+    assert_one_line_error(
+        *run(capsys, "train", "--config", str(tmp_path / "bad.yaml")), "bad.yaml", "malformed"
+    )

@@ -1,0 +1,272 @@
+"""LLaVA-format conversation data → token ids, label masks and pixel values.
+
+A data file is a JSON list (or JSONL) of records `{id, image?, conversations: [{from: human|gpt, value}]}`
+with `<image>` in the first human turn when the record has an image. Each record is rendered with a chat
+template, tokenised segment by segment (so only assistant answers are labels; everything else is -100),
+`<image>` is expanded to the exact number of image tokens the model produces, and sequences are truncated
+to `max_length` from the end, never through the image tokens. Every record is checked when the data is
+opened, so bad input fails before training starts, naming the file and the record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from lnprobe.data.templates import TEMPLATES, Turn
+from lnprobe.errors import InputError
+
+IMAGE = "<image>"
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Record:
+    index: int  # position in the file
+    id: str
+    image: str | None
+    turns: tuple[Turn, ...]
+
+
+def _where(path: Path, index: int, rid: object = None) -> str:
+    return f"{path}: record {index}" + (f" (id {rid})" if rid is not None else "")
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Parse and validate a LLaVA JSON / JSONL file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read data file ({exc.strerror})") from None
+    raw = _parse(path, text)
+    if not raw:
+        raise InputError(f"{path}: the dataset is empty")
+    return [_record(path, i, item) for i, item in enumerate(raw)]
+
+
+def _parse(path: Path, text: str) -> list:
+    if path.suffix == ".jsonl":
+        items = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}: line {line_no}: malformed JSON ({exc.msg})") from None
+        return items
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of records")
+    return data
+
+
+def _record(path: Path, index: int, item: object) -> Record:
+    if not isinstance(item, dict):
+        raise InputError(f"{_where(path, index)}: expected an object")
+    rid = item.get("id", index)
+    where = _where(path, index, rid)
+    convs = item.get("conversations")
+    if not isinstance(convs, list) or not convs:
+        raise InputError(f"{where}: missing 'conversations'")
+    roles = [c.get("from") if isinstance(c, dict) else None for c in convs]
+    values = [c.get("value") if isinstance(c, dict) else None for c in convs]
+    if any(not isinstance(v, str) for v in values):
+        raise InputError(f"{where}: every turn needs a string 'value'")
+    if roles[0] in ("system",):
+        roles, values = roles[1:], values[1:]
+    if "gpt" not in roles:
+        raise InputError(f"{where}: conversation has no assistant ('gpt') turn")
+    expected = ["human", "gpt"] * (len(roles) // 2)
+    if len(roles) % 2 or roles != expected:
+        raise InputError(f"{where}: turns must alternate human, gpt (got {roles})")
+    turns = tuple((values[i], values[i + 1]) for i in range(0, len(values), 2))
+    image = item.get("image")
+    if image is not None and not isinstance(image, str):
+        raise InputError(f"{where}: 'image' must be a path string")
+    placeholders = sum(v.count(IMAGE) for v in values)
+    wanted = 1 if image else 0
+    if placeholders != wanted or (image and IMAGE not in turns[0][0]):
+        raise InputError(
+            f"{where}: image-token count mismatch ({placeholders} '<image>' in the text, "
+            f"{wanted} image{'s' if wanted != 1 else ''}; it belongs in the first human turn)"
+        )
+    return Record(index=index, id=str(rid), image=image, turns=turns)
+
+
+def image_token_count(processor) -> int:
+    """Image tokens per image for a LLaVA(-1.5) processor: patches, plus extra tokens, minus the CLS that
+    the 'default' feature-selection strategy drops."""
+    patch = getattr(processor, "patch_size", None)
+    if not patch:
+        raise InputError(
+            f"{type(processor).__name__}: training data needs a LLaVA processor with a patch_size"
+        )
+    ip = processor.image_processor
+    size = getattr(ip, "crop_size", None) or ip.size
+    height, width = (
+        size.get("height", size.get("shortest_edge")),
+        size.get("width", size.get("shortest_edge")),
+    )
+    n = (height // patch) * (width // patch) + int(getattr(processor, "num_additional_image_tokens", 0) or 0)
+    return n - 1 if getattr(processor, "vision_feature_select_strategy", None) == "default" else n
+
+
+class Encoder:
+    """Record → (input_ids, labels), with the template, the image-token expansion and truncation."""
+
+    def __init__(self, processor, template: str, max_length: int) -> None:
+        self.template = TEMPLATES.get(template)
+        self.tokenizer = processor.tokenizer
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE)
+        self.n_image_tokens = image_token_count(processor)
+        self.max_length = max_length
+        if max_length < 2:
+            raise InputError(f"--max-length must be >= 2, got {max_length}")
+
+    def encode(self, record: Record) -> tuple[list[int], list[int]]:
+        ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        labels: list[int] = [IGNORE] * len(ids)
+        for text, target in self.template.render(list(record.turns)):
+            for j, piece in enumerate(text.split(IMAGE)):
+                if j:
+                    ids += [self.image_token_id] * self.n_image_tokens
+                    labels += [IGNORE] * self.n_image_tokens
+                piece_ids = self.tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+                ids += piece_ids
+                labels += piece_ids if target else [IGNORE] * len(piece_ids)
+        return self._truncate(record, ids, labels)
+
+    def _truncate(self, record: Record, ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+        if len(ids) > self.max_length:
+            if record.image and ids.index(self.image_token_id) + self.n_image_tokens > self.max_length:
+                raise InputError(
+                    f"record {record.index} (id {record.id}): max_length {self.max_length} would "
+                    "cut its image tokens"
+                )
+            ids, labels = ids[: self.max_length], labels[: self.max_length]
+        if all(label == IGNORE for label in labels[1:]):
+            raise InputError(
+                f"record {record.index} (id {record.id}): no answer tokens within max_length "
+                f"{self.max_length}"
+            )
+        return ids, labels
+
+
+class LlavaDataset(torch.utils.data.Dataset):
+    """Encoded records with their images; `lengths` (token counts) drive length-grouped batching."""
+
+    def __init__(
+        self,
+        data: str | Path,
+        processor,
+        template: str = "vicuna_v1",
+        max_length: int = 2048,
+        image_folder: str | Path | None = None,
+        skip_missing: bool = False,
+    ) -> None:
+        self.path = Path(data)
+        self.image_root = Path(image_folder) if image_folder else self.path.parent
+        self.processor = processor
+        self.encoder = Encoder(processor, template, max_length)
+        records = read_records(self.path)
+        self.records, self.skipped = self._check_images(records, skip_missing)
+        if not self.records:
+            raise InputError(f"{self.path}: no usable records ({self.skipped} skipped for missing images)")
+        self.lengths = [len(self._encode(r)[0]) for r in self.records]
+
+    def _check_images(self, records: list[Record], skip_missing: bool) -> tuple[list[Record], int]:
+        kept = []
+        for r in records:
+            if r.image and not (self.image_root / r.image).is_file():
+                if not skip_missing:
+                    raise InputError(
+                        f"{self.image_root / r.image}: image missing (record {r.index}, id {r.id}; "
+                        "--skip-missing skips such records)"
+                    )
+                continue
+            kept.append(r)
+        return kept, len(records) - len(kept)
+
+    def _encode(self, record: Record) -> tuple[list[int], list[int]]:
+        try:
+            return self.encoder.encode(record)
+        except InputError as exc:
+            raise InputError(f"{self.path}: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        record = self.records[i]
+        ids, labels = self._encode(record)
+        item = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "id": record.id}
+        if record.image:
+            item["pixel_values"] = self._image(record)
+        return item
+
+    def _image(self, record: Record) -> torch.Tensor:
+        path = self.image_root / record.image
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise InputError(
+                f"{path}: unreadable image (record {record.index}, id {record.id}: {exc})"
+            ) from None
+        return self.processor.image_processor(images=[rgb], return_tensors="pt")["pixel_values"][0]
+
+
+def collate(items: list[dict], pad_id: int, image_token_id: int, n_image_tokens: int) -> dict:
+    """Right-pad a batch; stack the images of the rows that have one; check image tokens per row."""
+    width = max(len(it["input_ids"]) for it in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(items), width), dtype=torch.long)
+    for row, it in enumerate(items):
+        n = len(it["input_ids"])
+        input_ids[row, :n], labels[row, :n], attention[row, :n] = it["input_ids"], it["labels"], 1
+        expected = n_image_tokens if "pixel_values" in it else 0
+        found = int((it["input_ids"] == image_token_id).sum())
+        if found != expected:  # transformers only checks the batch total
+            raise InputError(f"record id {it['id']}: {found} image tokens, expected {expected}")
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    images = [it["pixel_values"] for it in items if "pixel_values" in it]
+    if images:
+        batch["pixel_values"] = torch.stack(images)
+    return batch
+
+
+class LengthGroupedBatches:
+    """Deterministic batches of similar length: shuffle with (seed, epoch), cut into mega-batches of
+    `group` batches, sort each by length (longest first), split into batches. Little padding is wasted
+    while the order stays random across mega-batches."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, group: int = 16) -> None:
+        self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        mega = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.epoch(0))

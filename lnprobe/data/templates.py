@@ -1,0 +1,65 @@
+"""Chat templates (LLaVA's), chosen by name. A template renders a conversation into text segments, each
+flagged as a training target (assistant answers) or context (everything else, masked with -100)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lnprobe.errors import InputError
+from lnprobe.registry import Registry
+
+Segments = list[tuple[str, bool]]  # (text, is_target)
+Turn = tuple[str, str]  # (human message, assistant answer)
+
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+LLAMA2_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that the "
+    "user provides, and assist the user with a variety of tasks using natural language."
+)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    render: Callable[[list[Turn]], Segments]
+    summary: str
+
+
+TEMPLATES: Registry[Template] = Registry("template")
+
+
+def _vicuna_v1(turns: list[Turn]) -> Segments:
+    """`SYSTEM USER: q ASSISTANT: a</s>USER: q2 ASSISTANT: a2</s>` (LLaVA conv_vicuna_v1)."""
+    out: Segments = [(VICUNA_SYSTEM + " ", False)]
+    for human, answer in turns:
+        out += [(f"USER: {human} ASSISTANT:", False), (f" {answer}</s>", True)]
+    return out
+
+
+def _llama_2(turns: list[Turn]) -> Segments:
+    """`[INST] <<SYS>>\\nsys\\n<</SYS>>\\n\\nq [/INST] a </s><s>[INST] q2 [/INST] a2 </s>` (LLaVA llama_2)."""
+    out: Segments = []
+    for i, (human, answer) in enumerate(turns):
+        prefix = f"[INST] <<SYS>>\n{LLAMA2_SYSTEM}\n<</SYS>>\n\n" if i == 0 else "<s>[INST] "
+        out += [(f"{prefix}{human} [/INST]", False), (f" {answer} </s>", True)]
+    return out
+
+
+def _plain(turns: list[Turn]) -> Segments:
+    """Pre-training: the image, then the caption (LLaVA conv_plain drops the human text)."""
+    if len(turns) != 1:
+        raise InputError(f"template 'plain' takes one caption per record, got {len(turns)} turns")
+    human, caption = turns[0]
+    image = "<image>" if "<image>" in human else ""
+    return [(image, False), (f"{caption}\n", True)]
+
+
+TEMPLATES.add(
+    "vicuna_v1", Template("vicuna_v1", _vicuna_v1, "Vicuna v1 / LLaVA-1.5 (USER: ... ASSISTANT: ...)")
+)
+TEMPLATES.add("llama_2", Template("llama_2", _llama_2, "LLaMA-2-chat ([INST] ... [/INST])"))
+TEMPLATES.add("plain", Template("plain", _plain, "connector pre-training: <image> + caption"))

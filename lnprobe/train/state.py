@@ -1,0 +1,115 @@
+"""Checkpoints of a training run: the model part (a delta, or a full HF checkpoint for `full`) plus the
+state that makes resuming exact: optimizer moments (safetensors, keyed by parameter name), RNG states,
+the step and the position in the data order. Written atomically; `latest` names the newest one."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lnprobe.errors import InputError
+from lnprobe.io import atomic_dir
+from lnprobe.models.delta import DELTA_FILE, TENSORS_FILE, DeltaInfo, fingerprint
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng.safetensors"
+LATEST = "latest"
+
+
+def checkpoint_dir(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step-{step:06d}"
+
+
+def save_checkpoint(run: Path, step: int, trainer) -> Path:
+    """Write checkpoint `step` of `trainer` (model part + exact-resume state) and point `latest` at it."""
+    out = checkpoint_dir(run, step)
+    named = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    with atomic_dir(out, overwrite=True) as tmp:
+        if trainer.config.regime == "full":
+            trainer.model.save_pretrained(tmp)
+            if trainer.processor is not None:
+                trainer.processor.save_pretrained(tmp)
+        else:
+            info = DeltaInfo(
+                base=trainer.base_spec,
+                base_fingerprint=fingerprint(trainer.base_spec) if Path(trainer.base_spec).is_dir() else None,
+                regime=trainer.config.regime,
+                regime_options=asdict(trainer.regime_options),
+                extra={"step": step},
+            )
+            save_file({n: p.detach().contiguous().cpu() for n, p in named.items()}, str(tmp / TENSORS_FILE))
+            (tmp / DELTA_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
+        save_file(_optimizer_tensors(trainer.optimizer, trainer.param_names), str(tmp / OPTIMIZER_FILE))
+        save_file(_rng_tensors(), str(tmp / RNG_FILE))
+        state = {"step": step, "python_rng": _jsonable(random.getstate()), "config": asdict(trainer.config)}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    pointer = run / f".{LATEST}.tmp"
+    pointer.write_text(out.name + "\n")
+    os.replace(pointer, run / LATEST)
+    return out
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    pointer = run / LATEST
+    if not pointer.is_file():
+        return None
+    path = run / "checkpoints" / pointer.read_text().strip()
+    if not (path / STATE_FILE).is_file():
+        raise InputError(f"{pointer}: names {path.name}, which is not a complete checkpoint")
+    return path
+
+
+def read_state(ckpt: Path) -> dict:
+    return json.loads((ckpt / STATE_FILE).read_text())
+
+
+def restore(ckpt: Path, trainer) -> int:
+    """Load optimizer moments and RNG states from `ckpt`; returns its step."""
+    state = read_state(ckpt)
+    tensors = load_file(str(ckpt / OPTIMIZER_FILE))
+    opt_state = trainer.optimizer.state_dict()
+    for index, name in enumerate(trainer.param_names):
+        keys = [k.split("/", 1)[1] for k in tensors if k.split("/", 1)[0] == name]
+        if keys:
+            opt_state["state"][index] = {k: tensors[f"{name}/{k}"] for k in keys}
+    trainer.optimizer.load_state_dict(opt_state)
+    rng = load_file(str(ckpt / RNG_FILE))
+    torch.set_rng_state(rng["torch_cpu"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda_")])
+    random.setstate(_tupled(state["python_rng"]))
+    return int(state["step"])
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, torch.Tensor]:
+    state = optimizer.state_dict()["state"]
+    return {
+        f"{names[i]}/{key}": (value if torch.is_tensor(value) else torch.tensor(value))
+        .detach()
+        .contiguous()
+        .cpu()
+        for i, entry in state.items()
+        for key, value in entry.items()
+    }
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return out
+
+
+def _jsonable(value):
+    return [_jsonable(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def _tupled(value):
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value

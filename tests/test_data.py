@@ -1,0 +1,201 @@
+"""LLaVA-format data: templates, label masks, image tokens, truncation, batching, synthetic data, errors."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from lnprobe.data.llava import (
+    IGNORE,
+    Encoder,
+    LengthGroupedBatches,
+    LlavaDataset,
+    Record,
+    collate,
+    read_records,
+)
+from lnprobe.data.synth import COLOURS, NUMBERS, SynthConfig, write_synth
+from lnprobe.data.templates import TEMPLATES, VICUNA_SYSTEM
+from lnprobe.errors import InputError
+from lnprobe.models.tiny import TinyConfig
+
+N_IMG = TinyConfig().image_tokens
+
+
+def write(tmp_path, records, name="data.json", images=()):
+    for img in images:
+        (tmp_path / img).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / img)
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        path.write_text(json.dumps(records))
+    return path
+
+
+def conv(*pairs):
+    return [{"from": role, "value": v} for q, a in pairs for role, v in (("human", q), ("gpt", a))]
+
+
+def test_vicuna_template_matches_llava_format():
+    segments = TEMPLATES.get("vicuna_v1").render([("<image>\nQ1", "A1"), ("Q2", "A2")])
+    text = "".join(t for t, _ in segments)
+    assert text == f"{VICUNA_SYSTEM} USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>"
+    assert [t for t, target in segments if target] == [" A1</s>", " A2</s>"]
+
+
+def test_llama2_and_plain_templates():
+    text = "".join(t for t, _ in TEMPLATES.get("llama_2").render([("Q1", "A1"), ("Q2", "A2")]))
+    assert text.startswith("[INST] <<SYS>>\n") and text.endswith(
+        "Q1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>"
+    )
+    assert TEMPLATES.get("plain").render([("<image>\n", "a cat")]) == [("<image>", False), ("a cat\n", True)]
+    with pytest.raises(InputError, match="unknown template 'chatml'"):
+        TEMPLATES.get("chatml")
+
+
+@pytest.mark.parametrize("template", ["vicuna_v1", "llama_2", "plain"])
+def test_labels_cover_exactly_the_answers(tiny, template):
+    processor = tiny[1]
+    enc = Encoder(processor, template, max_length=512)
+    record = Record(0, "r0", "x.png", (("<image>\nWhat colour is the circle?", "red"),))
+    ids, labels = enc.encode(record)
+    tok = processor.tokenizer
+    image_id = tok.convert_tokens_to_ids("<image>")
+    assert ids[0] == tok.bos_token_id and ids.count(image_id) == N_IMG
+    assert all(label == IGNORE for i, label in zip(ids, labels, strict=True) if i == image_id)
+    answer = tok.decode([label for label in labels if label != IGNORE])
+    expected = {"vicuna_v1": " red</s>", "llama_2": " red </s>", "plain": "red\n"}[template]
+    assert answer == expected
+
+
+def test_truncation_keeps_image_tokens_or_fails(tiny):
+    long_answer = " ".join(["red"] * 200)
+    record = Record(3, "long", "x.png", (("<image>\nDescribe.", long_answer),))
+    ids, labels = Encoder(tiny[1], "vicuna_v1", max_length=80).encode(record)
+    assert len(ids) == 80 and ids.count(tiny[1].tokenizer.convert_tokens_to_ids("<image>")) == N_IMG
+    with pytest.raises(InputError, match=r"record 3 \(id long\): max_length 20 would cut its image tokens"):
+        Encoder(tiny[1], "vicuna_v1", max_length=20).encode(record)
+    with pytest.raises(InputError, match="no answer tokens within max_length"):
+        Encoder(tiny[1], "vicuna_v1", max_length=60).encode(record)
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([], "the dataset is empty"),
+        (
+            [{"id": "a", "conversations": conv(("hi", "yo"))[:1]}],
+            r"record 0 \(id a\): conversation has no assistant",
+        ),
+        (
+            [{"id": "b", "image": "x.png", "conversations": conv(("no placeholder", "x"))}],
+            "image-token count mismatch",
+        ),
+        ([{"id": "c", "conversations": conv(("<image>\nq", "x"))}], "image-token count mismatch"),
+        (
+            [{"id": "d", "image": "x.png", "conversations": conv(("<image> <image>", "x"))}],
+            "image-token count",
+        ),
+        (
+            [{"id": "e", "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}],
+            "must alternate",
+        ),
+        ([{"id": "f"}], "missing 'conversations'"),
+    ],
+)
+def test_bad_records(tmp_path, records, message):
+    with pytest.raises(InputError, match=message):
+        read_records(write(tmp_path, records))
+
+
+def test_malformed_json_names_the_line(tmp_path):
+    (tmp_path / "a.json").write_text('[{"id": 1,\n  "conversations": ]')
+    with pytest.raises(InputError, match=r"a.json: malformed JSON at line 2"):
+        read_records(tmp_path / "a.json")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"id": 1, "conversations": conv(("q", "a"))}) + "\n{oops\n")
+    with pytest.raises(InputError, match=r"b.jsonl: line 2: malformed JSON"):
+        read_records(tmp_path / "b.jsonl")
+
+
+def test_missing_and_unreadable_images(tmp_path, tiny):
+    records = [
+        {"id": "ok", "image": "img/a.png", "conversations": conv(("<image>\nq", "a"))},
+        {"id": "gone", "image": "img/missing.png", "conversations": conv(("<image>\nq", "b"))},
+    ]
+    path = write(tmp_path, records, images=["img/a.png"])
+    with pytest.raises(InputError, match=r"img/missing.png: image missing \(record 1, id gone"):
+        LlavaDataset(path, tiny[1])
+    ds = LlavaDataset(path, tiny[1], skip_missing=True)
+    assert (len(ds), ds.skipped) == (1, 1)
+    assert ds[0]["pixel_values"].shape == (3, 32, 32)
+    (tmp_path / "img/a.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"img/a.png: unreadable image \(record 0, id ok"):
+        ds[0]
+
+
+def test_collate_pads_and_checks_image_tokens_per_row(tiny):
+    image_id = tiny[1].tokenizer.convert_tokens_to_ids("<image>")
+    pix = torch.zeros(3, 32, 32)
+
+    def item(n_image, n_text, rid):
+        ids = torch.tensor([1] + [image_id] * n_image + [7] * n_text)
+        return {"input_ids": ids, "labels": ids.clone(), "pixel_values": pix, "id": rid}
+
+    batch = collate(
+        [item(N_IMG, 3, "a"), item(N_IMG, 1, "b")], pad_id=3, image_token_id=image_id, n_image_tokens=N_IMG
+    )
+    assert batch["input_ids"].shape == (2, 1 + N_IMG + 3) and batch["pixel_values"].shape == (2, 3, 32, 32)
+    assert batch["attention_mask"][1].tolist() == [1] * (1 + N_IMG + 1) + [0, 0]
+    assert batch["labels"][1, -2:].tolist() == [IGNORE, IGNORE]
+    # 17 + 15 image tokens pass transformers' batch-total check; lnprobe checks each row
+    with pytest.raises(InputError, match="record id x: 17 image tokens, expected 16"):
+        collate([item(N_IMG + 1, 1, "x"), item(N_IMG - 1, 3, "y")], 3, image_id, N_IMG)
+
+
+def test_length_grouped_batches():
+    lengths = [(i * 37) % 101 + 1 for i in range(200)]
+    sampler = LengthGroupedBatches(lengths, batch_size=8, seed=3, group=4)
+    epoch0 = sampler.epoch(0)
+    assert sorted(i for b in epoch0 for i in b) == list(range(200))
+    assert epoch0 == LengthGroupedBatches(lengths, 8, seed=3, group=4).epoch(0)  # deterministic
+    assert epoch0 != sampler.epoch(1)
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    random_batches = [list(range(200))[i : i + 8] for i in range(0, 200, 8)]
+    assert padded(epoch0) < 0.8 * padded(random_batches)
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != "lnprobe_config.json":
+            h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_synth_is_deterministic_and_answerable(tmp_path):
+    a = write_synth(tmp_path / "a", SynthConfig(n=60, seed=5))
+    b = write_synth(tmp_path / "b", SynthConfig(n=60, seed=5))
+    c = write_synth(tmp_path / "c", SynthConfig(n=60, seed=6))
+    assert _digest(a) == _digest(b) != _digest(c)
+    instruct = json.loads((a / "instruct.json").read_text())
+    pretrain = json.loads((a / "pretrain.json").read_text())
+    evaluation = json.loads((a / "eval.json").read_text())
+    assert {r["kind"] for r in instruct} == {"conversation", "detail", "reasoning"}
+    assert len(evaluation) == 12 and len(pretrain) == len(instruct) == 48
+    assert not {r["image"] for r in evaluation} & {r["image"] for r in instruct}
+    captions = {r["image"]: r["conversations"][1]["value"] for r in pretrain}
+    for r in instruct:  # counting answers agree with the caption of the same picture
+        q, ans = r["conversations"][0]["value"], r["conversations"][1]["value"]
+        if "How many shapes are" in q:
+            colour = q.split("are ")[1].rstrip("?")
+            assert colour in COLOURS and NUMBERS.index(ans) == captions[r["image"]].count(f"a {colour} ")
+    lines = (a / "text.jsonl").read_text().splitlines()
+    assert lines and all("<image>" not in json.loads(line)["text"] for line in lines)
+    assert len(read_records(a / "instruct.json")) == 48  # valid LLaVA format

@@ -1,0 +1,210 @@
+"""The training loop: loss, accumulation, schedule, precision, checkpoints, exact resume (also after
+kill -9), divergence, callbacks and bad input."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lnprobe.data.synth import SynthConfig, write_synth
+from lnprobe.errors import InputError
+from lnprobe.models import load, resolve_sites
+from lnprobe.train import Callback, TrainConfig, Trainer, TrainingDiverged, train
+from lnprobe.train.loss import loss_sum
+from lnprobe.train.trainer import cosine_factor
+from tests.conftest import image_batch
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return write_synth(tmp_path_factory.mktemp("synth") / "d", SynthConfig(n=40, seed=0))
+
+
+def cfg(synth, out, **kw):
+    base = dict(
+        data=str(synth / "instruct.json"),
+        out=str(out),
+        regime="ln-simp",
+        max_steps=6,
+        batch_size=4,
+        lr=1e-2,
+        progress=False,
+        seed=0,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def trained_tensors(result):
+    return load_file(str(result.checkpoint / "delta.safetensors"))
+
+
+def test_loss_sum_equals_transformers_loss(tiny):
+    model, processor = tiny
+    batch = image_batch(processor, n=3)
+    batch["labels"][:, :12] = -100
+    total, n = loss_sum(model, resolve_sites(model), batch, chunk=5)
+    assert n == int((batch["labels"][:, 1:] != -100).sum())
+    torch.testing.assert_close(total / n, model(**batch).loss)
+
+
+def test_cosine_schedule():
+    total, warmup = 100, 3
+    assert [cosine_factor(s, total, warmup) for s in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert cosine_factor(3 + 97 // 2, total, warmup) == pytest.approx(0.5 * (1 + math.cos(math.pi * 48 / 97)))
+    assert cosine_factor(99, total, warmup) < 0.01
+
+
+def test_training_reduces_loss_and_writes_a_loadable_checkpoint(synth, tmp_path):
+    result = train(cfg(synth, tmp_path / "r", regime="ln", max_steps=12))
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    loaded = load(result.checkpoint)
+    assert loaded.kind == "delta" and loaded.regime == "ln"
+    assert json.loads((tmp_path / "r" / "lnprobe_config.json").read_text())["config"]["regime"] == "ln"
+
+
+def test_accumulation_equals_a_bigger_batch(synth, tmp_path):
+    """4 records, one step: batch 4 x accum 1 == batch 2 x accum 2 (normalised by the step's tokens)."""
+    records = json.loads((synth / "instruct.json").read_text())[:4]
+    (synth / "four.json").write_text(json.dumps(records))
+    common = dict(data=str(synth / "four.json"), max_steps=1, regime="ln")
+    a = trained_tensors(train(cfg(synth, tmp_path / "a", batch_size=4, grad_accum=1, **common)))
+    b = trained_tensors(train(cfg(synth, tmp_path / "b", batch_size=2, grad_accum=2, **common)))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_group_learning_rates_and_fp32_masters(synth, tmp_path):
+    trainer = Trainer(
+        cfg(synth, tmp_path / "r", regime="ln", lr=1e-3, lr_norm=5e-2, lr_embed=1e-4, dtype="bf16")
+    )
+    by_lr = {g["base_lr"]: {id(p) for p in g["params"]} for g in trainer.optimizer.param_groups}
+    params = dict(trainer.model.named_parameters())
+    assert id(params["model.language_model.norm.weight"]) in by_lr[5e-2]
+    assert id(params["lm_head.weight"]) in by_lr[1e-4]
+    assert id(params["model.multi_modal_projector.linear_1.weight"]) in by_lr[1e-3]
+    assert all(params[n].dtype == torch.float32 for n in trainer.trainable)
+    assert params["model.language_model.layers.0.mlp.up_proj.weight"].dtype == torch.bfloat16
+    assert math.isfinite(trainer.train().final_loss)
+
+
+class Interrupt(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, trainer, step, metrics):
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("regime", ["ln-simp", "lora", "full"])
+def test_resume_is_bitwise_exact(synth, tmp_path, regime):
+    kw = dict(regime=regime, save_every=2, lora_rank=4, grad_accum=2, batch_size=2)
+    straight = train(cfg(synth, tmp_path / "straight", **kw))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(synth, tmp_path / "cut", **kw), [Interrupt(at=5)])
+    resumed = train(cfg(synth, tmp_path / "cut", resume=True, **kw))
+    assert resumed.steps == straight.steps == 6
+    if regime == "full":
+        a, b = load(straight.checkpoint).model.state_dict(), load(resumed.checkpoint).model.state_dict()
+    else:
+        a, b = trained_tensors(straight), trained_tensors(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == list(range(1, 7))  # replayed steps are not logged twice
+
+
+def test_resume_after_kill_9(synth, tmp_path):
+    out = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from lnprobe.train import Callback, TrainConfig, train
+        class Kill(Callback):
+            def on_step_end(self, trainer, step, metrics):
+                if step == 5:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        train(TrainConfig(data={str(synth / "instruct.json")!r}, out={str(out)!r}, regime="ln-simp",
+                          max_steps=6, batch_size=4, lr=1e-2, progress=False, save_every=2), [Kill()])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL
+    assert (out / "latest").read_text().strip() == "step-000004"
+    resumed = train(cfg(synth, out, resume=True, save_every=2))
+    straight = train(cfg(synth, tmp_path / "straight", save_every=2))
+    a, b = trained_tensors(straight), trained_tensors(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Poison(Callback):
+    def on_step_end(self, trainer, step, metrics):
+        if step == 2:
+            with torch.no_grad():
+                dict(trainer.model.named_parameters())["model.language_model.norm.weight"].fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(synth, tmp_path):
+    with pytest.raises(
+        TrainingDiverged, match="loss became nan at step 3; the last good checkpoint is .*step-000002"
+    ):
+        train(cfg(synth, tmp_path / "r", save_every=1), [Poison()])
+    tensors = load_file(str(tmp_path / "r" / "checkpoints" / "step-000002" / "delta.safetensors"))
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+    assert not (tmp_path / "r" / "checkpoints" / "step-000003").exists()
+
+
+class Recorder(Callback):
+    wants_micro_grads = True
+
+    def __init__(self):
+        self.micro, self.summed = [], []
+
+    def on_micro_batch(self, trainer, step, micro, batch):
+        if step == 0:
+            self.micro.append(
+                {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+            )
+
+    def on_before_optimizer_step(self, trainer, step):
+        if step == 0:
+            self.summed.append(
+                {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+            )
+
+
+def test_callback_sees_each_micro_batch_gradient(synth, tmp_path):
+    rec = Recorder()
+    train(cfg(synth, tmp_path / "r", grad_accum=3, batch_size=2, max_steps=1, max_grad_norm=0.0), [rec])
+    assert len(rec.micro) == 3 and len(rec.summed) == 1
+    for name, total in rec.summed[0].items():
+        torch.testing.assert_close(sum(m[name] for m in rec.micro), total)
+        assert not torch.equal(rec.micro[0][name], total)
+
+
+def test_bad_run_dirs_and_configs(synth, tmp_path):
+    train(cfg(synth, tmp_path / "r", max_steps=2))
+    with pytest.raises(InputError, match="already holds a run"):
+        train(cfg(synth, tmp_path / "r", max_steps=2))
+    with pytest.raises(InputError, match=r"--resume with a different config \(lr differ\)"):
+        train(cfg(synth, tmp_path / "r", max_steps=4, lr=0.5, resume=True))
+    with pytest.raises(InputError, match="no checkpoint to resume from"):
+        train(cfg(synth, tmp_path / "empty", resume=True))
+    with pytest.raises(InputError, match="unknown template 'chatml'"):
+        train(cfg(synth, tmp_path / "t", template="chatml"))
+    with pytest.raises(InputError, match="invalid value for --batch-size"):
+        cfg(synth, tmp_path / "b", batch_size=0)
+    with pytest.raises(InputError, match="fewer than one optimizer step"):
+        train(cfg(synth, tmp_path / "s", batch_size=40, grad_accum=2))
+    assert not (tmp_path / "t" / "checkpoints").exists()
+
+
+def test_models_from_a_checkpoint_dir_train_too(synth, tmp_path, tiny_dir):
+    result = train(cfg(synth, tmp_path / "r", model=tiny_dir, max_steps=2))
+    assert load(result.checkpoint).base == str(os.path.realpath(tiny_dir))
