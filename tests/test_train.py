@@ -208,3 +208,76 @@ def test_bad_run_dirs_and_configs(synth, tmp_path):
 def test_models_from_a_checkpoint_dir_train_too(synth, tmp_path, tiny_dir):
     result = train(cfg(synth, tmp_path / "r", model=tiny_dir, max_steps=2))
     assert load(result.checkpoint).base == str(os.path.realpath(tiny_dir))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(synth, tmp_path):
+    """torchrun, 2 CPU processes (gloo), batch 2 each == 1 process with 2 accumulated batches of 2."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    args = [
+        "--data",
+        str(synth / "instruct.json"),
+        "--regime",
+        "ln",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--lr",
+        "0.01",
+        "--no-progress",
+        "--save-every",
+        "0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "lnprobe.cli",
+            "train",
+            "--out",
+            str(tmp_path / "ddp"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    single = train(cfg(synth, tmp_path / "one", regime="ln", max_steps=3, batch_size=2, grad_accum=2))
+    ddp = load_file(str(tmp_path / "ddp" / "checkpoints" / "step-000003" / "delta.safetensors"))
+    one = trained_tensors(single)
+    assert ddp.keys() == one.keys()
+    for name in one:
+        torch.testing.assert_close(ddp[name], one[name], rtol=1e-5, atol=1e-6)
+    state = json.loads((tmp_path / "ddp" / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
+    assert state["processes"] == 2
+
+
+def test_eval_loss_matches_an_independent_computation(synth, tmp_path):
+    from lnprobe.data.llava import LlavaDataset, collate
+
+    result = train(cfg(synth, tmp_path / "r", eval_data=str(synth / "eval.json"), eval_every=2, max_steps=4))
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [("eval_loss" in r) for r in rows] == [False, True, False, True]
+    assert result.eval_loss == rows[-1]["eval_loss"] and result.best_eval_loss == min(
+        rows[1]["eval_loss"], rows[3]["eval_loss"]
+    )
+    loaded = load(result.checkpoint)
+    data = LlavaDataset(synth / "eval.json", loaded.processor)
+    tok = loaded.processor.tokenizer
+    total = count = 0.0
+    with torch.no_grad():
+        for i in range(len(data)):  # one record at a time, transformers' own loss
+            batch = collate(
+                [data[i]], tok.pad_token_id, data.encoder.image_token_id, data.encoder.n_image_tokens
+            )
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total, count = total + loaded.model(**batch).loss.item() * n, count + n
+    assert result.eval_loss == pytest.approx(total / count, rel=1e-5)

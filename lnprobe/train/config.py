@@ -13,7 +13,7 @@ from lnprobe.config import from_dict
 from lnprobe.errors import InputError
 
 # Fields that may differ when a run is resumed (they do not change what is computed up to a step).
-RESUMABLE_CHANGES = {"max_steps", "save_every", "log_every", "resume", "progress"}
+RESUMABLE_CHANGES = {"max_steps", "save_every", "log_every", "resume", "progress", "eval_every"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class TrainConfig:
     max_length: int = 2048
     seed: int = 0
     grad_ckpt: bool = True
+    ckpt_every: int = 1  # checkpoint every n-th decoder layer (1: all)
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     save_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
@@ -48,6 +49,8 @@ class TrainConfig:
     lora_alpha: int | None = None
     lora_dropout: float = 0.05
     skip_missing: bool = False
+    eval_data: str | None = None  # held-out LLaVA data: mean answer-token loss, logged as eval_loss
+    eval_every: int = 0  # optimizer steps between evaluations (0: only at the end)
     loss_chunk: int = 4096  # target tokens per cross-entropy chunk (logits never materialised at once)
     progress: bool = True
     resume: bool = False
@@ -62,6 +65,8 @@ class TrainConfig:
             "--max-steps": self.max_steps is None or self.max_steps >= 1,
             "--save-every": self.save_every >= 0,
             "--loss-chunk": self.loss_chunk >= 1,
+            "--ckpt-every": self.ckpt_every >= 1,
+            "--eval-every": self.eval_every >= 0,
             "--dtype": self.dtype in ("auto", "fp32", "bf16", "fp16"),
         }
         bad = [name for name, ok in checks.items() if not ok]

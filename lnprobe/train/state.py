@@ -28,32 +28,48 @@ def checkpoint_dir(run: Path, step: int) -> Path:
 
 
 def save_checkpoint(run: Path, step: int, trainer) -> Path:
-    """Write checkpoint `step` of `trainer` (model part + exact-resume state) and point `latest` at it."""
+    """Write checkpoint `step` (model part + exact-resume state) and point `latest` at it. Called on every
+    process: each contributes its RNG state; the main process writes."""
+    from accelerate.utils import gather_object
+
     out = checkpoint_dir(run, step)
-    named = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
-    with atomic_dir(out, overwrite=True) as tmp:
-        if trainer.config.regime == "full":
-            trainer.model.save_pretrained(tmp)
-            if trainer.processor is not None:
-                trainer.processor.save_pretrained(tmp)
-        else:
-            info = DeltaInfo(
-                base=trainer.base_spec,
-                base_fingerprint=fingerprint(trainer.base_spec) if Path(trainer.base_spec).is_dir() else None,
-                regime=trainer.config.regime,
-                regime_options=asdict(trainer.regime_options),
-                extra={"step": step},
-            )
-            save_file({n: p.detach().contiguous().cpu() for n, p in named.items()}, str(tmp / TENSORS_FILE))
-            (tmp / DELTA_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
-        save_file(_optimizer_tensors(trainer.optimizer, trainer.param_names), str(tmp / OPTIMIZER_FILE))
-        save_file(_rng_tensors(), str(tmp / RNG_FILE))
-        state = {"step": step, "python_rng": _jsonable(random.getstate()), "config": asdict(trainer.config)}
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-    pointer = run / f".{LATEST}.tmp"
-    pointer.write_text(out.name + "\n")
-    os.replace(pointer, run / LATEST)
+    rng_states = gather_object([_rng_tensors(trainer.rank)]) if trainer.world > 1 else [_rng_tensors(0)]
+    if trainer.accelerator.is_main_process:
+        with atomic_dir(out, overwrite=True) as tmp:
+            _save_model_part(tmp, step, trainer)
+            save_file(_optimizer_tensors(trainer.optimizer, trainer.param_names), str(tmp / OPTIMIZER_FILE))
+            save_file({k: v for state in rng_states for k, v in state.items()}, str(tmp / RNG_FILE))
+            state = {
+                "step": step,
+                "python_rng": _jsonable(random.getstate()),
+                "config": asdict(trainer.config),
+                "processes": trainer.world,
+            }
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        pointer = run / f".{LATEST}.tmp"
+        pointer.write_text(out.name + "\n")
+        os.replace(pointer, run / LATEST)
+    trainer.accelerator.wait_for_everyone()
     return out
+
+
+def _save_model_part(tmp: Path, step: int, trainer) -> None:
+    if trainer.config.regime == "full":
+        trainer.model.save_pretrained(tmp)
+        if trainer.processor is not None:
+            trainer.processor.save_pretrained(tmp)
+        return
+    base = trainer.base_spec
+    info = DeltaInfo(
+        base=base,
+        base_fingerprint=fingerprint(base) if Path(base).is_dir() else None,
+        regime=trainer.config.regime,
+        regime_options=asdict(trainer.regime_options),
+        extra={"step": step},
+    )
+    named = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    save_file({n: p.detach().contiguous().cpu() for n, p in named.items()}, str(tmp / TENSORS_FILE))
+    (tmp / DELTA_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -80,10 +96,15 @@ def restore(ckpt: Path, trainer) -> int:
         if keys:
             opt_state["state"][index] = {k: tensors[f"{name}/{k}"] for k in keys}
     trainer.optimizer.load_state_dict(opt_state)
+    if state.get("processes", 1) != trainer.world:
+        raise InputError(
+            f"{ckpt}: saved by {state.get('processes', 1)} processes, resumed with {trainer.world}"
+        )
     rng = load_file(str(ckpt / RNG_FILE))
-    torch.set_rng_state(rng["torch_cpu"])
+    torch.set_rng_state(rng[f"torch_cpu_r{trainer.rank}"])
     if torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda_")])
+        prefix = f"cuda_r{trainer.rank}_"
+        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith(prefix)])
     random.setstate(_tupled(state["python_rng"]))
     return int(state["step"])
 
@@ -100,10 +121,10 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> di
     }
 
 
-def _rng_tensors() -> dict[str, torch.Tensor]:
-    out = {"torch_cpu": torch.get_rng_state()}
+def _rng_tensors(rank: int) -> dict[str, torch.Tensor]:
+    out = {f"torch_cpu_r{rank}": torch.get_rng_state()}
     if torch.cuda.is_available():
-        out.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        out.update({f"cuda_r{rank}_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     return out
 
 

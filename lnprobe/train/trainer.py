@@ -2,9 +2,10 @@
 
 Paper defaults: AdamW (weight decay 0), cosine schedule with 3 % warmup, gradient checkpointing
 (non-reentrant), bf16 + TF32 on CUDA, fp32 on CPU, trainable parameters kept in fp32 when the model is bf16,
-separate learning rates for norms / connector / embeddings+head. Gradient accumulation normalises by the
-number of target tokens of the whole optimizer step, so accumulating k micro-batches equals one k-times
-larger batch. Resuming from a checkpoint reproduces the uninterrupted run bit for bit on CPU.
+separate learning rates for norms / connector / embeddings+head. The loss of an optimizer step is the sum of
+its answer-token losses divided by their number across all micro-batches and processes, so k micro-batches
+(or k processes) equal one k-times larger batch. Resuming from a checkpoint reproduces the uninterrupted
+run bit for bit on CPU. Started by `torchrun` / `accelerate launch`, it runs data-parallel.
 """
 
 from __future__ import annotations
@@ -19,20 +20,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from lnprobe.config import save_config
 from lnprobe.data.llava import LengthGroupedBatches, LlavaDataset, collate, read_records
 from lnprobe.data.templates import TEMPLATES
 from lnprobe.errors import InputError
-from lnprobe.models import load
-from lnprobe.models.delta import load_delta_tensors, read_delta
 from lnprobe.models.tiny import TinyConfig, save_tiny
-from lnprobe.params import group_of
-from lnprobe.regimes import REGIMES, RegimeOptions, apply_regime
+from lnprobe.regimes import REGIMES, RegimeOptions
 from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
 from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
 from lnprobe.train.loss import loss_sum
+from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -47,6 +47,8 @@ class TrainResult:
     checkpoint: Path
     steps: int
     final_loss: float
+    eval_loss: float | None = None
+    best_eval_loss: float | None = None
 
 
 def cosine_factor(step: int, total: int, warmup: int) -> float:
@@ -57,45 +59,48 @@ def cosine_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _device_and_dtype(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
-    cuda = torch.cuda.is_available()
-    device = torch.device(("cuda" if cuda else "cpu") if cfg.device == "auto" else cfg.device)
-    if cfg.dtype == "auto":
-        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
+class LossModule(nn.Module):
+    """The model and its answer-token loss as one module, so DDP / DeepSpeed wrap the whole forward."""
+
+    def __init__(self, model: nn.Module, sites, chunk: int) -> None:
+        super().__init__()
+        self.model, self.sites, self.chunk = model, sites, chunk
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return loss_sum(self.model, self.sites, batch, self.chunk)[0]
 
 
 class Trainer:
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
-        self.config = config
-        self.callbacks = list(callbacks)
-        self.run = Path(config.out)
+        self.config, self.callbacks, self.run = config, list(callbacks), Path(config.out)
         REGIMES.get(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
         self.resume_from = self._check_run_dir()
         read_records(config.data)  # fail on bad data before anything is loaded or written
-        self.device, self.dtype = _device_and_dtype(config)
+        self.accelerator = make_accelerator(config)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.device = self.accelerator.device
+        self.dtype = model_dtype(config, self.device)
         torch.manual_seed(config.seed)
         self.base_spec = self._base_spec()
         self.regime_options = RegimeOptions(config.lora_rank, config.lora_alpha, config.lora_dropout)
-        self._build_model()
-        self.dataset = LlavaDataset(
-            config.data,
-            self.processor,
-            config.template,
-            config.max_length,
-            config.image_folder,
-            config.skip_missing,
-        )
+        self._setup_model()
+        self.dataset = self._dataset(config.data)
+        self.eval_dataset = self._dataset(config.eval_data) if config.eval_data else None
         self.batches = LengthGroupedBatches(self.dataset.lengths, config.batch_size, config.seed)
-        self.steps_per_epoch = len(self.batches) // config.grad_accum
+        self.steps_per_epoch = len(self.batches) // (config.grad_accum * self.world)
         if self.steps_per_epoch == 0:
             raise InputError(
                 f"{config.data}: {len(self.dataset)} records are fewer than one optimizer step "
-                f"(batch {config.batch_size} x accumulation {config.grad_accum})"
+                f"(batch {config.batch_size} x accumulation {config.grad_accum} x {self.world} processes)"
             )
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
-        self.optimizer = torch.optim.AdamW(self._param_groups(), weight_decay=config.weight_decay)
+        groups, self.param_names = param_groups(config, self.model, self.sites, self.trainable)
+        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        self.loss_module, self.optimizer = self.accelerator.prepare(
+            LossModule(self.model, self.sites, config.loss_chunk), optimizer
+        )
         self.step = ckpt_io.restore(self.resume_from, self) if self.resume_from else 0
+        self.best_eval: float | None = None
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _check_run_dir(self) -> Path | None:
@@ -120,92 +125,54 @@ class Trainer:
             path = Path(self.config.model)
             return str(path.resolve()) if path.exists() else self.config.model
         base = self.run / "base"
-        if not base.is_dir():
+        if self.accelerator.is_main_process and not base.is_dir():
             save_tiny(base, TinyConfig(seed=self.config.seed))
+        self.accelerator.wait_for_everyone()
         return str(base.resolve())
 
-    def _build_model(self) -> None:
+    def _setup_model(self) -> None:
         full_resume = self.resume_from is not None and self.config.regime == "full"
         source = str(self.resume_from) if full_resume else self.base_spec
-        loaded = load(source, dtype=self.dtype, device=self.device)
-        self.processor = loaded.processor
-        if self.processor is None:
-            raise InputError(f"{source}: has no processor files (needed to tokenise the data)")
-        applied = apply_regime(loaded.model, self.config.regime, self.regime_options)
-        self.model, self.sites, self.trainable = applied.model, applied.sites, applied.trainable
-        params = dict(self.model.named_parameters())
-        if self.resume_from is not None and not full_resume:
-            tensors = load_delta_tensors(self.resume_from, read_delta(self.resume_from), set(self.trainable))
-            with torch.no_grad():
-                for name, tensor in tensors.items():
-                    params[name].copy_(tensor)
-        for name in self.trainable:  # fp32 master copies
-            params[name].data = params[name].data.float()
-        if self.config.grad_ckpt:
-            self._enable_checkpointing()
-        self.model.train()
+        delta = self.resume_from if self.resume_from is not None and not full_resume else None
+        loaded, applied = build_model(
+            self.config, source, self.regime_options, self.dtype, self.device, delta
+        )
+        self.processor, self.model, self.sites = loaded.processor, applied.model, applied.sites
+        self.trainable = applied.trainable
 
-    def _enable_checkpointing(self) -> None:
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        for config in (base.config, getattr(base.config, "text_config", None)):
-            if config is not None:
-                config.use_cache = False  # no KV cache while training (and no warning about it)
-        enable = getattr(base, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable({"use_reentrant": False})
-        else:  # transformers < 5
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    def _dataset(self, path: str) -> LlavaDataset:
+        c = self.config
+        return LlavaDataset(path, self.processor, c.template, c.max_length, c.image_folder, c.skip_missing)
 
-    def _param_groups(self) -> list[dict]:
-        cfg = self.config
-        lrs = {
-            "norms": cfg.lr_norm,
-            "connector": cfg.lr_connector,
-            "embeddings": cfg.lr_embed,
-            "head": cfg.lr_embed,
-        }
-        groups: dict[float, list] = {}
-        self.param_names = []
-        named = dict(self.model.named_parameters())
-        for name in self.trainable:
-            lr = lrs.get(group_of(name, self.sites)) or cfg.lr
-            groups.setdefault(lr, []).append(name)
-        ordered = []
-        for lr, names in groups.items():
-            ordered.append({"params": [named[n] for n in names], "lr": lr, "base_lr": lr})
-            self.param_names += names
-        return ordered
-
-    # -- the loop ------------------------------------------------------------------------------------
-    def micro_batches(self, step: int) -> list[dict]:
-        epoch, k = divmod(step, self.steps_per_epoch)
-        accum = self.config.grad_accum
-        order = self.batches.epoch(epoch)[k * accum : (k + 1) * accum]
+    # -- data -----------------------------------------------------------------------------------------
+    def _collate(self, dataset: LlavaDataset, indices: list[int]) -> dict:
         tok = self.processor.tokenizer
-        image_id = tok.convert_tokens_to_ids("<image>")
-        return [
-            {
-                key: v.to(self.device)
-                for key, v in collate(
-                    [self.dataset[i] for i in idx],
-                    tok.pad_token_id,
-                    image_id,
-                    self.dataset.encoder.n_image_tokens,
-                ).items()
-            }
-            for idx in order
-        ]
+        batch = collate(
+            [dataset[i] for i in indices],
+            tok.pad_token_id,
+            dataset.encoder.image_token_id,
+            dataset.encoder.n_image_tokens,
+        )
+        return {key: value.to(self.device) for key, value in batch.items()}
 
+    def micro_batches(self, step: int) -> list[dict]:
+        """This process's micro-batches of optimizer step `step` (a fixed share of the step's batches)."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        per_step = self.config.grad_accum * self.world
+        mine = self.batches.epoch(epoch)[k * per_step : (k + 1) * per_step][self.rank :: self.world]
+        return [self._collate(self.dataset, idx) for idx in mine]
+
+    # -- the loop -------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
-        cfg = self.config
-        self.run.mkdir(parents=True, exist_ok=True)
-        if self.resume_from is None:
-            save_config(cfg, self.run, seed=cfg.seed, base=self.base_spec)
-        self._trim_metrics()
+        cfg, main = self.config, self.accelerator.is_main_process
+        if main:
+            self.run.mkdir(parents=True, exist_ok=True)
+            if self.resume_from is None:
+                save_config(cfg, self.run, seed=cfg.seed, base=self.base_spec, processes=self.world)
+            self._trim_metrics()
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        last = self.resume_from
-        loss = float("nan")
+        last, metrics = self.resume_from, {"loss": float("nan")}
         with self._progress() as progress:
             task = (
                 progress.add_task(
@@ -216,44 +183,54 @@ class Trainer:
             )
             while self.step < self.total_steps:
                 metrics = self._one_step()
-                loss = metrics["loss"]
                 self.step += 1
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.total_steps:
+                    metrics.update(self._evaluate())
+                if main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                     self._log(metrics)
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == self.total_steps:
                     last = ckpt_io.save_checkpoint(self.run, self.step, self)
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, metrics)
                 if progress:
-                    progress.update(task, advance=1, loss=loss, lr=metrics["lr"], tps=metrics["tokens_per_s"])
+                    progress.update(
+                        task, advance=1, loss=metrics["loss"], lr=metrics["lr"], tps=metrics["tokens_per_s"]
+                    )
         for cb in self.callbacks:
             cb.on_train_end(self)
-        return TrainResult(self.run, last, self.step, loss)
+        return TrainResult(
+            self.run, last, self.step, metrics["loss"], metrics.get("eval_loss"), self.best_eval
+        )
+
+    def _sum(self, value: float) -> float:
+        """Sum a number over processes."""
+        if self.world == 1:
+            return value
+        return float(
+            self.accelerator.reduce(torch.tensor(value, dtype=torch.float64, device=self.device), "sum")
+        )
 
     def _one_step(self) -> dict:
         start = time.perf_counter()
         batches = self.micro_batches(self.step)
-        n_total = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
-        micro_grads = any(cb.wants_micro_grads for cb in self.callbacks)
+        n_total = self._sum(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches))
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        accumulated = [None] * len(params) if micro_grads else None
+        micro_grads = any(cb.wants_micro_grads for cb in self.callbacks)
+        accumulated: list = [None] * len(params)
         total = 0.0
         for m, batch in enumerate(batches):
-            with self._autocast():
-                s, _ = loss_sum(self.model, self.sites, batch, self.config.loss_chunk)
-            (s / n_total).backward()
+            sync = m == len(batches) - 1
+            with nullcontext() if sync else self.accelerator.no_sync(self.loss_module), self._autocast():
+                s = self.loss_module(batch)
+                # DDP averages gradients over processes: scale so the result is sum / global tokens
+                self.accelerator.backward(s * (self.world / n_total))
             total += s.item()
             if micro_grads:
-                for cb in self.callbacks:
-                    cb.on_micro_batch(self, self.step, m, batch)
-                for i, p in enumerate(params):
-                    if p.grad is not None:
-                        accumulated[i] = p.grad if accumulated[i] is None else accumulated[i] + p.grad
-                        p.grad = None
+                self._hand_micro_grads(params, accumulated, m, batch)
         if micro_grads:
             for p, g in zip(params, accumulated, strict=True):
                 p.grad = g
-        loss = total / n_total
+        loss = self._sum(total) / n_total
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {loss} at step {self.step + 1}; the last good checkpoint is "
@@ -261,7 +238,7 @@ class Trainer:
             )
         for cb in self.callbacks:
             cb.on_before_optimizer_step(self, self.step)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
+        grad_norm = self.accelerator.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
         factor = cosine_factor(
             self.step, self.total_steps, math.ceil(self.config.warmup_ratio * self.total_steps)
         )
@@ -270,16 +247,45 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - start
-        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        tokens = self._sum(sum(int(b["attention_mask"].sum()) for b in batches))
         return {
             "step": self.step + 1,
             "loss": loss,
             "lr": self.config.lr * factor,
             "grad_norm": float(grad_norm),
-            "target_tokens": n_total,
+            "target_tokens": int(n_total),
             "tokens_per_s": tokens / seconds,
             "seconds": seconds,
         }
+
+    def _hand_micro_grads(self, params: list, accumulated: list, micro: int, batch: dict) -> None:
+        """Show callbacks this micro-batch's own gradients, then set them aside for the step's sum."""
+        for cb in self.callbacks:
+            cb.on_micro_batch(self, self.step, micro, batch)
+        for i, p in enumerate(params):
+            if p.grad is not None:
+                accumulated[i] = p.grad if accumulated[i] is None else accumulated[i] + p.grad
+                p.grad = None
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
+        """Mean answer-token loss over the held-out data (sharded over processes)."""
+        if self.eval_dataset is None:
+            return {}
+        self.model.eval()
+        order = list(range(len(self.eval_dataset)))
+        chunks = [order[i : i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
+        total = count = 0.0
+        for idx in chunks[self.rank :: self.world]:
+            with self._autocast():
+                s, n = loss_sum(
+                    self.model, self.sites, self._collate(self.eval_dataset, idx), self.config.loss_chunk
+                )
+            total, count = total + s.item(), count + n
+        self.model.train()
+        value = self._sum(total) / self._sum(count)
+        self.best_eval = value if self.best_eval is None else min(self.best_eval, value)
+        return {"eval_loss": value}
 
     def _autocast(self):
         """Mixed precision when the model is in 16 bits (the fp32 trainable copies meet 16-bit weights)."""
@@ -288,7 +294,7 @@ class Trainer:
         return nullcontext()
 
     def _progress(self):
-        if not self.config.progress:
+        if not self.config.progress or not self.accelerator.is_main_process:
             return nullcontext(None)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -316,7 +322,7 @@ class Trainer:
 
 def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Set up and run a training run; a set-up failure leaves no run directory behind."""
-    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+    if torch.cuda.is_available() and config.device in ("auto", "cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     run = Path(config.out)
@@ -325,6 +331,6 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResul
         trainer = Trainer(config, callbacks)
     except BaseException:
         if fresh and run.exists():
-            shutil.rmtree(run)
+            shutil.rmtree(run, ignore_errors=True)
         raise
     return trainer.train()

@@ -1,0 +1,85 @@
+"""Set-up steps of a training run: devices and precision, the model with its regime, optimizer groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lnprobe.errors import InputError
+from lnprobe.models import load
+from lnprobe.models.delta import load_delta_tensors, read_delta
+from lnprobe.params import group_of
+from lnprobe.regimes import RegimeOptions, apply_regime
+from lnprobe.train.config import TrainConfig
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_accelerator(cfg: TrainConfig):
+    """An `accelerate.Accelerator`: one process, or DDP / DeepSpeed when started by `accelerate launch` or
+    `torchrun` (CPU processes talk over gloo). Mixed precision is handled by lnprobe itself."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # text-only batches skip the connector
+    return Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[ddp])
+
+
+def model_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[cfg.dtype]
+
+
+def build_model(cfg: TrainConfig, source: str, options: RegimeOptions, dtype, device, delta: Path | None):
+    """Load `source`, apply the regime, copy a resumed delta in, keep trainable params in fp32.
+    Returns (loaded, applied)."""
+    loaded = load(source, dtype=dtype, device=device)
+    if loaded.processor is None:
+        raise InputError(f"{source}: has no processor files (needed to tokenise the data)")
+    applied = apply_regime(loaded.model, cfg.regime, options)
+    params = dict(applied.model.named_parameters())
+    if delta is not None:
+        tensors = load_delta_tensors(delta, read_delta(delta), set(applied.trainable))
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                params[name].copy_(tensor)
+    for name in applied.trainable:  # fp32 master copies
+        params[name].data = params[name].data.float()
+    if cfg.grad_ckpt:
+        enable_checkpointing(applied.model, cfg.ckpt_every)
+    applied.model.train()
+    return loaded, applied
+
+
+def enable_checkpointing(model: nn.Module, every_n_layers: int = 1) -> None:
+    """Non-reentrant activation checkpointing of the decoder layers (every n-th layer)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for config in (base.config, getattr(base.config, "text_config", None)):
+        if config is not None:
+            config.use_cache = False  # no KV cache while training (and no warning about it)
+    enable = getattr(base, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False}, every_n_layers=every_n_layers)
+    else:  # transformers < 5
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def param_groups(cfg: TrainConfig, model: nn.Module, sites, trainable) -> tuple[list[dict], list[str]]:
+    """AdamW groups by learning rate (norms / connector / embeddings+head / the rest), and the parameter
+    names in optimizer order."""
+    lrs = {
+        "norms": cfg.lr_norm,
+        "connector": cfg.lr_connector,
+        "embeddings": cfg.lr_embed,
+        "head": cfg.lr_embed,
+    }
+    by_lr: dict[float, list[str]] = {}
+    for name in trainable:
+        by_lr.setdefault(lrs.get(group_of(name, sites)) or cfg.lr, []).append(name)
+    named = dict(model.named_parameters())
+    groups = [{"params": [named[n] for n in names], "lr": lr, "base_lr": lr} for lr, names in by_lr.items()]
+    return groups, [n for names in by_lr.values() for n in names]
