@@ -241,6 +241,68 @@ def train_command(config_file: Path | None, values: dict) -> None:
     )
 
 
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+
+
+SWEEP_EXTRA = {
+    "regimes": (Annotated[str, typer.Option(help="Comma-separated regimes.")], "ln,lora,full"),
+    "lrs": (
+        Annotated[
+            str | None,
+            typer.Option(help="Comma-separated learning rates (default: the paper's grid 2e-3 ... 1e-7)."),
+        ],
+        None,
+    ),
+    "seeds": (Annotated[str, typer.Option(help="Comma-separated seeds.")], "0"),
+    "parallel": (Annotated[int, typer.Option(help="Runs at once, as separate processes.")], 1),
+}
+
+
+@app.command("sweep")
+@with_dataclass_options(
+    TrainConfig,
+    TRAIN_HELP,
+    "YAML/JSON file of the shared training options.",
+    extra=SWEEP_EXTRA,
+    skip=("regime", "lr", "seed", "resume"),
+)
+def sweep_command(
+    config_file: Path | None, values: dict, regimes: str, lrs: str | None, seeds: str, parallel: int
+) -> None:
+    """Grid of runs (regimes x learning rates x seeds) under --out; finished runs are skipped, interrupted
+    ones resumed; writes sweep.csv / sweep.json with the best learning rate per regime."""
+    from lnprobe.config import from_dict
+    from lnprobe.train.config import load_config_file
+    from lnprobe.train.sweep import PAPER_LRS, plan, run_sweep
+
+    merged = {**(load_config_file(config_file) if config_file else {}), **values}
+    base = from_dict(TrainConfig, merged, source=str(config_file or "flags"))
+    out = Path(base.out)
+    runs = plan(
+        base,
+        out,
+        [r.strip() for r in regimes.split(",") if r.strip()],
+        _floats(lrs, "--lrs") if lrs else list(PAPER_LRS),
+        [int(x) for x in _floats(seeds, "--seeds")],
+    )
+    if parallel < 1:
+        raise InputError(f"--parallel must be >= 1, got {parallel}")
+    rows = run_sweep(base, out, runs, parallel)
+    table = Table(title=f"sweep: {len(rows)} runs ({out / 'sweep.csv'})")
+    for col in ("regime", "lr", "seed", "final loss", "eval loss"):
+        table.add_column(col, justify="left" if col == "regime" else "right")
+    for r in rows:
+        ev = "-" if r["eval_loss"] is None else f"{r['eval_loss']:.4f}"
+        table.add_row(r["regime"], f"{r['lr']:g}", str(r["seed"]), f"{r['final_loss']:.4f}", ev)
+    console.print(table)
+    best = json.loads((out / "sweep.json").read_text())["best"]
+    console.print("best lr: " + ", ".join(f"{k} {v['lr']:g}" for k, v in best.items()))
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's outputs.")] = Path("runs/demo"),

@@ -20,11 +20,18 @@ def _base_type(hint: Any) -> Any:
     return hint
 
 
-def with_dataclass_options(cls: type, helps: dict[str, str], config_help: str) -> Callable:
-    """Decorate `fn(config_file, values: dict)` into a typer command taking `--config FILE` plus one option
-    per field of `cls`. `values` holds only the options given on the command line."""
+def with_dataclass_options(
+    cls: type,
+    helps: dict[str, str],
+    config_help: str,
+    extra: dict[str, tuple[Any, Any]] | None = None,
+    skip: tuple[str, ...] = (),
+) -> Callable:
+    """Decorate `fn(config_file, values: dict, **extra)` into a typer command taking `--config FILE`, one
+    option per field of `cls` (except `skip`) and the `extra` options ({name: (Annotated type, default)}).
+    `values` holds only the dataclass options given on the command line."""
 
-    def decorate(fn: Callable[[Path | None, dict], None]) -> Callable:
+    def decorate(fn: Callable[..., None]) -> Callable:
         hints = typing.get_type_hints(cls)
         params = [
             inspect.Parameter(
@@ -34,7 +41,15 @@ def with_dataclass_options(cls: type, helps: dict[str, str], config_help: str) -
                 annotation=Annotated[Path | None, typer.Option("--config", help=config_help)],
             )
         ]
+        for name, (annotation, default) in (extra or {}).items():
+            params.append(
+                inspect.Parameter(
+                    name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+                )
+            )
         for field in dataclasses.fields(cls):
+            if field.name in skip:
+                continue
             base = _base_type(hints[field.name])
             flag = "--" + field.name.replace("_", "-")
             decls = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
@@ -51,7 +66,8 @@ def with_dataclass_options(cls: type, helps: dict[str, str], config_help: str) -
             )
 
         def command(config_file: Path | None = None, **values: Any) -> None:
-            fn(config_file, {k: v for k, v in values.items() if v is not None})
+            extras = {k: values.pop(k) for k in (extra or {})}
+            fn(config_file, {k: v for k, v in values.items() if v is not None}, **extras)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__doc__ = fn.__doc__

@@ -139,3 +139,23 @@ def test_train_bad_input(capsys, tmp_path):
     assert_one_line_error(
         *run(capsys, "train", "--config", str(tmp_path / "bad.yaml")), "bad.yaml", "malformed"
     )
+
+
+def test_sweep_command(capsys, tmp_path):
+    data = tmp_path / "synth"
+    assert run(capsys, "data", "synth", str(data), "--n", "20")[0] == 0
+    common = [
+        "sweep",
+        "--data",
+        str(data / "instruct.json"),
+        "--out",
+        str(tmp_path / "sw"),
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]
+    code, out, _ = run(capsys, *common, "--regimes", "ln-simp", "--lrs", "1e-2,1e-3")
+    assert code == 0 and "best lr: ln-simp" in out
+    assert len(json.loads((tmp_path / "sw" / "sweep.json").read_text())["runs"]) == 2
+    assert_one_line_error(*run(capsys, *common, "--lrs", "fast"), "--lrs", "comma-separated numbers")
+    assert_one_line_error(*run(capsys, *common, "--regimes", "ln,bogus"), "unknown regime 'bogus'")

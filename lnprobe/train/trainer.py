@@ -35,6 +35,7 @@ from lnprobe.train.loss import loss_sum
 from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
 
 METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"  # written when a run finishes
 
 
 class TrainingDiverged(InputError):
@@ -170,6 +171,7 @@ class Trainer:
             if self.resume_from is None:
                 save_config(cfg, self.run, seed=cfg.seed, base=self.base_spec, processes=self.world)
             self._trim_metrics()
+            (self.run / RESULT_FILE).unlink(missing_ok=True)  # present only once this run has finished
         for cb in self.callbacks:
             cb.on_train_begin(self)
         last, metrics = self.resume_from, {"loss": float("nan")}
@@ -198,9 +200,13 @@ class Trainer:
                     )
         for cb in self.callbacks:
             cb.on_train_end(self)
-        return TrainResult(
+        result = TrainResult(
             self.run, last, self.step, metrics["loss"], metrics.get("eval_loss"), self.best_eval
         )
+        if main:
+            record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
+            (self.run / RESULT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        return result
 
     def _sum(self, value: float) -> float:
         """Sum a number over processes."""

@@ -1,0 +1,114 @@
+"""`lnprobe sweep`: a grid of training runs (regimes x learning rates x seeds), sequential or as parallel
+processes, skipping finished runs and resuming interrupted ones, then a tidy table and the best learning
+rate per regime (lowest mean held-out loss over seeds; training loss when there is no held-out data)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lnprobe.errors import InputError
+from lnprobe.regimes import REGIMES
+from lnprobe.train.config import TrainConfig
+from lnprobe.train.trainer import RESULT_FILE, train
+
+PAPER_LRS = (2e-3, 1e-3, 6e-4, 3e-4, 1e-4, 5e-5, 2e-5, 1e-5, 6e-6, 1e-6, 1e-7)
+COLUMNS = ("regime", "lr", "seed", "steps", "final_loss", "eval_loss", "best_eval_loss", "run")
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    regime: str
+    lr: float
+    seed: int
+    out: Path
+
+    def config(self, base: TrainConfig) -> TrainConfig:
+        resume = (self.out / "latest").is_file()
+        return base.replace(regime=self.regime, lr=self.lr, seed=self.seed, out=str(self.out), resume=resume)
+
+
+def plan(
+    base: TrainConfig, out: Path, regimes: list[str], lrs: list[float], seeds: list[int]
+) -> list[SweepRun]:
+    for regime in regimes:
+        REGIMES.get(regime)
+    if not lrs or any(lr <= 0 for lr in lrs):
+        raise InputError(f"--lrs must be positive numbers, got {lrs}")
+    return [SweepRun(r, lr, s, out / r / f"lr{lr:g}-seed{s}") for r in regimes for lr in lrs for s in seeds]
+
+
+def run_sweep(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int = 1) -> list[dict]:
+    """Run what is not finished yet, then collect every run's result into OUT/sweep.{csv,json}."""
+    todo = [r for r in runs if not (r.out / RESULT_FILE).is_file()]
+    if parallel <= 1:
+        for run in todo:
+            train(run.config(base.replace(progress=False)))
+    else:
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda r: _subprocess(r.config(base.replace(progress=False))), todo))
+    rows = [_row(r) for r in runs]
+    _write(out, rows)
+    return rows
+
+
+def _subprocess(config: TrainConfig) -> None:
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config_file = out.parent / f".{out.name}.yaml"
+    config_file.write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    done = subprocess.run(
+        [sys.executable, "-m", "lnprobe.cli", "train", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+    )
+    config_file.unlink(missing_ok=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputError(f"sweep run {out} failed: {last}")
+
+
+def _row(run: SweepRun) -> dict:
+    result = json.loads((run.out / RESULT_FILE).read_text())
+    return {
+        "regime": run.regime,
+        "lr": run.lr,
+        "seed": run.seed,
+        "steps": result["steps"],
+        "final_loss": result["final_loss"],
+        "eval_loss": result.get("eval_loss"),
+        "best_eval_loss": result.get("best_eval_loss"),
+        "run": str(run.out),
+    }
+
+
+def best_lrs(rows: list[dict]) -> dict[str, dict]:
+    """Per regime: the learning rate with the lowest mean (over seeds) held-out loss, else training loss."""
+    best = {}
+    for regime in dict.fromkeys(r["regime"] for r in rows):
+        key = "best_eval_loss" if all(r["best_eval_loss"] is not None for r in rows) else "final_loss"
+        by_lr: dict[float, list[float]] = {}
+        for r in rows:
+            if r["regime"] == regime:
+                by_lr.setdefault(r["lr"], []).append(r[key])
+        lr, losses = min(by_lr.items(), key=lambda item: statistics.fmean(item[1]))
+        best[regime] = {"lr": lr, key: statistics.fmean(losses), "seeds": len(losses)}
+    return best
+
+
+def _write(out: Path, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "sweep.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "sweep.json").write_text(json.dumps({"runs": rows, "best": best_lrs(rows)}, indent=2) + "\n")

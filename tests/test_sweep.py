@@ -1,0 +1,82 @@
+"""`lnprobe sweep`: the grid, skipping finished runs, resuming interrupted ones, parallel processes, and
+the best learning rate per regime."""
+
+import json
+import statistics
+
+import pytest
+
+from lnprobe.data.synth import SynthConfig, write_synth
+from lnprobe.errors import InputError
+from lnprobe.train import Callback, TrainConfig, train
+from lnprobe.train.sweep import best_lrs, plan, run_sweep
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return write_synth(tmp_path_factory.mktemp("sweep") / "d", SynthConfig(n=30, seed=2))
+
+
+def base(synth, out):
+    return TrainConfig(
+        data=str(synth / "instruct.json"),
+        eval_data=str(synth / "eval.json"),
+        out=str(out),
+        max_steps=2,
+        batch_size=4,
+        progress=False,
+    )
+
+
+class StopAfterOne(Callback):
+    def on_step_end(self, trainer, step, metrics):
+        raise KeyboardInterrupt
+
+
+def test_sweep_grid_skip_and_resume(synth, tmp_path):
+    cfg = base(synth, tmp_path)
+    runs = plan(cfg, tmp_path, ["ln-simp", "ln"], [1e-2, 1e-3], [0])
+    assert [(r.regime, r.lr) for r in runs] == [
+        ("ln-simp", 1e-2),
+        ("ln-simp", 1e-3),
+        ("ln", 1e-2),
+        ("ln", 1e-3),
+    ]
+    with pytest.raises(KeyboardInterrupt):  # one run interrupted after its first (saved) step
+        train(runs[0].config(cfg).replace(save_every=1), [StopAfterOne()])
+    rows = run_sweep(cfg, tmp_path, runs)
+    assert len(rows) == 4 and all(r["steps"] == 2 for r in rows)
+    metrics = (runs[0].out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in metrics] == [1, 2]  # resumed, not restarted
+    stamps = [(r.out / "result.json").stat().st_mtime_ns for r in runs]
+    run_sweep(cfg, tmp_path, runs)
+    assert stamps == [(r.out / "result.json").stat().st_mtime_ns for r in runs]  # finished runs skipped
+    summary = json.loads((tmp_path / "sweep.json").read_text())
+    for regime in ("ln", "ln-simp"):
+        mine = [r for r in rows if r["regime"] == regime]
+        expected = min(mine, key=lambda r: r["best_eval_loss"])["lr"]
+        assert summary["best"][regime]["lr"] == expected
+    assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith("regime,lr,seed")
+
+
+def test_best_lr_averages_seeds():
+    rows = [
+        {"regime": "ln", "lr": lr, "seed": s, "best_eval_loss": loss, "final_loss": 0.0}
+        for lr, s, loss in [(1e-3, 0, 1.0), (1e-3, 1, 3.0), (1e-4, 0, 1.5), (1e-4, 1, 1.6)]
+    ]
+    best = best_lrs(rows)["ln"]
+    assert best["lr"] == 1e-4 and best["best_eval_loss"] == pytest.approx(statistics.fmean([1.5, 1.6]))
+
+
+@pytest.mark.slow
+def test_parallel_sweep_in_processes(synth, tmp_path):
+    cfg = base(synth, tmp_path)
+    rows = run_sweep(cfg, tmp_path, plan(cfg, tmp_path, ["ln-simp"], [1e-2, 1e-3], [0]), parallel=2)
+    assert [r["steps"] for r in rows] == [2, 2] and all(r["eval_loss"] is not None for r in rows)
+
+
+def test_bad_sweeps(synth, tmp_path):
+    with pytest.raises(InputError, match="unknown regime 'nope'"):
+        plan(base(synth, tmp_path), tmp_path, ["ln", "nope"], [1e-3], [0])
+    with pytest.raises(InputError, match="--lrs must be positive"):
+        plan(base(synth, tmp_path), tmp_path, ["ln"], [-1.0], [0])
