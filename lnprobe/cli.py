@@ -303,6 +303,21 @@ def sweep_command(
     console.print("best lr: " + ", ".join(f"{k} {v['lr']:g}" for k, v in best.items()))
 
 
+@app.command("export")
+def export_command(
+    delta: Annotated[str, typer.Argument(help="An lnprobe delta checkpoint of regime ln or ln-simp.")],
+    peft: Annotated[Path, typer.Option("--peft", help="Write a PEFT LN-tuning adapter directory here.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output if it exists.")] = False,
+) -> None:
+    """Export an ln / ln-simp delta as a PEFT adapter (loads with PeftModel.from_pretrained)."""
+    from lnprobe.models.delta import is_delta
+    from lnprobe.models.export import export_peft
+
+    if not is_delta(delta):
+        raise InputError(f"{delta}: not an lnprobe delta checkpoint (no lnprobe_delta.json)")
+    console.print(f"wrote PEFT adapter {export_peft(delta, peft, overwrite=force)}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's outputs.")] = Path("runs/demo"),
