@@ -281,3 +281,18 @@ def test_eval_loss_matches_an_independent_computation(synth, tmp_path):
             n = int((batch["labels"][:, 1:] != -100).sum())
             total, count = total + loaded.model(**batch).loss.item() * n, count + n
     assert result.eval_loss == pytest.approx(total / count, rel=1e-5)
+
+
+def test_metrics_go_to_tensorboard_when_installed(synth, tmp_path, monkeypatch):
+    logged = []
+
+    class FakeWriter:
+        def add_scalar(self, tag, value, step):
+            logged.append((tag, step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("lnprobe.train.trainer.tensorboard_writer", lambda path: FakeWriter())
+    train(cfg(synth, tmp_path / "r", max_steps=2))
+    assert ("train/loss", 1) in logged and ("train/lr", 2) in logged

@@ -10,6 +10,7 @@ run bit for bit on CPU. Started by `torchrun` / `accelerate launch`, it runs dat
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -60,6 +61,15 @@ def cosine_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def tensorboard_writer(path: Path):
+    """A TensorBoard SummaryWriter when the `tensorboard` package is installed, else None."""
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(path))
+
+
 class LossModule(nn.Module):
     """The model and its answer-token loss as one module, so DDP / DeepSpeed wrap the whole forward."""
 
@@ -96,7 +106,8 @@ class Trainer:
             )
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         groups, self.param_names = param_groups(config, self.model, self.sites, self.trainable)
-        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        fused = self.device.type == "cuda"  # one kernel for all trainable tensors
+        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=fused)
         self.loss_module, self.optimizer = self.accelerator.prepare(
             LossModule(self.model, self.sites, config.loss_chunk), optimizer
         )
@@ -166,6 +177,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
         cfg, main = self.config, self.accelerator.is_main_process
+        self.tensorboard = tensorboard_writer(self.run / "tensorboard") if main else None
         if main:
             self.run.mkdir(parents=True, exist_ok=True)
             if self.resume_from is None:
@@ -317,6 +329,11 @@ class Trainer:
     def _log(self, metrics: dict) -> None:
         with (self.run / METRICS_FILE).open("a") as fh:
             fh.write(json.dumps(metrics) + "\n")
+        if self.tensorboard is not None:
+            for key, value in metrics.items():
+                if key != "step":
+                    self.tensorboard.add_scalar(f"train/{key}", value, metrics["step"])
+            self.tensorboard.flush()
 
     def _trim_metrics(self) -> None:
         """On resume, drop logged steps after the checkpoint (they are re-run)."""
