@@ -18,14 +18,24 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_accelerator(cfg: TrainConfig):
-    """An `accelerate.Accelerator`: one process, or DDP / DeepSpeed when started by `accelerate launch` or
+    """An `accelerate.Accelerator`: one process, or DDP when started by `accelerate launch` or
     `torchrun` (CPU processes talk over gloo). Mixed precision is handled by lnprobe itself."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # text-only batches skip the connector
-    return Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[ddp])
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[ddp])
+    if accelerator.distributed_type not in (
+        DistributedType.NO,
+        DistributedType.MULTI_CPU,
+        DistributedType.MULTI_GPU,
+    ):
+        raise InputError(
+            f"launch mode {accelerator.distributed_type.value} is not supported yet "
+            "(lnprobe train runs single-process or DDP)"
+        )
+    return accelerator
 
 
 def model_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
