@@ -296,3 +296,11 @@ def test_metrics_go_to_tensorboard_when_installed(synth, tmp_path, monkeypatch):
     monkeypatch.setattr("lnprobe.train.trainer.tensorboard_writer", lambda path: FakeWriter())
     train(cfg(synth, tmp_path / "r", max_steps=2))
     assert ("train/loss", 1) in logged and ("train/lr", 2) in logged
+
+
+def test_data_loading_workers_change_nothing(synth, tmp_path):
+    a = trained_tensors(train(cfg(synth, tmp_path / "a", regime="lora", lora_rank=4, max_steps=3)))
+    b = trained_tensors(
+        train(cfg(synth, tmp_path / "b", regime="lora", lora_rank=4, max_steps=3, num_workers=2))
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -13,7 +13,15 @@ from lnprobe.config import from_dict
 from lnprobe.errors import InputError
 
 # Fields that may differ when a run is resumed (they do not change what is computed up to a step).
-RESUMABLE_CHANGES = {"max_steps", "save_every", "log_every", "resume", "progress", "eval_every"}
+RESUMABLE_CHANGES = {
+    "max_steps",
+    "save_every",
+    "log_every",
+    "resume",
+    "progress",
+    "eval_every",
+    "num_workers",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class TrainConfig:
     lora_alpha: int | None = None
     lora_dropout: float = 0.05
     skip_missing: bool = False
+    num_workers: int = 0  # data-loading processes (0: load in the training process)
     eval_data: str | None = None  # held-out LLaVA data: mean answer-token loss, logged as eval_loss
     eval_every: int = 0  # optimizer steps between evaluations (0: only at the end)
     loss_chunk: int = 4096  # target tokens per cross-entropy chunk (logits never materialised at once)
@@ -67,6 +76,7 @@ class TrainConfig:
             "--loss-chunk": self.loss_chunk >= 1,
             "--ckpt-every": self.ckpt_every >= 1,
             "--eval-every": self.eval_every >= 0,
+            "--num-workers": self.num_workers >= 0,
             "--dtype": self.dtype in ("auto", "fp32", "bf16", "fp16"),
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -10,6 +10,7 @@ run bit for bit on CPU. Started by `torchrun` / `accelerate launch`, it runs dat
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -113,6 +114,7 @@ class Trainer:
         )
         self.step = ckpt_io.restore(self.resume_from, self) if self.resume_from else 0
         self.best_eval: float | None = None
+        self._epoch_cache: tuple[int, list] = (-1, [])
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _check_run_dir(self) -> Path | None:
@@ -158,21 +160,46 @@ class Trainer:
 
     # -- data -----------------------------------------------------------------------------------------
     def _collate(self, dataset: LlavaDataset, indices: list[int]) -> dict:
-        tok = self.processor.tokenizer
-        batch = collate(
-            [dataset[i] for i in indices],
-            tok.pad_token_id,
-            dataset.encoder.image_token_id,
-            dataset.encoder.n_image_tokens,
-        )
-        return {key: value.to(self.device) for key, value in batch.items()}
+        return self._to_device(self._collate_fn(dataset)([dataset[i] for i in indices]))
 
-    def micro_batches(self, step: int) -> list[dict]:
-        """This process's micro-batches of optimizer step `step` (a fixed share of the step's batches)."""
+    def _collate_fn(self, dataset: LlavaDataset):
+        enc = dataset.encoder
+        return functools.partial(
+            collate,
+            pad_id=self.processor.tokenizer.pad_token_id,
+            image_token_id=enc.image_token_id,
+            n_image_tokens=enc.n_image_tokens,
+        )
+
+    def _to_device(self, batch: dict) -> dict:
+        return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+
+    def step_indices(self, step: int) -> list[list[int]]:
+        """Record indices of this process's micro-batches of optimizer step `step`."""
         epoch, k = divmod(step, self.steps_per_epoch)
+        if self._epoch_cache[0] != epoch:
+            self._epoch_cache = (epoch, self.batches.epoch(epoch))
         per_step = self.config.grad_accum * self.world
-        mine = self.batches.epoch(epoch)[k * per_step : (k + 1) * per_step][self.rank :: self.world]
-        return [self._collate(self.dataset, idx) for idx in mine]
+        return self._epoch_cache[1][k * per_step : (k + 1) * per_step][self.rank :: self.world]
+
+    def micro_batches(self, start: int):
+        """Collated micro-batches from optimizer step `start` on, in order (`--num-workers` processes load
+        and collate ahead; 0 loads in this process)."""
+        for epoch_start in range(
+            start - start % self.steps_per_epoch, self.total_steps, self.steps_per_epoch
+        ):
+            steps = range(max(start, epoch_start), min(epoch_start + self.steps_per_epoch, self.total_steps))
+            lists = [idx for step in steps for idx in self.step_indices(step)]
+            loader = torch.utils.data.DataLoader(
+                self.dataset,
+                batch_sampler=lists,
+                collate_fn=self._collate_fn(self.dataset),
+                num_workers=self.config.num_workers,
+                pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(self.config.seed + epoch_start),  # not the global RNG
+            )
+            for batch in loader:
+                yield self._to_device(batch)
 
     # -- the loop -------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -187,6 +214,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin(self)
         last, metrics = self.resume_from, {"loss": float("nan")}
+        self._stream = self.micro_batches(self.step)
         with self._progress() as progress:
             task = (
                 progress.add_task(
@@ -230,7 +258,7 @@ class Trainer:
 
     def _one_step(self) -> dict:
         start = time.perf_counter()
-        batches = self.micro_batches(self.step)
+        batches = [next(self._stream) for _ in range(self.config.grad_accum)]
         n_total = self._sum(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches))
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         micro_grads = any(cb.wants_micro_grads for cb in self.callbacks)
