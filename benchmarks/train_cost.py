@@ -1,6 +1,6 @@
 """Training-step cost per regime, side by side in one run: step time and peak memory, with ratios to `full`.
 
-    python benchmarks/train_cost.py                 # CPU: a small LLaVA (hidden 256) with batch 8
+    python benchmarks/train_cost.py                 # CPU: a small LLaVA (hidden 256, vocab 32064), batch 8
     python benchmarks/train_cost.py --plan gpu      # GPU: LLaVA shapes (1B, 7B), batch 16 x 800 tokens, bf16
 
 Each measurement runs in a fresh process (peak RSS on CPU is per process; CUDA peaks are reset anyway).
@@ -24,12 +24,15 @@ import torch
 
 PLANS = {
     # (shape, regime, grad ckpt, loss path)
-    "cpu": [("bench", r, True, loss) for r in ("full", "lora", "attn-qv", "attn-mlp", "ln", "ln-simp")
-            for loss in ("lnprobe", "hf")],
+    "cpu": [
+        ("bench", r, True, loss)
+        for r in ("full", "lora", "attn-qv", "attn-mlp", "ln", "ln-simp")
+        for loss in ("lnprobe", "hf")
+    ],
     "gpu": [("llava-1b", r, True, "lnprobe") for r in ("full", "lora", "ln", "ln-simp")]
-           + [("llava-1b", r, True, "hf") for r in ("full", "ln")]
-           + [("llava-1.5-7b", r, True, "lnprobe") for r in ("lora", "ln", "ln-simp")]
-           + [("llava-1b", r, False, "lnprobe") for r in ("full", "ln")],
+    + [("llava-1b", r, True, "hf") for r in ("full", "ln")]
+    + [("llava-1.5-7b", r, True, "lnprobe") for r in ("lora", "ln", "ln-simp")]
+    + [("llava-1b", r, False, "lnprobe") for r in ("full", "ln")],
 }
 BATCH = {"cpu": (8, 96), "gpu": (16, 224)}  # (sequences, text tokens after the image tokens)
 
@@ -40,10 +43,22 @@ def _config(shape: str):
 
     if shape != "bench":
         return resolve_config(shape)
-    cfg = TinyConfig(hidden_size=256, intermediate_size=688, num_layers=4, num_heads=8, num_kv_heads=8,
-                     vision_hidden_size=128, vision_intermediate_size=512, vision_layers=2, vision_heads=4,
-                     image_size=64, patch_size=8)
-    return llava_config(cfg, build_tokenizer(cfg.vocab_size))
+    cfg = TinyConfig(
+        hidden_size=256,
+        intermediate_size=688,
+        num_layers=4,
+        num_heads=8,
+        num_kv_heads=8,
+        vision_hidden_size=128,
+        vision_intermediate_size=512,
+        vision_layers=2,
+        vision_heads=4,
+        image_size=64,
+        patch_size=8,
+    )
+    config = llava_config(cfg, build_tokenizer(cfg.vocab_size))
+    config.text_config.vocab_size = 32064  # LLaVA-1.5's vocabulary: the logits' real share of the cost
+    return config
 
 
 def _batch(config, n_seq: int, n_text: int, device: str) -> dict:
@@ -56,7 +71,12 @@ def _batch(config, n_seq: int, n_text: int, device: str) -> dict:
     labels = ids.clone()
     labels[:, : 1 + n_img] = -100  # as the peer: every text token after the image is a target
     pixels = torch.randn(n_seq, 3, vision.image_size, vision.image_size, generator=gen)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "pixel_values": pixels}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "pixel_values": pixels,
+    }
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -103,11 +123,21 @@ def worker(shape: str, regime: str, ckpt: bool, loss_path: str, plan: str, steps
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024)
-    return {"shape": shape, "regime": regime, "ckpt": ckpt, "loss_path": loss_path,
-            "trainable_pct": 100 * sum(p.numel() for p in params) / total,
-            "step_s": statistics.median(times), "peak_gib": peak / 2**30, "loss": float(loss)}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
+    )
+    return {
+        "shape": shape,
+        "regime": regime,
+        "ckpt": ckpt,
+        "loss_path": loss_path,
+        "trainable_pct": 100 * sum(p.numel() for p in params) / total,
+        "step_s": statistics.median(times),
+        "peak_gib": peak / 2**30,
+        "loss": float(loss),
+    }
 
 
 def main() -> None:
@@ -123,12 +153,30 @@ def main() -> None:
         return
     rows = []
     for spec in PLANS[args.plan]:
-        cmd = [sys.executable, __file__, "--plan", args.plan, "--steps", str(args.steps), "--warmup",
-               str(args.warmup), "--worker", json.dumps(spec)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--plan",
+            args.plan,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--worker",
+            json.dumps(spec),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        row = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {
-            "shape": spec[0], "regime": spec[1], "ckpt": spec[2], "loss_path": spec[3],
-            "error": (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
+        row = (
+            json.loads(done.stdout.strip().splitlines()[-1])
+            if done.returncode == 0
+            else {
+                "shape": spec[0],
+                "regime": spec[1],
+                "ckpt": spec[2],
+                "loss_path": spec[3],
+                "error": (done.stderr.strip().splitlines() or ["?"])[-1][:200],
+            }
+        )
         rows.append(row)
         print(json.dumps(row), flush=True)
     _table(rows)
@@ -137,19 +185,35 @@ def main() -> None:
         subprocess.run([sys.executable, args.peer, "--plan", plan], check=False)
 
 
+def _match(rows: list[dict], row: dict, **want) -> dict | None:
+    keys = ("shape", "regime", "ckpt", "loss_path")
+    return next(
+        (r for r in rows if "error" not in r and all(r[k] == want.get(k, row[k]) for k in keys)), None
+    )
+
+
+def _ratio(row: dict, other: dict | None) -> str:
+    if other is None:
+        return f"{'-':>9} {'-':>9}"
+    return f"{row['step_s'] / other['step_s']:>9.2f} {row['peak_gib'] / other['peak_gib']:>9.2f}"
+
+
 def _table(rows: list[dict]) -> None:
-    print(f"\n{'shape':13} {'regime':9} {'ckpt':5} {'loss':8} {'train %':>8} {'step s':>8} {'peak GiB':>9} "
-          f"{'step/full':>9} {'peak/full':>9}")
+    """Ratios to `full` (same loss path) and, for lnprobe's loss, to transformers' loss (same regime)."""
+    print(
+        f"\n{'shape':13} {'regime':9} {'ckpt':5} {'loss':8} {'train %':>8} {'step s':>8} {'peak GiB':>9} "
+        f"{'step/full':>9} {'peak/full':>9} {'step/hf':>9} {'peak/hf':>9}"
+    )
     for r in rows:
+        head = f"{r['shape']:13} {r['regime']:9} {r['ckpt']!s:5} {r['loss_path']:8}"
         if "error" in r:
-            print(f"{r['shape']:13} {r['regime']:9} {r['ckpt']!s:5} {r['loss_path']:8} error: {r['error']}")
+            print(f"{head} error: {r['error']}")
             continue
-        full = next((f for f in rows if f.get("regime") == "full" and f["shape"] == r["shape"]
-                     and f["ckpt"] == r["ckpt"] and f["loss_path"] == r["loss_path"] and "error" not in f), None)
-        ratios = (f"{r['step_s'] / full['step_s']:>9.2f} {r['peak_gib'] / full['peak_gib']:>9.2f}" if full
-                  else f"{'-':>9} {'-':>9}")
-        print(f"{r['shape']:13} {r['regime']:9} {r['ckpt']!s:5} {r['loss_path']:8} {r['trainable_pct']:>8.3f} "
-              f"{r['step_s']:>8.4f} {r['peak_gib']:>9.3f} {ratios}")
+        vs_hf = _match(rows, r, loss_path="hf") if r["loss_path"] == "lnprobe" else None
+        print(
+            f"{head} {r['trainable_pct']:>8.3f} {r['step_s']:>8.4f} {r['peak_gib']:>9.3f} "
+            f"{_ratio(r, _match(rows, r, regime='full'))} {_ratio(r, vs_hf)}"
+        )
 
 
 if __name__ == "__main__":
