@@ -321,7 +321,7 @@ def export_command(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's outputs.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(help="Training steps per regime.")] = 5,
+    steps: Annotated[int, typer.Option(help="Training steps per regime.")] = 30,
 ) -> None:
     """The embedded default experiment, end to end on CPU, with no download."""
     from lnprobe.demo import run_demo

@@ -47,7 +47,7 @@ def test_sweep_grid_skip_and_resume(synth, tmp_path):
     rows = run_sweep(cfg, tmp_path, runs)
     assert len(rows) == 4 and all(r["steps"] == 2 for r in rows)
     metrics = (runs[0].out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in metrics] == [1, 2]  # resumed, not restarted
+    assert [json.loads(x)["step"] for x in metrics] == [0, 1, 2]  # resumed, not restarted
     stamps = [(r.out / "result.json").stat().st_mtime_ns for r in runs]
     run_sweep(cfg, tmp_path, runs)
     assert stamps == [(r.out / "result.json").stat().st_mtime_ns for r in runs]  # finished runs skipped

@@ -265,10 +265,16 @@ def test_eval_loss_matches_an_independent_computation(synth, tmp_path):
 
     result = train(cfg(synth, tmp_path / "r", eval_data=str(synth / "eval.json"), eval_every=2, max_steps=4))
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert [("eval_loss" in r) for r in rows] == [False, True, False, True]
-    assert result.eval_loss == rows[-1]["eval_loss"] and result.best_eval_loss == min(
-        rows[1]["eval_loss"], rows[3]["eval_loss"]
-    )
+    assert [(r["step"], "eval_loss" in r) for r in rows] == [
+        (0, True),
+        (1, False),
+        (2, True),
+        (3, False),
+        (4, True),
+    ]
+    evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
+    assert result.eval_loss == evals[-1] and result.best_eval_loss == min(evals[1:])  # step 0: the base
+    assert evals[-1] < evals[0]  # training on the task lowers the held-out loss
     loaded = load(result.checkpoint)
     data = LlavaDataset(synth / "eval.json", loaded.processor)
     tok = loaded.processor.tokenizer

@@ -213,6 +213,10 @@ class Trainer:
             (self.run / RESULT_FILE).unlink(missing_ok=True)  # present only once this run has finished
         for cb in self.callbacks:
             cb.on_train_begin(self)
+        if self.resume_from is None and self.eval_dataset is not None:  # the starting point, as step 0
+            before = self._evaluate(track_best=False)
+            if main:
+                self._log({"step": 0, **before})
         last, metrics = self.resume_from, {"loss": float("nan")}
         self._stream = self.micro_batches(self.step)
         with self._progress() as progress:
@@ -314,7 +318,7 @@ class Trainer:
                 p.grad = None
 
     @torch.no_grad()
-    def _evaluate(self) -> dict:
+    def _evaluate(self, track_best: bool = True) -> dict:
         """Mean answer-token loss over the held-out data (sharded over processes)."""
         if self.eval_dataset is None:
             return {}
@@ -330,7 +334,8 @@ class Trainer:
             total, count = total + s.item(), count + n
         self.model.train()
         value = self._sum(total) / self._sum(count)
-        self.best_eval = value if self.best_eval is None else min(self.best_eval, value)
+        if track_best:  # the best held-out loss of a trained checkpoint (not of the starting point)
+            self.best_eval = value if self.best_eval is None else min(self.best_eval, value)
         return {"eval_loss": value}
 
     def _autocast(self):
