@@ -222,7 +222,7 @@ TRAIN_HELP = {
     "save_every": "Checkpoint every N optimizer steps (0: only at the end).",
     "dtype": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
     "skip_missing": "Skip records whose image file is missing (counted) instead of stopping.",
-    "resume": "Continue the run in --out from its latest checkpoint.",
+    "resume": "RUN_DIR: continue that run from its latest checkpoint (same config; it is the --out).",
 }
 
 

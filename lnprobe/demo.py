@@ -57,7 +57,7 @@ def run_demo(out: Path, steps: int = 30, console: Console | None = None, seed: i
             warmup_ratio=0.1,
             seed=seed,
             progress=False,
-            resume=run.is_dir(),
+            resume=str(run) if (run / "latest").is_file() else None,
         )
         result = train(config)
         start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])  # step 0: the base

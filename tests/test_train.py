@@ -111,7 +111,7 @@ def test_resume_is_bitwise_exact(synth, tmp_path, regime):
     straight = train(cfg(synth, tmp_path / "straight", **kw))
     with pytest.raises(KeyboardInterrupt):
         train(cfg(synth, tmp_path / "cut", **kw), [Interrupt(at=5)])
-    resumed = train(cfg(synth, tmp_path / "cut", resume=True, **kw))
+    resumed = train(cfg(synth, tmp_path / "cut", resume=str(tmp_path / "cut"), **kw))
     assert resumed.steps == straight.steps == 6
     if regime == "full":
         a, b = load(straight.checkpoint).model.state_dict(), load(resumed.checkpoint).model.state_dict()
@@ -137,7 +137,7 @@ def test_resume_after_kill_9(synth, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert done.returncode == -signal.SIGKILL
     assert (out / "latest").read_text().strip() == "step-000004"
-    resumed = train(cfg(synth, out, resume=True, save_every=2))
+    resumed = train(cfg(synth, "runs/train", resume=str(out), save_every=2))  # --resume alone names the run
     straight = train(cfg(synth, tmp_path / "straight", save_every=2))
     a, b = trained_tensors(straight), trained_tensors(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -193,9 +193,11 @@ def test_bad_run_dirs_and_configs(synth, tmp_path):
     with pytest.raises(InputError, match="already holds a run"):
         train(cfg(synth, tmp_path / "r", max_steps=2))
     with pytest.raises(InputError, match=r"--resume with a different config \(lr differ\)"):
-        train(cfg(synth, tmp_path / "r", max_steps=4, lr=0.5, resume=True))
+        train(cfg(synth, tmp_path / "r", max_steps=4, lr=0.5, resume=str(tmp_path / "r")))
     with pytest.raises(InputError, match="no checkpoint to resume from"):
-        train(cfg(synth, tmp_path / "empty", resume=True))
+        train(cfg(synth, tmp_path / "empty", resume=str(tmp_path / "empty")))
+    with pytest.raises(InputError, match="name different run directories"):
+        train(cfg(synth, tmp_path / "x", resume=str(tmp_path / "r")))
     with pytest.raises(InputError, match="unknown template 'chatml'"):
         train(cfg(synth, tmp_path / "t", template="chatml"))
     with pytest.raises(InputError, match="invalid value for --batch-size"):
@@ -310,3 +312,17 @@ def test_data_loading_workers_change_nothing(synth, tmp_path):
         train(cfg(synth, tmp_path / "b", regime="lora", lora_rank=4, max_steps=3, num_workers=2))
     )
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("regime", ["ln-simp", "full"])
+def test_frozen_vision_tower_builds_no_graph(synth, tmp_path, regime):
+    """The vision tower is frozen in every regime, so its forward records nothing for backward."""
+    seen = []
+
+    class Watch(Callback):
+        def on_train_begin(self, trainer):
+            tower = trainer.model.get_submodule(trainer.sites.vision_tower)
+            tower.register_forward_hook(lambda m, i, out: seen.append(out.last_hidden_state.requires_grad))
+
+    train(cfg(synth, tmp_path / "r", regime=regime, max_steps=1), [Watch()])
+    assert seen and not any(seen)

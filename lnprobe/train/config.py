@@ -62,7 +62,7 @@ class TrainConfig:
     eval_every: int = 0  # optimizer steps between evaluations (0: only at the end)
     loss_chunk: int = 4096  # target tokens per cross-entropy chunk (logits never materialised at once)
     progress: bool = True
-    resume: bool = False
+    resume: str | None = None  # a run directory to continue from its latest checkpoint (it becomes --out)
 
     def __post_init__(self) -> None:
         checks = {
@@ -87,6 +87,14 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+    def resolved(self) -> TrainConfig:
+        """With `resume`, the run directory is the resumed one (`--out` may be omitted or the same)."""
+        if not self.resume:
+            return self
+        if self.out not in (TrainConfig.out, self.resume):
+            raise InputError(f"--out {self.out} and --resume {self.resume} name different run directories")
+        return self.replace(out=self.resume)
 
 
 def load_config_file(path: str | Path) -> dict:

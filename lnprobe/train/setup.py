@@ -76,6 +76,11 @@ def enable_checkpointing(model: nn.Module, every_n_layers: int = 1) -> None:
         enable({"use_reentrant": False}, every_n_layers=every_n_layers)
     else:  # transformers < 5
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers also hooks every input embedding (the vision tower's patch embedding too) to output
+    # requires_grad=True, a work-around for *reentrant* checkpointing; with non-reentrant checkpointing it
+    # only makes the frozen vision tower build a graph and back-propagate. Remove those hooks.
+    if hasattr(base, "disable_input_require_grads"):
+        base.disable_input_require_grads()
 
 
 def param_groups(cfg: TrainConfig, model: nn.Module, sites, trainable) -> tuple[list[dict], list[str]]:

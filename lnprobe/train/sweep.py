@@ -33,7 +33,7 @@ class SweepRun:
     out: Path
 
     def config(self, base: TrainConfig) -> TrainConfig:
-        resume = (self.out / "latest").is_file()
+        resume = str(self.out) if (self.out / "latest").is_file() else None
         return base.replace(regime=self.regime, lr=self.lr, seed=self.seed, out=str(self.out), resume=resume)
 
 

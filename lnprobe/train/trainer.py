@@ -84,6 +84,7 @@ class LossModule(nn.Module):
 
 class Trainer:
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
+        config = config.resolved()
         self.config, self.callbacks, self.run = config, list(callbacks), Path(config.out)
         REGIMES.get(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
         self.resume_from = self._check_run_dir()
@@ -122,7 +123,7 @@ class Trainer:
         if not self.config.resume:
             if latest is not None:
                 raise InputError(
-                    f"{self.run}: already holds a run (pass --resume to continue it, or another --out)"
+                    f"{self.run}: already holds a run (--resume {self.run} continues it; or another --out)"
                 )
             return None
         if latest is None:
@@ -381,7 +382,7 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResul
     if torch.cuda.is_available() and config.device in ("auto", "cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    run = Path(config.out)
+    run = Path(config.resolved().out)
     fresh = not run.exists()
     try:
         trainer = Trainer(config, callbacks)
