@@ -10,6 +10,7 @@ run bit for bit on CPU. Started by `torchrun` / `accelerate launch`, it runs dat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -219,8 +220,8 @@ class Trainer:
             if main:
                 self._log({"step": 0, **before})
         last, metrics = self.resume_from, {"loss": float("nan")}
-        self._stream = self.micro_batches(self.step)
-        with self._progress() as progress:
+        # closing(): an unfinished epoch's data-loader workers are shut down even on errors
+        with self._progress() as progress, contextlib.closing(self.micro_batches(self.step)) as self._stream:
             task = (
                 progress.add_task(
                     "train", total=self.total_steps, completed=self.step, loss=float("nan"), lr=0.0, tps=0.0
