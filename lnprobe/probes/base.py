@@ -1,0 +1,50 @@
+"""The similarity-metric registry and input handling shared by the metric modules.
+
+A metric takes two `[n, d]` matrices of matched rows (the same n examples or tokens; d may differ) as torch
+tensors or numpy arrays and returns a float. Everything is computed in float64 after centring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lnprobe.errors import InputError
+from lnprobe.registry import Registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[torch.Tensor, torch.Tensor], float]
+    summary: str
+    min_n: int = 2  # fewest rows the estimator needs
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def as_float64(x: torch.Tensor | np.ndarray, name: str = "X") -> torch.Tensor:
+    """A float64 `[n, d]` tensor (on the input's device); InputError on wrong shapes or non-finite values."""
+    t = torch.as_tensor(x)
+    if t.ndim != 2:
+        raise InputError(f"{name}: expected an [n, d] matrix, got shape {tuple(t.shape)}")
+    t = t.to(torch.float64)
+    if not torch.isfinite(t).all():
+        raise InputError(f"{name}: contains NaN or inf")
+    return t
+
+
+def pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = as_float64(x, "X"), as_float64(y, "Y")
+    if a.shape[0] != b.shape[0]:
+        raise InputError(f"X and Y must have the same rows (examples), got {a.shape[0]} and {b.shape[0]}")
+    return a, b.to(a.device)
+
+
+def center(x: torch.Tensor) -> torch.Tensor:
+    """Subtract the column means (centring features makes Gram matrices centred)."""
+    return x - x.mean(dim=0, keepdim=True)

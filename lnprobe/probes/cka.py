@@ -1,0 +1,115 @@
+"""Centred kernel alignment (Kornblith et al. 2019), with the debiased estimator (Song et al. 2012 unbiased
+HSIC; Nguyen, Raghu & Kornblith 2021) and a minibatch accumulator.
+
+    CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)),  K = X Xᵀ, L = Y Yᵀ for the linear kernel.
+
+Linear CKA is computed in feature space (d x d products, O(n d²)) when the features are narrower than the
+batch, else in Gram space (n x n, O(n² d)); both give the same number (tested). Features are centred and
+everything accumulates in float64, so float32 input with large offsets loses nothing.
+
+The biased estimator is positive even for independent features: about d/(n+d) for random Gaussians, so
+`random_baseline` reports it for the shapes at hand (permuting rows of Y breaks the pairing).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lnprobe.errors import InputError
+from lnprobe.probes.base import METRICS, Metric, center, pair
+
+
+def _hsic_biased_feature(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (y.T @ x).square().sum()  # ||Yᵀ X||_F² = tr(K L) for centred features
+
+
+def linear_cka(x, y, debiased: bool = False) -> float:
+    """Linear CKA of `[n, dx]` and `[n, dy]` matched rows."""
+    a, b = pair(x, y)
+    a, b = center(a), center(b)
+    n = a.shape[0]
+    if debiased:
+        if n < 4:
+            raise InputError(f"debiased CKA needs at least 4 examples, got {n}")
+        hxy, hxx, hyy = (
+            _hsic_unbiased_feature(a, b),
+            _hsic_unbiased_feature(a, a),
+            _hsic_unbiased_feature(b, b),
+        )
+    elif a.shape[1] * b.shape[1] <= n * n:
+        hxy, hxx, hyy = _hsic_biased_feature(a, b), _hsic_biased_feature(a, a), _hsic_biased_feature(b, b)
+    else:
+        k, l_ = a @ a.T, b @ b.T
+        hxy, hxx, hyy = (k * l_).sum(), k.square().sum(), l_.square().sum()
+    return _ratio(hxy, hxx, hyy)
+
+
+def _ratio(hxy: torch.Tensor, hxx: torch.Tensor, hyy: torch.Tensor) -> float:
+    denom = torch.sqrt(hxx * hyy)
+    if denom <= 0:
+        raise InputError("CKA is undefined for constant features (zero variance)")
+    return float(hxy / denom)
+
+
+def hsic_unbiased_gram(k: torch.Tensor, l_: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC from Gram matrices (Song et al. 2012): diagonals zeroed, n >= 4."""
+    n = k.shape[0]
+    k = k - torch.diag(torch.diagonal(k))
+    l_ = l_ - torch.diag(torch.diagonal(l_))
+    kl = (k * l_).sum()
+    ones = k.sum() * l_.sum() / ((n - 1) * (n - 2))
+    cross = 2.0 / (n - 2) * (k.sum(1) @ l_.sum(1))
+    return (kl + ones - cross) / (n * (n - 3))
+
+
+def _hsic_unbiased_feature(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The same estimator from features, without n x n matrices: with kx_i = |x_i|², sx = Σ x_i,
+    tr(K̃L̃) = |XᵀY|² - Σ kx ky, 1ᵀK̃1 = |sx|² - Σ kx, K̃1 = X sx - kx."""
+    n = x.shape[0]
+    kx, ky = x.square().sum(1), y.square().sum(1)
+    sx, sy = x.sum(0), y.sum(0)
+    kl = (y.T @ x).square().sum() - (kx * ky).sum()
+    k1, l1 = sx.square().sum() - kx.sum(), sy.square().sum() - ky.sum()
+    rk, rl = x @ sx - kx, y @ sy - ky
+    return (kl + k1 * l1 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (rk @ rl)) / (n * (n - 3))
+
+
+def rbf_cka(x, y, sigma: float | None = None) -> float:
+    """CKA with Gaussian kernels; `sigma` = sqrt(median squared distance) of each input when None."""
+    a, b = pair(x, y)
+    k, l_ = _rbf_gram(a, sigma), _rbf_gram(b, sigma)
+    n = k.shape[0]
+    h = torch.eye(n, dtype=k.dtype, device=k.device) - 1.0 / n
+    kc, lc = h @ k @ h, h @ l_ @ h
+    return _ratio((kc * lc).sum(), kc.square().sum(), lc.square().sum())
+
+
+def _rbf_gram(x: torch.Tensor, sigma: float | None) -> torch.Tensor:
+    sq = torch.cdist(x, x).square()
+    if sigma is None:
+        off = sq[~torch.eye(sq.shape[0], dtype=torch.bool, device=sq.device)]
+        sigma = float(torch.sqrt(off.median())) if off.numel() else 1.0
+    if sigma <= 0:
+        raise InputError("rbf_cka: sigma must be > 0 (are all examples identical?)")
+    return torch.exp(-sq / (2 * sigma**2))
+
+
+def random_baseline(x, y, repeats: int = 5, seed: int = 0) -> float:
+    """Mean biased linear CKA after shuffling the rows of Y (what unrelated features would score)."""
+    a, b = pair(x, y)
+    gen = torch.Generator().manual_seed(seed)
+    scores = [linear_cka(a, b[torch.randperm(b.shape[0], generator=gen)]) for _ in range(repeats)]
+    return sum(scores) / len(scores)
+
+
+METRICS.add("cka", Metric("cka", linear_cka, "linear CKA, biased estimator (Kornblith et al. 2019)"))
+METRICS.add(
+    "cka_debiased",
+    Metric(
+        "cka_debiased",
+        lambda x, y: linear_cka(x, y, debiased=True),
+        "linear CKA with unbiased HSIC (Song et al. 2012)",
+        min_n=4,
+    ),
+)
+METRICS.add("rbf_cka", Metric("rbf_cka", rbf_cka, "CKA with Gaussian kernels, median-heuristic bandwidth", 3))

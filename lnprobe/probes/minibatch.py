@@ -1,0 +1,109 @@
+"""Layer x layer CKA over a dataset streamed in minibatches (Nguyen, Raghu & Kornblith 2021).
+
+Each `update` takes one minibatch's features for every layer of model X and of model Y (the same rows:
+tokens or examples), computes the HSIC of every layer pair from centred float64 Gram matrices, and keeps
+only those L_x x L_y numbers, so memory does not grow with the dataset. `compute()` averages the HSIC terms
+over minibatches and normalises: CKA_ij = mean HSIC(K_i, L_j) / sqrt(mean HSIC(K_i, K_i) mean HSIC(L_j, L_j)).
+The unbiased HSIC (default) makes the estimate independent of the minibatch size; the per-minibatch terms
+also give bootstrap confidence intervals (resampling minibatches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from lnprobe.errors import InputError
+from lnprobe.probes.base import as_float64, center
+
+
+def grams(features: Sequence) -> torch.Tensor:
+    """Centred linear Gram matrices `[L, n, n]` (float64) of a list of `[n, d_l]` feature matrices."""
+    mats = [center(as_float64(f, f"layer {i}")) for i, f in enumerate(features)]
+    n = {m.shape[0] for m in mats}
+    if len(n) != 1:
+        raise InputError(f"all layers of a minibatch need the same rows, got {sorted(n)}")
+    return torch.stack([m @ m.T for m in mats])
+
+
+def hsic_matrix(gx: torch.Tensor, gy: torch.Tensor, debiased: bool = True) -> torch.Tensor:
+    """HSIC of every pair (i, j) of Gram stacks `[Lx, n, n]` x `[Ly, n, n]` → `[Lx, Ly]`."""
+    n = gx.shape[-1]
+    if not debiased:
+        return gx.flatten(1) @ gy.flatten(1).T / (n - 1) ** 2
+    if n < 4:
+        raise InputError(f"unbiased HSIC needs at least 4 rows per minibatch, got {n}")
+    eye = torch.eye(n, dtype=torch.bool, device=gx.device)
+    kx, ky = gx.masked_fill(eye, 0.0), gy.masked_fill(eye, 0.0)
+    fx, fy = kx.flatten(1), ky.flatten(1)
+    rx, ry = kx.sum(2), ky.sum(2)  # row sums [L, n]
+    ones = torch.outer(fx.sum(1), fy.sum(1)) / ((n - 1) * (n - 2))
+    return (fx @ fy.T + ones - 2.0 / (n - 2) * (rx @ ry.T)) / (n * (n - 3))
+
+
+class MinibatchCKA:
+    """Streaming layer x layer linear CKA. `update(xs, ys)`: lists of `[n, d]` per layer (ys=None: the
+    model against itself). `compute()` → `[Lx, Ly]` tensor."""
+
+    def __init__(self, debiased: bool = True) -> None:
+        self.debiased = debiased
+        self.terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per minibatch: xy, xx, yy
+
+    def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
+        gx = grams(xs)
+        gy = gx if ys is None else grams(ys)
+        if gx.shape[-1] != gy.shape[-1]:
+            raise InputError(f"X and Y minibatches differ in rows ({gx.shape[-1]} vs {gy.shape[-1]})")
+        xy = hsic_matrix(gx, gy, self.debiased)
+        xx = torch.diagonal(hsic_matrix(gx, gx, self.debiased)) if ys is not None else torch.diagonal(xy)
+        yy = torch.diagonal(hsic_matrix(gy, gy, self.debiased)) if ys is not None else xx
+        self.terms.append((xy.cpu(), xx.cpu(), yy.cpu()))
+
+    def update_from_grams(self, gx: torch.Tensor, gy: torch.Tensor) -> None:
+        """As `update`, from precomputed `grams()` (two checkpoints compared one after the other)."""
+        xy = hsic_matrix(gx, gy, self.debiased)
+        xx = torch.diagonal(hsic_matrix(gx, gx, self.debiased))
+        yy = torch.diagonal(hsic_matrix(gy, gy, self.debiased))
+        self.terms.append((xy.cpu(), xx.cpu(), yy.cpu()))
+
+    def compute(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        """CKA matrix from all minibatches (or the minibatch indices `which`, e.g. a bootstrap draw)."""
+        if not self.terms:
+            raise InputError("no minibatches were added")
+        idx = range(len(self.terms)) if which is None else which.tolist()
+        xy = torch.stack([self.terms[i][0] for i in idx]).mean(0)
+        xx = torch.stack([self.terms[i][1] for i in idx]).mean(0)
+        yy = torch.stack([self.terms[i][2] for i in idx]).mean(0)
+        denom = torch.sqrt(torch.outer(xx, yy).clamp_min(0))
+        if (denom <= 0).any():
+            raise InputError("CKA is undefined for a layer with constant features in every minibatch")
+        return xy / denom
+
+    def bootstrap(
+        self,
+        statistic: Callable[[torch.Tensor], torch.Tensor],
+        draws: int = 200,
+        level: float = 0.95,
+        seed: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Percentile interval of `statistic(cka_matrix)` over minibatch resamples (lower, upper)."""
+        b = len(self.terms)
+        if b < 2:
+            raise InputError(f"bootstrap intervals need at least 2 minibatches, got {b}")
+        gen = torch.Generator().manual_seed(seed)
+        values = torch.stack(
+            [statistic(self.compute(torch.randint(b, (b,), generator=gen))) for _ in range(draws)]
+        )
+        tail = (1 - level) / 2
+        return torch.quantile(values, tail, dim=0), torch.quantile(values, 1 - tail, dim=0)
+
+
+def off_diagonal_mean(matrix: torch.Tensor) -> torch.Tensor:
+    """Mean over i != j of a square layer x layer matrix: the paper's cross-layer similarity."""
+    n = matrix.shape[0]
+    if n < 2 or matrix.shape[1] != n:
+        raise InputError(
+            f"cross-layer similarity needs a square matrix with >= 2 layers, got {tuple(matrix.shape)}"
+        )
+    return (matrix.sum() - torch.diagonal(matrix).sum()) / (n * (n - 1))

@@ -1,0 +1,170 @@
+"""Similarity metrics against independent formulas and invariants."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from lnprobe.errors import InputError
+from lnprobe.probes import (
+    METRICS,
+    MinibatchCKA,
+    cosine_similarity,
+    linear_cka,
+    off_diagonal_mean,
+    random_baseline,
+    rbf_cka,
+)
+from lnprobe.probes.cka import _hsic_unbiased_feature, hsic_unbiased_gram
+
+
+def rand(n, d, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def reference_cka(x, y):
+    """Kornblith et al. eq. (3) with an explicit centring matrix H: tr(KHLH) / sqrt(tr(KHKH) tr(LHLH))."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = x.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l_ = x @ x.T, y @ y.T
+    hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
+    return hsic(k, l_) / np.sqrt(hsic(k, k) * hsic(l_, l_))
+
+
+def reference_unbiased_hsic(k, l_):
+    """Song et al. 2012, Theorem 2, by brute force over distinct index tuples."""
+    n = k.shape[0]
+    t1 = sum(k[i, j] * l_[i, j] for i, j in itertools.permutations(range(n), 2)) / (n * (n - 1))
+    t2 = sum(k[i, j] * l_[q, r] for i, j, q, r in itertools.permutations(range(n), 4)) / (
+        n * (n - 1) * (n - 2) * (n - 3)
+    )
+    t3 = sum(k[i, j] * l_[i, q] for i, j, q in itertools.permutations(range(n), 3)) / (n * (n - 1) * (n - 2))
+    return t1 + t2 - 2 * t3
+
+
+@pytest.mark.parametrize("n, d", [(60, 8), (8, 60)], ids=["feature-space", "gram-space"])
+def test_linear_cka_matches_the_centring_matrix_formula(n, d):
+    x, y = rand(n, d, 1), rand(n, d + 3, 2) + 0.3 * rand(n, d + 3, 1)[:, : d + 3]
+    assert linear_cka(x, y) == pytest.approx(reference_cka(x, y), rel=1e-10)
+
+
+def test_unbiased_hsic_feature_and_gram_forms_match_the_u_statistic():
+    x, y = rand(7, 3, 3), rand(7, 4, 4)
+    x, y = x - x.mean(0), y - y.mean(0)
+    k, l_ = (x @ x.T).numpy(), (y @ y.T).numpy()
+    expected = reference_unbiased_hsic(k, l_)
+    assert float(hsic_unbiased_gram(torch.tensor(k), torch.tensor(l_))) == pytest.approx(expected, rel=1e-9)
+    assert float(_hsic_unbiased_feature(x, y)) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["cka", "cka_debiased", "rbf_cka"])
+def test_invariances(metric):
+    fn = METRICS.get(metric).fn
+    x = rand(40, 12, 5)
+    q, _ = torch.linalg.qr(rand(12, 12, 6))
+    assert fn(x, x) == pytest.approx(1.0, abs=1e-9)
+    assert fn(x, x @ q) == pytest.approx(1.0, abs=1e-9)  # orthogonal transform
+    y = torch.tanh(x @ rand(12, 9, 7))
+    assert fn(x, 3.7 * y) == pytest.approx(fn(x, y), rel=1e-9)  # isotropic scaling
+    assert fn(x, y) < 0.99  # a known-different pair
+
+
+def test_debiased_removes_the_random_baseline():
+    x, y = rand(64, 2048, 8), rand(64, 2048, 9)  # independent, d >> n
+    assert abs(linear_cka(x, y, debiased=True)) < 0.05
+    biased = linear_cka(x, y)
+    assert biased > 0.9  # the biased estimator is far from 0 for unrelated features
+    assert random_baseline(x, y) == pytest.approx(biased, abs=0.02)
+
+
+def test_float32_with_offset_equals_float64():
+    x, y = rand(64, 4096, 10), rand(64, 4096, 11)
+    y = y + 0.5 * x
+    exact = linear_cka(x, y, debiased=True)
+    shifted = linear_cka((x + 10).float(), (y + 10).float(), debiased=True)
+    assert shifted == pytest.approx(exact, abs=1e-5)
+    assert linear_cka((x + 10).float().numpy(), (y + 10).float().numpy()) == pytest.approx(
+        linear_cka(x, y), abs=1e-5
+    )
+
+
+def test_cosine_similarity():
+    x = rand(10, 5, 12)
+    assert cosine_similarity(x, x) == pytest.approx(1.0)
+    assert cosine_similarity(x, -x) == pytest.approx(-1.0)
+    e = torch.eye(4, dtype=torch.float64)
+    assert cosine_similarity(e, e.roll(1, dims=1)) == pytest.approx(0.0)
+    with pytest.raises(InputError, match="equal widths"):
+        cosine_similarity(x, rand(10, 6))
+
+
+def test_rbf_median_heuristic_is_scale_free():
+    x = rand(30, 6, 13)
+    y = x + 0.5 * rand(30, 6, 14)
+    assert rbf_cka(10 * x, 10 * y) == pytest.approx(rbf_cka(x, y), rel=1e-9)
+    assert rbf_cka(x, y, sigma=1e-3) != pytest.approx(rbf_cka(x, y), rel=1e-3)
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+def test_minibatch_cka_with_one_batch_equals_linear_cka(debiased):
+    layers_x = [rand(32, 8, s) for s in range(3)]
+    layers_y = [rand(32, 5, 10 + s) + layers_x[s][:, :5] for s in range(2)]
+    acc = MinibatchCKA(debiased=debiased)
+    acc.update(layers_x, layers_y)
+    m = acc.compute()
+    assert m.shape == (3, 2)
+    for i, j in itertools.product(range(3), range(2)):
+        assert float(m[i, j]) == pytest.approx(
+            linear_cka(layers_x[i], layers_y[j], debiased=debiased), rel=1e-9
+        )
+
+
+def test_minibatch_cka_averages_hsic_over_batches():
+    """CKA_01 = mean_b HSIC_b(K0, K1) / sqrt(mean_b HSIC_b(K0, K0) mean_b HSIC_b(K1, K1)), batches b."""
+    xs = [rand(90, 6, 0), rand(90, 6, 0) + rand(90, 6, 1)]
+    acc = MinibatchCKA()
+    for start in range(0, 90, 30):
+        acc.update([x[start : start + 30] for x in xs])
+
+    def hsic(a, b):
+        values = []
+        for start in range(0, 90, 30):
+            ca, cb = (m[start : start + 30] - m[start : start + 30].mean(0) for m in (a, b))
+            values.append(float(hsic_unbiased_gram(ca @ ca.T, cb @ cb.T)))
+        return np.mean(values)
+
+    expected = hsic(xs[0], xs[1]) / np.sqrt(hsic(xs[0], xs[0]) * hsic(xs[1], xs[1]))
+    m = acc.compute()
+    assert float(m[0, 1]) == pytest.approx(expected, rel=1e-9)
+    assert float(m[1, 0]) == pytest.approx(expected, rel=1e-9)
+    assert torch.allclose(torch.diagonal(m), torch.ones(2, dtype=torch.float64))
+    assert float(off_diagonal_mean(m)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    xs = [rand(200, 6, 20), rand(200, 6, 20) + rand(200, 6, 21)]
+    acc = MinibatchCKA()
+    for start in range(0, 200, 20):
+        acc.update([x[start : start + 20] for x in xs])
+    est = off_diagonal_mean(acc.compute())
+    lo, hi = acc.bootstrap(off_diagonal_mean, draws=100)
+    assert lo <= est <= hi and hi - lo < 0.5
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError, match="X: contains NaN"):
+        linear_cka(torch.tensor([[float("nan"), 1.0]] * 5), rand(5, 2))
+    with pytest.raises(InputError, match="same rows"):
+        linear_cka(rand(5, 2), rand(6, 2))
+    with pytest.raises(InputError, match="at least 4 examples"):
+        linear_cka(rand(3, 2), rand(3, 2), debiased=True)
+    with pytest.raises(InputError, match="constant features"):
+        linear_cka(torch.ones(6, 3), rand(6, 2))
+    with pytest.raises(InputError, match="expected an \\[n, d\\] matrix"):
+        linear_cka(torch.ones(6), rand(6, 2))
+    with pytest.raises(InputError, match="2 minibatches"):
+        acc = MinibatchCKA()
+        acc.update([rand(8, 2)])
+        acc.bootstrap(off_diagonal_mean)
