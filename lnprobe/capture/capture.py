@@ -1,0 +1,102 @@
+"""Activation capture with nnsight on the real HF modules (norms are never folded or rewritten).
+
+`Capture(model, sites, tokens)` wraps the model once in `nnsight.NNsight`; `run(batch)` traces one forward
+pass and returns, per site, the selected rows as a float32 CPU tensor `[rows, d]`. Modules are read in the
+order they execute (found once with a plain forward), as nnsight requires. Nothing stays registered on the
+model between traces. `stream(...)` iterates a dataset in batches with a progress bar, holding one batch of
+activations at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import nnsight
+import torch
+from torch import nn
+
+from lnprobe.capture.sites import Site
+from lnprobe.capture.tokens import image_rows, position_mask, select_rows
+from lnprobe.errors import InputError
+
+
+def _envoy(root, name: str):
+    for part in name.split("."):
+        root = root[int(part)] if part.isdigit() else getattr(root, part)
+    return root
+
+
+def _first(value):
+    return value[0] if isinstance(value, tuple | list) else value
+
+
+class Capture:
+    def __init__(
+        self, model: nn.Module, sites: list[Site], tokens: str = "all", image_token_id: int | None = None
+    ):
+        self.model, self.sites, self.tokens, self.image_token_id = model, sites, tokens, image_token_id
+        self.wrapped = nnsight.NNsight(model)
+        self.order: list[Site] | None = None
+
+    def _execution_order(self, inputs: dict) -> list[Site]:
+        """Sites sorted by when they happen: a module's input when it starts, its output when it ends."""
+        events: list[tuple[str, str]] = []
+        hooks = []
+        for name in {s.module for s in self.sites}:
+            module = self.model.get_submodule(name)
+            hooks.append(module.register_forward_pre_hook(lambda m, a, n=name: events.append((n, "input"))))
+            hooks.append(module.register_forward_hook(lambda m, a, o, n=name: events.append((n, "output"))))
+        try:
+            with torch.no_grad():
+                self.model(**inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        when = {event: i for i, event in reversed(list(enumerate(events)))}
+        missing = [s.name for s in self.sites if (s.module, s.port) not in when]
+        if missing:
+            raise InputError(f"site(s) {', '.join(missing)} did not run on this input (text-only data?)")
+        return sorted(self.sites, key=lambda s: when[(s.module, s.port)])
+
+    @torch.no_grad()
+    def run(self, batch: dict) -> dict[str, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self.order is None:
+            self.order = self._execution_order(inputs)
+        with self.wrapped.trace(**inputs):
+            saved = nnsight.save([])
+            for site in self.order:
+                envoy = _envoy(self.wrapped, site.module)
+                saved.append(envoy.input if site.port == "input" else envoy.output)
+        mask = (
+            position_mask(batch, self.tokens, self.image_token_id)
+            if any(s.side == "text" for s in self.sites)
+            else None
+        )
+        rows = {}
+        for site, value in zip(self.order, saved, strict=True):
+            h = _first(value).detach()
+            r = select_rows(h, mask, self.tokens) if site.side == "text" else image_rows(h, self.tokens)
+            if r.shape[0] == 0:
+                raise InputError(f"token selection {self.tokens!r} leaves no rows at site {site.name}")
+            r = r.float().cpu()
+            if not torch.isfinite(r).all():
+                raise InputError(f"non-finite activations at site {site.name} ({site.module})")
+            rows[site.name] = r
+        return {s.name: rows[s.name] for s in self.sites}
+
+
+def stream(
+    capture: Capture,
+    batches: Iterable[dict],
+    total: int | None = None,
+    label: str = "capture",
+    progress: bool = True,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Captured rows per batch, with a progress bar."""
+    if not progress:
+        yield from (capture.run(b) for b in batches)
+        return
+    from rich.progress import track
+
+    yield from (capture.run(b) for b in track(batches, description=label, total=total))

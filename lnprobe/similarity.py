@@ -1,0 +1,278 @@
+"""`lnprobe similarity CKPT_A [CKPT_B]`: layer x layer representation similarity, with bootstrap intervals.
+
+One checkpoint: every captured site against every other (the paper's cross-layer similarity, summarised by
+the mean over off-diagonal pairs). Two checkpoints: every site of A against every site of B, plus the
+per-site diagonal. Checkpoints run one after the other; pass A's per-batch Gram matrices and rows go to
+safetensors shards on disk, so memory stays flat and both models are never loaded together. Rows are the
+selected tokens of the same inputs in both passes (at most `max_rows` per batch, the same random subset
+for every site and checkpoint).
+
+Metrics: `cka` (linear CKA, unbiased HSIC averaged over minibatches), `cka_biased` (with its random
+baseline: Y rows permuted within each minibatch), `cosine` (mean cosine of matched rows; equal widths).
+Intervals: percentile bootstrap over minibatches.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from lnprobe.capture import Capture, select_sites, stream
+from lnprobe.capture.tokens import MODES
+from lnprobe.data.llava import LlavaDataset, collate
+from lnprobe.errors import InputError
+from lnprobe.io import atomic_dir
+from lnprobe.models import load
+from lnprobe.probes.minibatch import MinibatchCKA, grams, off_diagonal_mean
+from lnprobe.provenance import provenance
+
+SIM_METRICS = ("cka", "cka_biased", "cosine")
+
+
+@dataclass(frozen=True)
+class SimilarityConfig:
+    a: str
+    data: str
+    out: str
+    b: str | None = None
+    metrics: tuple[str, ...] = ("cka", "cosine")
+    sites: tuple[str, ...] = ("layer.*",)
+    tokens: str = "all"
+    n: int = 64  # examples
+    batch_size: int = 8
+    max_rows: int = 512  # rows per minibatch (a random subset when more tokens are selected)
+    template: str = "vicuna_v1"
+    image_folder: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    bootstrap: int = 200
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in SIM_METRICS]
+        if unknown:
+            raise InputError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(SIM_METRICS)})")
+        if self.tokens not in MODES:
+            raise InputError(f"unknown token selection {self.tokens!r} (known: {', '.join(MODES)})")
+        if self.n < 1 or self.batch_size < 1 or self.max_rows < 4:
+            raise InputError("--n and --batch-size must be >= 1 and --max-rows >= 4")
+
+
+class _Pass:
+    """One checkpoint's pass over the data: model, processor, selected sites, capture."""
+
+    def __init__(self, spec: str, cfg: SimilarityConfig) -> None:
+        self.loaded = load(spec, device=cfg.device)
+        if self.loaded.processor is None:
+            raise InputError(f"{spec}: has no processor files (needed to tokenise the data)")
+        sites = self.loaded.sites
+        self.sites = select_sites(sites, list(cfg.sites))
+        tok = self.loaded.processor.tokenizer
+        image_id = tok.convert_tokens_to_ids("<image>") if "<image>" in tok.get_vocab() else None
+        self.capture = Capture(self.loaded.model.eval(), self.sites, cfg.tokens, image_id)
+
+
+def _batches(cfg: SimilarityConfig, processor) -> list[dict]:
+    data = LlavaDataset(cfg.data, processor, cfg.template, image_folder=cfg.image_folder)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n].tolist()
+    chunks = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+    if len(chunks) > 1 and len(chunks[-1]) < 4:
+        chunks = chunks[:-1]  # a trailing minibatch too small for the unbiased estimator
+    enc = data.encoder
+    pad = processor.tokenizer.pad_token_id
+    return [collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens) for c in chunks]
+
+
+def _subset(rows: dict[str, torch.Tensor], cap: int, seed: int) -> dict[str, torch.Tensor]:
+    """The same random `cap` rows of every site (sites with other row counts, e.g. image-side, separately)."""
+    out = {}
+    for name, r in rows.items():
+        if r.shape[0] > cap:
+            idx = (
+                torch.randperm(r.shape[0], generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+            )
+            r = r[idx]
+        out[name] = r
+    return out
+
+
+def _check_rows(rows: dict[str, torch.Tensor], metrics) -> None:
+    small = {k: v.shape[0] for k, v in rows.items() if v.shape[0] < 4}
+    if small and any(m.startswith("cka") for m in metrics):
+        raise InputError(
+            f"fewer than 4 rows in a minibatch at {', '.join(small)}; CKA needs more "
+            "(larger --batch-size, or a token selection with more tokens)"
+        )
+
+
+def _cosine_matrix(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
+    """Mean cosine of matched rows for every pair (i, j) with equal widths (NaN otherwise)."""
+    out = torch.full((len(xs), len(ys)), float("nan"), dtype=torch.float64)
+    nx = [torch.nn.functional.normalize(x.double(), dim=1, eps=1e-12) for x in xs]
+    ny = [torch.nn.functional.normalize(y.double(), dim=1, eps=1e-12) for y in ys]
+    for i, x in enumerate(nx):
+        for j, y in enumerate(ny):
+            if x.shape == y.shape:
+                out[i, j] = (x * y).sum(1).mean()
+    return out
+
+
+class _Cosine:
+    def __init__(self) -> None:
+        self.terms: list[torch.Tensor] = []
+
+    def update(self, xs, ys) -> None:
+        self.terms.append(_cosine_matrix(xs, ys))
+
+    def compute(self, which=None) -> torch.Tensor:
+        idx = range(len(self.terms)) if which is None else which.tolist()
+        return torch.stack([self.terms[i] for i in idx]).mean(0)
+
+    def bootstrap(self, statistic, draws, level=0.95, seed=0):
+        return MinibatchCKA.bootstrap(self, statistic, draws, level, seed)  # same resampling of minibatches
+
+
+def _validate(cfg: SimilarityConfig) -> None:
+    """Fail on bad input before any weights are loaded: site patterns (on meta-device models) and data."""
+    from lnprobe.data.llava import read_records
+    from lnprobe.models import build_from_config, resolve_config, resolve_sites
+
+    for spec in filter(None, (cfg.a, cfg.b)):
+        select_sites(resolve_sites(build_from_config(resolve_config(spec))), list(cfg.sites))
+    available = min(cfg.n, len(read_records(cfg.data)))
+    if available < 4:
+        raise InputError(f"{cfg.data}: {available} examples; the estimators need at least 4")
+    if (
+        cfg.tokens in ("mean", "last")
+        and cfg.batch_size < 4
+        and any(m.startswith("cka") for m in cfg.metrics)
+    ):
+        raise InputError(f"--tokens {cfg.tokens} gives one row per example: CKA needs --batch-size >= 4")
+
+
+def run_similarity(cfg: SimilarityConfig) -> dict:
+    """Compute, write OUT/similarity.{json,npz} + heatmap PNG/HTML atomically, and return the record."""
+    _validate(cfg)
+    accs = {m: (_Cosine() if m == "cosine" else MinibatchCKA(debiased=m == "cka")) for m in cfg.metrics}
+    baseline = MinibatchCKA(debiased=False) if "cka_biased" in cfg.metrics else None
+    first = _Pass(cfg.a, cfg)
+    batches = _batches(cfg, first.loaded.processor)
+    names_a = [s.name for s in first.sites]
+    if cfg.b is None:
+        _single_pass(cfg, first, batches, accs, baseline)
+        names_b = names_a
+    else:
+        with tempfile.TemporaryDirectory(prefix="lnprobe-sim-") as shards:
+            _first_pass_to_disk(cfg, first, batches, Path(shards))
+            del first
+            gc.collect()
+            second = _Pass(cfg.b, cfg)
+            names_b = [s.name for s in second.sites]
+            _second_pass(cfg, second, batches, Path(shards), names_a, accs, baseline)
+    record = _summarise(cfg, accs, baseline, names_a, names_b)
+    _write(cfg, record, accs)
+    return record
+
+
+def _rows_of(cfg, p: _Pass, batches, label):
+    for b, rows in enumerate(stream(p.capture, batches, len(batches), label, cfg.progress)):
+        rows = _subset(rows, cfg.max_rows, cfg.seed * 7919 + b)
+        _check_rows(rows, cfg.metrics)
+        yield b, rows
+
+
+def _single_pass(cfg, p: _Pass, batches, accs, baseline) -> None:
+    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.a}"):
+        xs = list(rows.values())
+        _update(accs, baseline, grams(xs), grams(xs), xs, xs, b, cfg.seed)
+
+
+def _first_pass_to_disk(cfg, p: _Pass, batches, shards: Path) -> None:
+    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.a}"):
+        xs = list(rows.values())
+        tensors = {"grams": grams(xs).contiguous(), **{f"rows.{k}": v.contiguous() for k, v in rows.items()}}
+        save_file(tensors, str(shards / f"batch-{b:05d}.safetensors"))
+
+
+def _second_pass(cfg, p: _Pass, batches, shards: Path, names_a, accs, baseline) -> None:
+    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.b}"):
+        saved = load_file(str(shards / f"batch-{b:05d}.safetensors"))
+        xs = [saved[f"rows.{k}"] for k in names_a]
+        ys = list(rows.values())
+        if {x.shape[0] for x in xs} != {y.shape[0] for y in ys}:
+            raise InputError(
+                "the two checkpoints select different rows from the same inputs (different "
+                "image-token counts?)"
+            )
+        _update(accs, baseline, saved["grams"], grams(ys), xs, ys, b, cfg.seed)
+
+
+def _update(accs, baseline, gx, gy, xs, ys, batch_index, seed) -> None:
+    for acc in accs.values():
+        if isinstance(acc, _Cosine):
+            acc.update(xs, ys)
+        else:
+            acc.update_from_grams(gx, gy)
+    if baseline is not None:  # unrelated rows: permute Y's rows within the minibatch
+        perm = torch.randperm(
+            gy.shape[-1], generator=torch.Generator().manual_seed(seed + 104729 * batch_index)
+        )
+        baseline.update_from_grams(gx, gy[:, perm][:, :, perm])
+
+
+def _summarise(cfg, accs, baseline, names_a, names_b) -> dict:
+    single = cfg.b is None
+    summary = {}
+    for metric, acc in accs.items():
+        m = acc.compute()
+        entry = {"matrix": m.tolist()}
+        stats = {"cross_layer_mean": off_diagonal_mean} if single else {"diagonal_mean": _diag_mean}
+        if not single and len(names_a) == len(names_b):
+            entry["diagonal"] = torch.diagonal(m).tolist()
+        for stat_name, fn in stats.items():
+            if single or len(names_a) == len(names_b):
+                value = float(fn(m))
+                ci = _ci(acc, fn, cfg) if len(acc.terms) >= 2 else (None, None)
+                entry[stat_name] = {"value": value, "ci95": list(ci)}
+        if metric == "cka_biased" and baseline is not None:
+            entry["random_baseline"] = float(baseline.compute().mean())
+        summary[metric] = entry
+    return {
+        "config": _jsonable(asdict(cfg)),
+        "sites_a": names_a,
+        "sites_b": names_b,
+        "rectangular": len(names_a) != len(names_b),
+        "minibatches": len(next(iter(accs.values())).terms),
+        "metrics": summary,
+        "provenance": provenance(seed=cfg.seed),
+    }
+
+
+def _diag_mean(m: torch.Tensor) -> torch.Tensor:
+    return torch.diagonal(m).mean()
+
+
+def _ci(acc, fn, cfg) -> tuple[float, float]:
+    lo, hi = acc.bootstrap(lambda mat: fn(mat).reshape(()), draws=cfg.bootstrap, seed=cfg.seed)
+    return float(lo), float(hi)
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _write(cfg: SimilarityConfig, record: dict, accs) -> None:
+    from lnprobe.report.heatmaps import similarity_figures
+
+    with atomic_dir(cfg.out, overwrite=True) as tmp:
+        (tmp / "similarity.json").write_text(json.dumps(record, indent=2) + "\n")
+        np.savez(tmp / "similarity.npz", **{m: acc.compute().numpy() for m, acc in accs.items()})
+        similarity_figures(record, tmp)

@@ -1,0 +1,174 @@
+"""`lnprobe similarity`: within one checkpoint and between two, outputs, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lnprobe import cli
+from lnprobe.data.synth import SynthConfig, write_synth
+from lnprobe.errors import InputError
+from lnprobe.models import TinyConfig, save_tiny
+from lnprobe.probes import linear_cka
+from lnprobe.similarity import SimilarityConfig, run_similarity
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    data = write_synth(root / "data", SynthConfig(n=30, seed=4))
+    return {
+        "data": str(data / "instruct.json"),
+        "a": str(save_tiny(root / "a", TinyConfig(seed=0))),
+        "b": str(save_tiny(root / "b", TinyConfig(seed=1))),
+        "short": str(save_tiny(root / "short", TinyConfig(seed=2, num_layers=2))),
+    }
+
+
+def sim(world, out, **kw):
+    base = dict(
+        a=world["a"], data=world["data"], out=str(out), n=16, batch_size=4, progress=False, bootstrap=50
+    )
+    return run_similarity(SimilarityConfig(**{**base, **kw}))
+
+
+def test_cross_layer_within_one_checkpoint(world, tmp_path):
+    record = sim(world, tmp_path / "s", metrics=("cka", "cka_biased", "cosine"))
+    for name in (
+        "similarity.json",
+        "similarity.npz",
+        "similarity_cka.png",
+        "similarity_cka.html",
+        "plotly.min.js",
+    ):
+        assert (tmp_path / "s" / name).is_file()
+    cka = np.array(record["metrics"]["cka"]["matrix"])
+    assert cka.shape == (4, 4) and np.allclose(np.diag(cka), 1.0) and np.allclose(cka, cka.T)
+    summary = record["metrics"]["cka"]["cross_layer_mean"]
+    off = cka[~np.eye(4, dtype=bool)].mean()
+    assert summary["value"] == pytest.approx(off)
+    assert summary["ci95"][0] <= summary["value"] <= summary["ci95"][1]
+    assert 0 <= record["metrics"]["cka_biased"]["random_baseline"] < 0.5
+    assert np.allclose(np.diag(record["metrics"]["cosine"]["matrix"]), 1.0)
+    assert record["minibatches"] == 4 and record["provenance"]["versions"]["torch"]
+
+
+def test_a_checkpoint_against_itself_and_another(world, tmp_path):
+    same = sim(world, tmp_path / "same", b=world["a"])
+    assert np.allclose(same["metrics"]["cka"]["diagonal"], 1.0)
+    assert np.allclose(same["metrics"]["cosine"]["diagonal"], 1.0)
+    other = sim(world, tmp_path / "other", b=world["b"])
+    assert all(v < 0.999 for v in other["metrics"]["cosine"]["diagonal"])
+    assert other["metrics"]["cka"]["diagonal_mean"]["ci95"][1] <= 1.0 + 1e-9
+
+
+def test_one_minibatch_equals_direct_debiased_cka(world, tmp_path):
+    """With a single minibatch the streamed matrix equals linear_cka(debiased) on the captured rows."""
+    from lnprobe.capture import Capture, select_sites
+    from lnprobe.models import load
+    from lnprobe.similarity import _batches
+
+    record = sim(world, tmp_path / "one", n=8, batch_size=8, metrics=("cka",), max_rows=10_000)
+    loaded = load(world["a"])
+    cfg = SimilarityConfig(a=world["a"], data=world["data"], out="x", n=8, batch_size=8)
+    (batch,) = _batches(cfg, loaded.processor)
+    image_id = loaded.processor.tokenizer.convert_tokens_to_ids("<image>")
+    rows = Capture(loaded.model, select_sites(loaded.sites, ["layer.*"]), "all", image_id).run(batch)
+    xs = list(rows.values())
+    expected = [[linear_cka(x, y, debiased=True) for y in xs] for x in xs]
+    assert np.allclose(record["metrics"]["cka"]["matrix"], expected, atol=1e-9)
+
+
+def test_different_layer_counts_give_a_rectangle(world, tmp_path, capsys):
+    code = cli.main(
+        [
+            "similarity",
+            world["a"],
+            world["short"],
+            "--data",
+            world["data"],
+            "--out",
+            str(tmp_path / "r"),
+            "--n",
+            "8",
+            "--batch-size",
+            "4",
+            "--bootstrap",
+            "20",
+        ]
+    )
+    assert code == 0 and "rectangular" in capsys.readouterr().out
+    record = json.loads((tmp_path / "r" / "similarity.json").read_text())
+    assert record["rectangular"] and np.array(record["metrics"]["cka"]["matrix"]).shape == (4, 2)
+
+
+def test_bad_input(world, tmp_path, capsys):
+    def err(*args):
+        code = cli.main(
+            [
+                "similarity",
+                world["a"],
+                "--data",
+                world["data"],
+                "--out",
+                str(tmp_path / "o"),
+                "--n",
+                "8",
+                *args,
+            ]
+        )
+        out = capsys.readouterr()
+        assert code == 2 and len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
+        return out.err
+
+    assert "unknown metric(s) svcca" in err("-m", "svcca")
+    assert "site pattern 'blocks.*' matches nothing" in err("-s", "blocks.*")
+    assert "unknown token selection 'words'" in err("--tokens", "words")
+    assert "at least 4" in err("--n", "2")
+    assert "needs --batch-size >= 4" in err("--tokens", "last", "--batch-size", "2")
+    assert not (tmp_path / "o").exists()  # no partial output
+    text_only = tmp_path / "text.json"
+    text_only.write_text(
+        json.dumps(
+            [
+                {"id": i, "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+                for i in range(8)
+            ]
+        )
+    )
+    code = cli.main(
+        [
+            "similarity",
+            world["a"],
+            "--data",
+            str(text_only),
+            "--out",
+            str(tmp_path / "t"),
+            "--tokens",
+            "image",
+        ]
+    )
+    assert code == 2 and "leaves no rows" in capsys.readouterr().err
+
+
+def test_nan_weights_are_named(world, tmp_path):
+    from lnprobe.models.delta import DeltaInfo, fingerprint, save_delta
+
+    tensors = {
+        "model.language_model.layers.1.post_attention_layernorm.weight": torch.full((64,), float("nan"))
+    }
+    # a delta with every ln-simp tensor, one of them NaN
+    from lnprobe.models import load
+    from lnprobe.regimes import apply_regime
+
+    applied = apply_regime(load(world["a"]).model, "ln-simp")
+    full = {n: p.detach().clone() for n, p in applied.model.named_parameters() if p.requires_grad}
+    full.update(tensors)
+    save_delta(
+        tmp_path / "nan",
+        full,
+        DeltaInfo(base=world["a"], base_fingerprint=fingerprint(world["a"]), regime="ln-simp"),
+    )
+    with pytest.raises(InputError, match="non-finite activations at site layer.1"):
+        sim(world, tmp_path / "o", a=str(tmp_path / "nan"))
