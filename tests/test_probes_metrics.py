@@ -10,6 +10,7 @@ from lnprobe.errors import InputError
 from lnprobe.probes import (
     METRICS,
     MinibatchCKA,
+    cka_matrix,
     cosine_similarity,
     linear_cka,
     off_diagonal_mean,
@@ -168,3 +169,15 @@ def test_bad_inputs():
         acc = MinibatchCKA()
         acc.update([rand(8, 2)])
         acc.bootstrap(off_diagonal_mean)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_matrix_equals_pairwise_cka(debiased):
+    layers = [rand(40, 12, 30)]
+    for s in range(1, 4):
+        layers.append(torch.tanh(layers[-1] @ rand(12, 12, 30 + s)))
+    m = cka_matrix(layers, debiased=debiased)
+    for i, j in itertools.product(range(4), range(4)):
+        assert float(m[i, j]) == pytest.approx(linear_cka(layers[i], layers[j], debiased=debiased), rel=1e-9)
+    fast = cka_matrix([(x + 10).float() for x in layers], debiased=debiased, matmul_dtype=torch.float32)
+    assert torch.allclose(fast, m, atol=1e-5)
