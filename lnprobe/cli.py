@@ -343,6 +343,9 @@ def similarity_command(
     seed: Annotated[int, typer.Option(help="Seed for example order and row sampling.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 200,
+    save_activations: Annotated[
+        str | None, typer.Option(help="Also write the captured rows (safetensors shards) here, for reuse.")
+    ] = None,
 ) -> None:
     """Layer x layer representation similarity within one checkpoint or between two, with 95% intervals."""
     from lnprobe.similarity import SimilarityConfig, run_similarity

@@ -53,6 +53,7 @@ class SimilarityConfig:
     seed: int = 0
     device: str = "cpu"
     bootstrap: int = 200
+    save_activations: str | None = None  # write each checkpoint's captured rows here (a/ and b/ shards)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -182,8 +183,9 @@ def run_similarity(cfg: SimilarityConfig) -> dict:
     return record
 
 
-def _rows_of(cfg, p: _Pass, batches, label):
-    for b, rows in enumerate(stream(p.capture, batches, len(batches), label, cfg.progress)):
+def _rows_of(cfg, p: _Pass, batches, label, which: str = "a"):
+    save_to = Path(cfg.save_activations) / which if cfg.save_activations else None
+    for b, rows in enumerate(stream(p.capture, batches, len(batches), label, cfg.progress, save_to)):
         rows = _subset(rows, cfg.max_rows, cfg.seed * 7919 + b)
         _check_rows(rows, cfg.metrics)
         yield b, rows
@@ -203,7 +205,7 @@ def _first_pass_to_disk(cfg, p: _Pass, batches, shards: Path) -> None:
 
 
 def _second_pass(cfg, p: _Pass, batches, shards: Path, names_a, accs, baseline) -> None:
-    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.b}"):
+    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.b}", "b"):
         saved = load_file(str(shards / f"batch-{b:05d}.safetensors"))
         xs = [saved[f"rows.{k}"] for k in names_a]
         ys = list(rows.values())

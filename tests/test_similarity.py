@@ -172,3 +172,16 @@ def test_nan_weights_are_named(world, tmp_path):
     )
     with pytest.raises(InputError, match="non-finite activations at site layer.1"):
         sim(world, tmp_path / "o", a=str(tmp_path / "nan"))
+
+
+def test_saved_activations_reload(world, tmp_path):
+    from lnprobe.capture import load_activations
+
+    sim(world, tmp_path / "o", b=world["b"], save_activations=str(tmp_path / "acts"), metrics=("cka",))
+    a, b = list(load_activations(tmp_path / "acts" / "a")), list(load_activations(tmp_path / "acts" / "b"))
+    assert len(a) == len(b) == 4 and set(a[0]) == {f"layer.{i}" for i in range(4)}
+    assert a[0]["layer.0"].shape == b[0]["layer.0"].shape and not torch.equal(
+        a[0]["layer.0"], b[0]["layer.0"]
+    )
+    with pytest.raises(InputError, match="no saved activation shards"):
+        list(load_activations(tmp_path))

@@ -10,9 +10,11 @@ activations at a time.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import nnsight
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lnprobe.capture.sites import Site
@@ -92,11 +94,31 @@ def stream(
     total: int | None = None,
     label: str = "capture",
     progress: bool = True,
+    save_to: str | Path | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Captured rows per batch, with a progress bar."""
-    if not progress:
-        yield from (capture.run(b) for b in batches)
-        return
-    from rich.progress import track
+    """Captured rows per batch, with a progress bar. With `save_to`, each batch's rows are also written
+    to `save_to/batch-NNNNN.safetensors` (site name → rows) for reuse (`load_activations`)."""
+    if save_to is not None:
+        Path(save_to).mkdir(parents=True, exist_ok=True)
+    items = batches
+    if progress:
+        from rich.progress import track
 
-    yield from (capture.run(b) for b in track(batches, description=label, total=total))
+        items = track(batches, description=label, total=total)
+    for b, batch in enumerate(items):
+        rows = capture.run(batch)
+        if save_to is not None:
+            save_file(
+                {k: v.contiguous() for k, v in rows.items()},
+                str(Path(save_to) / f"batch-{b:05d}.safetensors"),
+            )
+        yield rows
+
+
+def load_activations(folder: str | Path) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches written by `stream(..., save_to=folder)`, in order."""
+    files = sorted(Path(folder).glob("batch-*.safetensors"))
+    if not files:
+        raise InputError(f"{folder}: no saved activation shards (batch-*.safetensors)")
+    for path in files:
+        yield load_file(str(path))
