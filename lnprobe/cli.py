@@ -368,6 +368,7 @@ def similarity_command(
         seed=seed,
         device=device,
         bootstrap=bootstrap,
+        save_activations=save_activations,
     )
     record = run_similarity(cfg)
     for name, entry in record["metrics"].items():
