@@ -96,9 +96,12 @@ def test_different_layer_counts_give_a_rectangle(world, tmp_path, capsys):
             "4",
             "--bootstrap",
             "20",
+            "--save-activations",
+            str(tmp_path / "acts"),
         ]
     )
     assert code == 0 and "rectangular" in capsys.readouterr().out
+    assert len(list((tmp_path / "acts" / "b").glob("batch-*.safetensors"))) == 2
     record = json.loads((tmp_path / "r" / "similarity.json").read_text())
     assert record["rectangular"] and np.array(record["metrics"]["cka"]["matrix"]).shape == (4, 2)
 
