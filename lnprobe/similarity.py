@@ -48,6 +48,7 @@ class SimilarityConfig:
     n: int = 64  # examples
     batch_size: int = 8
     max_rows: int = 512  # rows per minibatch (a random subset when more tokens are selected)
+    text_max_length: int = 128  # tokens per text, for text models
     template: str = "vicuna_v1"
     image_folder: str | None = None
     seed: int = 0
@@ -76,20 +77,61 @@ class _Pass:
             raise InputError(f"{spec}: has no processor files (needed to tokenise the data)")
         sites = self.loaded.sites
         self.sites = select_sites(sites, list(cfg.sites))
-        tok = self.loaded.processor.tokenizer
+        tok = getattr(
+            self.loaded.processor, "tokenizer", self.loaded.processor
+        )  # a text model's is a tokenizer
         image_id = tok.convert_tokens_to_ids("<image>") if "<image>" in tok.get_vocab() else None
         self.capture = Capture(self.loaded.model.eval(), self.sites, cfg.tokens, image_id)
 
 
-def _batches(cfg: SimilarityConfig, processor) -> list[dict]:
-    data = LlavaDataset(cfg.data, processor, cfg.template, image_folder=cfg.image_folder)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n].tolist()
+def _chunks(cfg: SimilarityConfig, count: int) -> list[list[int]]:
+    """Seeded example order cut into minibatches (a trailing one too small for the estimator dropped)."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n].tolist()
     chunks = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-    if len(chunks) > 1 and len(chunks[-1]) < 4:
-        chunks = chunks[:-1]  # a trailing minibatch too small for the unbiased estimator
+    return chunks[:-1] if len(chunks) > 1 and len(chunks[-1]) < 4 else chunks
+
+
+def _batches(cfg: SimilarityConfig, processor) -> list[dict]:
+    """LLaVA data through a multi-modal processor, or plain text through a text model's tokenizer."""
+    if not hasattr(processor, "image_processor"):
+        texts = read_texts(cfg.data)
+        return [
+            dict(
+                processor(
+                    [texts[i] for i in c],
+                    padding=True,
+                    truncation=True,
+                    max_length=cfg.text_max_length,
+                    return_tensors="pt",
+                )
+            )
+            for c in _chunks(cfg, len(texts))
+        ]
+    data = LlavaDataset(cfg.data, processor, cfg.template, image_folder=cfg.image_folder)
     enc = data.encoder
     pad = processor.tokenizer.pad_token_id
-    return [collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens) for c in chunks]
+    return [
+        collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens)
+        for c in _chunks(cfg, len(data))
+    ]
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts for a text model: a JSONL of {"text": ...} lines, or the turns of LLaVA records."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: unreadable text data ({exc})") from None
+        if rows and all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in rows):
+            return [r["text"] for r in rows]
+    from lnprobe.data.llava import IMAGE, read_records
+
+    return [
+        " ".join(part.replace(IMAGE, "").strip() for turn in r.turns for part in turn)
+        for r in read_records(path)
+    ]
 
 
 def _subset(rows: dict[str, torch.Tensor], cap: int, seed: int) -> dict[str, torch.Tensor]:
@@ -146,9 +188,12 @@ def _validate(cfg: SimilarityConfig) -> None:
     from lnprobe.data.llava import read_records
     from lnprobe.models import build_from_config, resolve_config, resolve_sites
 
+    text_model = False
     for spec in filter(None, (cfg.a, cfg.b)):
-        select_sites(resolve_sites(build_from_config(resolve_config(spec))), list(cfg.sites))
-    available = min(cfg.n, len(read_records(cfg.data)))
+        sites = resolve_sites(build_from_config(resolve_config(spec)))
+        select_sites(sites, list(cfg.sites))
+        text_model = text_model or sites.vision_tower is None
+    available = min(cfg.n, len(read_texts(cfg.data) if text_model else read_records(cfg.data)))
     if available < 4:
         raise InputError(f"{cfg.data}: {available} examples; the estimators need at least 4")
     if (
@@ -268,7 +313,9 @@ def _ci(acc, fn, cfg) -> tuple[float, float]:
 
 
 def _jsonable(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    return {
+        k: list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v for k, v in d.items()
+    }
 
 
 def _write(cfg: SimilarityConfig, record: dict, accs) -> None:

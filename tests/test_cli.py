@@ -61,7 +61,7 @@ def test_model_without_norms_is_bad_input(capsys, tmp_path):
         )
     )
     code, out, err = run(capsys, "params", str(tmp_path / "bert.json"))
-    assert_one_line_error(code, out, err, "'bert'", "not an image-text-to-text")
+    assert_one_line_error(code, out, err, "BertModel: could not find", "vision_tower")
 
 
 def test_tiny_sites_and_regimes(capsys, tmp_path):

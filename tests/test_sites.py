@@ -95,14 +95,33 @@ def test_text_only_lm_resolves_without_vision():
         s.require("connector", "vision_tower")
 
 
-def test_encoder_without_decoder_blocks_fails_clearly():
+def test_post_ln_encoder_resolves_without_final_norm():
     bert = BertModel(
         BertConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100
         )
     )
-    with pytest.raises(SitesError, match="BertModel: could not find decoder layers next to 'embeddings"):
-        resolve_sites(bert)
+    s = resolve_sites(bert)
+    assert s.language_model == "" and s.layers == ("encoder.layer.0", "encoder.layer.1")
+    assert s.input_norms[0] == "encoder.layer.0.attention.output.LayerNorm"
+    assert s.post_attention_norms[0] == "encoder.layer.0.output.LayerNorm"
+    assert (s.attention[0], s.mlp[0]) == ("encoder.layer.0.attention", "encoder.layer.0.intermediate")
+    assert s.final_norm is None and s.lm_norms() == tuple(n for pair in s.layer_norms for n in pair)
+
+
+class EmbeddingsOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.blocks = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])  # no attention, no norms
+
+    def get_input_embeddings(self):
+        return self.embed
+
+
+def test_model_without_transformer_blocks_fails_clearly():
+    with pytest.raises(SitesError, match="EmbeddingsOnly: could not find transformer layers around 'embed'"):
+        resolve_sites(EmbeddingsOnly())
 
 
 def test_module_without_embeddings_fails_clearly():

@@ -9,6 +9,7 @@ activations at a time.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,8 +24,18 @@ from lnprobe.errors import InputError
 
 
 def _envoy(root, name: str):
+    """The nnsight envoy of a module by its dotted name. nnsight serves `.output` / `.input` on every
+    envoy, so a submodule literally named `output` (BERT) is reached as `E_output`."""
     for part in name.split("."):
-        root = root[int(part)] if part.isdigit() else getattr(root, part)
+        if part.isdigit():
+            root = root[int(part)]
+        else:
+            renamed = f"E_{part}"
+            root = (
+                getattr(root, renamed)
+                if part in ("output", "input") and hasattr(root, renamed)
+                else getattr(root, part)
+            )
     return root
 
 
@@ -37,7 +48,11 @@ class Capture:
         self, model: nn.Module, sites: list[Site], tokens: str = "all", image_token_id: int | None = None
     ):
         self.model, self.sites, self.tokens, self.image_token_id = model, sites, tokens, image_token_id
-        self.wrapped = nnsight.NNsight(model)
+        with (
+            warnings.catch_warnings()
+        ):  # nnsight notes that it renames submodules called `output` (see _envoy)
+            warnings.filterwarnings("ignore", message=".*submodule named", category=UserWarning)
+            self.wrapped = nnsight.NNsight(model)
         self.order: list[Site] | None = None
 
     def _execution_order(self, inputs: dict) -> list[Site]:
@@ -60,16 +75,22 @@ class Capture:
             raise InputError(f"site(s) {', '.join(missing)} did not run on this input (text-only data?)")
         return sorted(self.sites, key=lambda s: when[(s.module, s.port)])
 
-    @torch.no_grad()
-    def run(self, batch: dict) -> dict[str, torch.Tensor]:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        if self.order is None:
-            self.order = self._execution_order(inputs)
+    def _trace(self, inputs: dict) -> list:
         with self.wrapped.trace(**inputs):
             saved = nnsight.save([])
             for site in self.order:
                 envoy = _envoy(self.wrapped, site.module)
                 saved.append(envoy.input if site.port == "input" else envoy.output)
+        return saved
+
+    @torch.no_grad()
+    def run(self, batch: dict) -> dict[str, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self.order is None:
+            self.order = self._execution_order(inputs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*submodule named", category=UserWarning)
+            saved = self._trace(inputs)
         mask = (
             position_mask(batch, self.tokens, self.image_token_id)
             if any(s.side == "text" for s in self.sites)

@@ -46,10 +46,11 @@ def catalogue(sites: ModelSites) -> list[Site]:
             Site(f"mlp.{i}", sites.mlp[i], "output", "text"),
             Site(f"layer.{i}", layer, "output", "text"),
         ]
-    out += [
-        Site("final_norm.in", sites.final_norm, "input", "text"),
-        Site("final_norm.out", sites.final_norm, "output", "text"),
-    ]
+    if sites.final_norm:
+        out += [
+            Site("final_norm.in", sites.final_norm, "input", "text"),
+            Site("final_norm.out", sites.final_norm, "output", "text"),
+        ]
     return out
 
 

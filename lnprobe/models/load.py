@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 from lnprobe.errors import InputError
 from lnprobe.models import delta as delta_io
-from lnprobe.models.connector import install_connector
+from lnprobe.models.connector import connector_kind, install_connector
 from lnprobe.models.hf import quiet_transformers
 from lnprobe.models.presets import PRESETS, preset_config
 from lnprobe.models.sites import ModelSites, resolve_sites
@@ -139,21 +139,35 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
         raise InputError(f"{spec}: cannot read model config ({_first_line(exc)})") from None
 
 
+def auto_class(config: PretrainedConfig):
+    """The transformers auto class for `config`: image-text-to-text for the LLaVA family, else the bare
+    `AutoModel` (text transformers such as BERT, for the similarity probes)."""
+    from transformers import AutoModel
+
+    if type(config) in AutoModelForImageTextToText._model_mapping:
+        return AutoModelForImageTextToText
+    try:
+        AutoModel._model_mapping[type(config)]
+    except KeyError:
+        raise InputError(
+            f"model type {config.model_type!r} is not a transformers model lnprobe can build"
+        ) from None
+    return AutoModel
+
+
 def build_from_config(config: PretrainedConfig, device: str | torch.device = "meta") -> nn.Module:
     """A randomly initialised (or, on 'meta', unallocated) model of `config`, connector installed."""
-    try:
-        with torch.device(device), quiet_transformers():
-            model = AutoModelForImageTextToText.from_config(config)
-    except ValueError:
-        raise InputError(
-            f"model type {config.model_type!r} is not an image-text-to-text (LLaVA-family) model"
-        ) from None
+    cls = auto_class(config)
+    with torch.device(device), quiet_transformers():
+        model = cls.from_config(config)
     return _finish(model)
 
 
 def _finish(model: nn.Module) -> nn.Module:
-    sites = resolve_sites(model).require("connector")
-    return install_connector(model, sites.connector)
+    """Install lnprobe's single linear connector when the config asks for it."""
+    if connector_kind(model.config) != "linear":
+        return model
+    return install_connector(model, resolve_sites(model).require("connector").connector)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -196,7 +210,7 @@ def _load_hf(spec, dtype, device, online, trust_remote_code) -> Loaded:
     try:
         with quiet_transformers(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModelForImageTextToText.from_pretrained(
+            model = auto_class(config).from_pretrained(
                 spec,
                 config=config,
                 dtype=dtype if dtype is not None else "auto",

@@ -4,10 +4,12 @@ transformers 5.x nests LLaVA as `model.model.{vision_tower, multi_modal_projecto
 top-level `lm_head`; 4.x had `model.{vision_tower, multi_modal_projector, language_model.model}`. Both are
 resolved by the same rules:
 
-* language model: the module that owns the word embeddings (`get_input_embeddings()`, or any module with
-  a direct `nn.Embedding` child next to a list of blocks);
-* decoder layers: its `nn.ModuleList` child whose blocks each hold an attention module, an MLP and norms;
-* final norm: its norm child; output head: `get_output_embeddings()`;
+* language model: the nearest ancestor of the word embeddings (`get_input_embeddings()`) that holds a
+  list of blocks: the decoder in LLaVA, the whole model for BERT-style encoders;
+* layers: that `nn.ModuleList` of blocks, each holding an attention module, an MLP and norms (direct
+  children for pre-LN decoders, one level down for post-LN encoders);
+* final norm: a norm child of the language model (none for post-LN encoders); output head:
+  `get_output_embeddings()`;
 * vision tower: the shallowest module holding a convolution (the patch embedding) but not the decoder;
 * connector: the sibling of the vision tower that holds parameters and is neither the decoder nor the head.
 """
@@ -23,7 +25,7 @@ from lnprobe.errors import SitesError
 
 _NORM_SUFFIXES = ("LayerNorm", "RMSNorm", "Norm")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
-_MLP_NAMES = ("mlp", "feed_forward", "ffn")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn", "intermediate")
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -56,7 +58,7 @@ class ModelSites:
     input_norms: tuple[str, ...]
     post_attention_norms: tuple[str, ...]
     layer_norms: tuple[tuple[str, ...], ...]  # every norm inside each decoder layer, in order
-    final_norm: str
+    final_norm: str | None  # None for post-LN encoders (BERT) that end without a norm
     attention: tuple[str, ...]
     mlp: tuple[str, ...]
     embed_tokens: str
@@ -72,7 +74,8 @@ class ModelSites:
 
     def lm_norms(self) -> tuple[str, ...]:
         """Every norm of the language model: the ones inside each layer, then the final norm."""
-        return tuple(n for per_layer in self.layer_norms for n in per_layer) + (self.final_norm,)
+        final = (self.final_norm,) if self.final_norm else ()
+        return tuple(n for per_layer in self.layer_norms for n in per_layer) + final
 
     def require(self, *parts: str) -> ModelSites:
         missing = [p for p in parts if getattr(self, p) in (None, ())]
@@ -92,18 +95,15 @@ def resolve_sites(model: nn.Module) -> ModelSites:
     embed = _input_embeddings(model, named, ids)
     if embed is None:
         raise SitesError(f"{model_type}: could not find the word embeddings (no get_input_embeddings())")
-    lm = _parent(embed)
-    layers_list = _block_list(named, lm)
+    lm, layers_list = _language_model(named, embed)
     if layers_list is None:
         raise SitesError(
-            f"{model_type}: could not find decoder layers next to {embed!r} "
+            f"{model_type}: could not find transformer layers around {embed!r} "
             "(a ModuleList of blocks with attention, MLP and norms)"
         )
     layers = tuple(f"{layers_list}.{i}" for i in range(len(named[layers_list])))
     parts = [_layer_parts(named, layer) for layer in layers]
     final_norm = _final_norm(named, lm)
-    if final_norm is None:
-        raise SitesError(f"{model_type}: could not find the final norm of the language model {lm!r}")
     head = _output_embeddings(model, ids) or _head_by_shape(named, named[embed], layers_list)
     tower = _vision_tower(named, lm)
     connector = _connector(named, tower, lm, head) if tower is not None else None
@@ -168,11 +168,32 @@ def _block_list(named: dict[str, nn.Module], parent: str) -> str | None:
     return None
 
 
+def _language_model(named: dict[str, nn.Module], embed: str) -> tuple[str, str | None]:
+    """(language model, its block list): the nearest ancestor of the embeddings with blocks one or two
+    levels down (`layers` of a decoder; `encoder.layer` of a BERT-style model)."""
+    ancestor = _parent(embed)
+    while True:
+        found = _block_list(named, ancestor)
+        for child in _children(named, ancestor):
+            if found is None and not isinstance(named[child], nn.ModuleList):
+                found = _block_list(named, child)
+        if found is not None or ancestor == "":
+            return ancestor, found
+        ancestor = _parent(ancestor)
+
+
+def _norms_within(block: nn.Module, depth: int = 3) -> list[nn.Module]:
+    found = []
+    for name, module in block.named_modules():
+        if name and name.count(".") < depth and is_norm(module):
+            found.append(module)
+    return found
+
+
 def _is_block(block: nn.Module) -> bool:
     children = dict(block.named_children())
-    has_norm = any(is_norm(c) for c in children.values())
     return (
-        has_norm
+        bool(_norms_within(block))
         and _pick(children, _ATTN_NAMES, "attention") is not None
         and (_pick(children, _MLP_NAMES, "mlp") is not None)
     )
@@ -199,15 +220,16 @@ class _LayerParts(NamedTuple):
 
 
 def _layer_parts(named: dict[str, nn.Module], layer: str) -> _LayerParts:
-    """Parts of a block that `_is_block` accepted: its norms (by conventional name, else by order),
-    attention and MLP."""
+    """Parts of a block that `_is_block` accepted: its norms (by conventional name, else in order: the
+    first and second norm of the block), attention and MLP."""
     children = _children(named, layer)
-    direct = [n for n, m in children.items() if is_norm(m)]
-    by_name = {n.rsplit(".", 1)[-1]: n for n in direct}
+    norms = tuple(n for n, m in named.items() if _under(n, layer) and n != layer and is_norm(m))
+    shallow = [n for n in norms if n.count(".") - layer.count(".") <= 3]
+    by_name = {n.rsplit(".", 1)[-1]: n for n in shallow}
     return _LayerParts(
-        input_norm=by_name.get("input_layernorm", direct[0]),
-        post_attention_norm=by_name.get("post_attention_layernorm", direct[min(1, len(direct) - 1)]),
-        norms=tuple(n for n, m in named.items() if _under(n, layer) and n != layer and is_norm(m)),
+        input_norm=by_name.get("input_layernorm", shallow[0]),
+        post_attention_norm=by_name.get("post_attention_layernorm", shallow[min(1, len(shallow) - 1)]),
+        norms=norms,
         attention=_pick(children, _ATTN_NAMES, "attention"),
         mlp=_pick(children, _MLP_NAMES, "mlp"),
     )
