@@ -71,8 +71,8 @@ class SimilarityConfig:
 class _Pass:
     """One checkpoint's pass over the data: model, processor, selected sites, capture."""
 
-    def __init__(self, spec: str, cfg: SimilarityConfig) -> None:
-        self.loaded = load(spec, device=cfg.device)
+    def __init__(self, spec: str, cfg: SimilarityConfig, loaded=None) -> None:
+        self.loaded = loaded or load(spec, device=cfg.device)
         if self.loaded.processor is None:
             raise InputError(f"{spec}: has no processor files (needed to tokenise the data)")
         sites = self.loaded.sites
@@ -209,7 +209,9 @@ def run_similarity(cfg: SimilarityConfig) -> dict:
     _validate(cfg)
     accs = {m: (_Cosine() if m == "cosine" else MinibatchCKA(debiased=m == "cka")) for m in cfg.metrics}
     baseline = MinibatchCKA(debiased=False) if "cka_biased" in cfg.metrics else None
-    first = _Pass(cfg.a, cfg)
+    shared = shared_base(cfg.a, cfg.b) if cfg.b else None
+    swap = DeltaSwap(load(shared[0], device=cfg.device), shared[1], shared[2]) if shared else None
+    first = _Pass(cfg.a, cfg, swap.use("a") if swap else None)
     batches = _batches(cfg, first.loaded.processor)
     names_a = [s.name for s in first.sites]
     if cfg.b is None:
@@ -218,14 +220,68 @@ def run_similarity(cfg: SimilarityConfig) -> dict:
     else:
         with tempfile.TemporaryDirectory(prefix="lnprobe-sim-") as shards:
             _first_pass_to_disk(cfg, first, batches, Path(shards))
-            del first
-            gc.collect()
-            second = _Pass(cfg.b, cfg)
+            if swap:  # same base: swap the delta's tensors in place and reuse the model and its capture
+                swap.use("b")
+                second = first
+            else:
+                del first
+                gc.collect()
+                second = _Pass(cfg.b, cfg)
             names_b = [s.name for s in second.sites]
             _second_pass(cfg, second, batches, Path(shards), names_a, accs, baseline)
     record = _summarise(cfg, accs, baseline, names_a, names_b)
     _write(cfg, record, accs)
     return record
+
+
+def _delta_side(spec: str) -> tuple[str, dict[str, torch.Tensor]] | None:
+    """(resolved base directory, tensors to put in) for a base checkpoint or a non-LoRA delta of one."""
+    from lnprobe.models.delta import read_delta, read_delta_tensors
+    from lnprobe.models.load import base_of, check_base, checkpoint_kind
+
+    kind = checkpoint_kind(spec)
+    if kind == "hf":
+        return str(Path(spec).resolve()), {}
+    if kind != "delta":
+        return None
+    info = read_delta(spec)
+    if info.regime == "lora":  # LoRA deltas change the module structure: load them separately
+        return None
+    base = base_of(spec)
+    if checkpoint_kind(base) != "hf":
+        return None
+    check_base(spec, info, base)
+    return str(Path(base).resolve()), read_delta_tensors(spec, info)
+
+
+def shared_base(a: str, b: str) -> tuple[str, dict, dict] | None:
+    """(base, tensors of A, tensors of B) when A and B are the same base or deltas of it, else None."""
+    sa, sb = _delta_side(a), _delta_side(b)
+    if sa is None or sb is None or sa[0] != sb[0]:
+        return None
+    return sa[0], sa[1], sb[1]
+
+
+class DeltaSwap:
+    """One loaded base; `use("a")` / `use("b")` puts that side's delta tensors in place (restoring the
+    base values of every tensor either side touches), so two deltas of one base share one model."""
+
+    def __init__(self, loaded, tensors_a: dict, tensors_b: dict) -> None:
+        self.loaded, self.sides = loaded, {"a": tensors_a, "b": tensors_b}
+        self.params = dict(loaded.model.named_parameters())
+        touched = set(tensors_a) | set(tensors_b)
+        unknown = sorted(touched - set(self.params))
+        if unknown:
+            raise InputError(f"delta tensors not in the base model: {unknown[:3]}")
+        self.original = {n: self.params[n].detach().clone() for n in touched}
+
+    @torch.no_grad()
+    def use(self, side: str):
+        for name, value in self.original.items():
+            self.params[name].copy_(value)
+        for name, value in self.sides[side].items():
+            self.params[name].copy_(value)
+        return self.loaded
 
 
 def _rows_of(cfg, p: _Pass, batches, label, which: str = "a"):

@@ -238,3 +238,39 @@ def test_capture_reaches_submodules_named_output(minilm):
         loaded.model(**batch)
     hook.remove()
     torch.testing.assert_close(rows["post_attention_norm.1.out"], got["out"][batch["attention_mask"].bool()])
+
+
+def test_deltas_of_one_base_share_one_model(world, tmp_path, monkeypatch):
+    """Two ln-simp deltas of the same base: the base is loaded once and the deltas swapped in place, with
+    the same numbers as loading each checkpoint on its own."""
+    from lnprobe import similarity
+    from lnprobe.models.delta import DeltaInfo, fingerprint, save_delta
+
+    def make_delta(out, seed):
+        gen = torch.Generator().manual_seed(seed)
+        tensors = {
+            f"model.language_model.layers.{i}.{n}.weight": 1 + 0.3 * torch.randn(64, generator=gen)
+            for i in range(4)
+            for n in ("input_layernorm", "post_attention_layernorm")
+        }
+        tensors["model.language_model.norm.weight"] = torch.ones(64)
+        info = DeltaInfo(base=world["a"], base_fingerprint=fingerprint(world["a"]), regime="ln-simp")
+        return str(save_delta(out, tensors, info))
+
+    d1, d2 = make_delta(tmp_path / "d1", 1), make_delta(tmp_path / "d2", 2)
+    calls = []
+    real_load = similarity.load
+    monkeypatch.setattr(similarity, "load", lambda spec, **kw: calls.append(spec) or real_load(spec, **kw))
+    swapped = sim(world, tmp_path / "s", a=d1, b=d2, metrics=("cka", "cosine"))
+    assert calls == [str(Path(world["a"]).resolve())]  # one load, of the base
+    calls.clear()
+    monkeypatch.setattr(similarity, "shared_base", lambda a, b: None)  # force two separate loads
+    separate = sim(world, tmp_path / "t", a=d1, b=d2, metrics=("cka", "cosine"))
+    assert calls == [d1, d2]
+    for metric in ("cka", "cosine"):
+        np.testing.assert_allclose(
+            swapped["metrics"][metric]["matrix"], separate["metrics"][metric]["matrix"], rtol=1e-12
+        )
+    assert not np.allclose(swapped["metrics"]["cosine"]["diagonal"], 1.0)  # the deltas really differ
+    base_vs_delta = sim(world, tmp_path / "u", b=d1, metrics=("cosine",))  # base against its own delta
+    assert not np.allclose(base_vs_delta["metrics"]["cosine"]["diagonal"], 1.0)

@@ -117,13 +117,19 @@ def save_delta(
     return Path(out_dir)
 
 
+def read_delta_tensors(path: str | Path, info: DeltaInfo) -> dict[str, torch.Tensor]:
+    """The delta's tensors as stored (InputError naming the file when it is corrupt)."""
+    file = Path(path) / info.tensors
+    try:
+        return load_file(str(file))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise InputError(f"{file}: corrupt delta tensors ({str(exc).splitlines()[0]})") from None
+
+
 def load_delta_tensors(path: str | Path, info: DeltaInfo, expected: set[str]) -> dict[str, torch.Tensor]:
     """The delta's tensors, checked to be exactly the `expected` parameter names."""
     file = Path(path) / info.tensors
-    try:
-        tensors = load_file(str(file))
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise InputError(f"{file}: corrupt delta tensors ({str(exc).splitlines()[0]})") from None
+    tensors = read_delta_tensors(path, info)
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"

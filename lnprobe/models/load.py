@@ -268,10 +268,8 @@ def _merge_peft(model):
     return base
 
 
-def _load_delta(spec, base_spec, dtype, device, merge, online, trust_remote_code) -> Loaded:
-    from lnprobe.regimes import RegimeOptions, apply_regime
-
-    info = delta_io.read_delta(spec)
+def check_base(spec: str, info: delta_io.DeltaInfo, base_spec: str) -> None:
+    """Refuse a base whose weights differ from the one the delta was trained on."""
     if info.base_fingerprint and Path(base_spec).is_dir():
         found = delta_io.fingerprint(base_spec)
         if found != info.base_fingerprint:
@@ -279,6 +277,13 @@ def _load_delta(spec, base_spec, dtype, device, merge, online, trust_remote_code
                 f"{spec}: base {base_spec!r} differs from the one the delta was trained on "
                 f"(fingerprint {found} != {info.base_fingerprint})"
             )
+
+
+def _load_delta(spec, base_spec, dtype, device, merge, online, trust_remote_code) -> Loaded:
+    from lnprobe.regimes import RegimeOptions, apply_regime
+
+    info = delta_io.read_delta(spec)
+    check_base(spec, info, base_spec)
     loaded = load(base_spec, dtype=dtype, device=device, online=online, trust_remote_code=trust_remote_code)
     try:
         options = RegimeOptions(**info.regime_options)
