@@ -88,9 +88,7 @@ class Capture:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         if self.order is None:
             self.order = self._execution_order(inputs)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*submodule named", category=UserWarning)
-            saved = self._trace(inputs)
+        saved = self._trace(inputs)
         mask = (
             position_mask(batch, self.tokens, self.image_token_id)
             if any(s.side == "text" for s in self.sites)
@@ -102,10 +100,12 @@ class Capture:
             r = select_rows(h, mask, self.tokens) if site.side == "text" else image_rows(h, self.tokens)
             if r.shape[0] == 0:
                 raise InputError(f"token selection {self.tokens!r} leaves no rows at site {site.name}")
-            r = r.float().cpu()
-            if not torch.isfinite(r).all():
-                raise InputError(f"non-finite activations at site {site.name} ({site.module})")
-            rows[site.name] = r
+            rows[site.name] = r.float().cpu()
+        # one reduction per site (a NaN or inf anywhere makes the sum non-finite); name the first bad site
+        sums = torch.stack([r.sum(dtype=torch.float64) for r in rows.values()])
+        if not torch.isfinite(sums).all():
+            bad = next(s for s in self.order if not torch.isfinite(rows[s.name]).all())
+            raise InputError(f"non-finite activations at site {bad.name} ({bad.module})")
         return {s.name: rows[s.name] for s in self.sites}
 
 
