@@ -202,7 +202,7 @@ def similarity_command(
         "runs/similarity"
     ),
     metric: Annotated[
-        list[str] | None, typer.Option("--metric", "-m", help="cka, cka_biased, cosine.")
+        list[str] | None, typer.Option("--metric", "-m", help="cka, cka_biased, rbf_cka, cosine.")
     ] = None,
     site: Annotated[
         list[str] | None, typer.Option("--site", "-s", help="Site glob(s), e.g. 'layer.*'.")

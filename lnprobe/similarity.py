@@ -8,7 +8,8 @@ selected tokens of the same inputs in both passes (at most `max_rows` per batch,
 for every site and checkpoint).
 
 Metrics: `cka` (linear CKA, unbiased HSIC averaged over minibatches), `cka_biased` (with its random
-baseline: Y rows permuted within each minibatch), `cosine` (mean cosine of matched rows; equal widths).
+baseline: Y rows permuted within each minibatch), `rbf_cka` (Gaussian kernels, median-heuristic bandwidth
+per minibatch, unbiased HSIC), `cosine` (mean cosine of matched rows; equal widths).
 Intervals: percentile bootstrap over minibatches.
 """
 
@@ -33,7 +34,7 @@ from lnprobe.models import load
 from lnprobe.probes.minibatch import MinibatchCKA, grams, off_diagonal_mean
 from lnprobe.provenance import provenance
 
-SIM_METRICS = ("cka", "cka_biased", "cosine")
+SIM_METRICS = ("cka", "cka_biased", "rbf_cka", "cosine")
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def _validate(cfg: SimilarityConfig) -> None:
 def run_similarity(cfg: SimilarityConfig) -> dict:
     """Compute, write OUT/similarity.{json,npz} + heatmap PNG/HTML atomically, and return the record."""
     _validate(cfg)
-    accs = {m: (_Cosine() if m == "cosine" else MinibatchCKA(debiased=m == "cka")) for m in cfg.metrics}
+    accs = {m: _accumulator(m) for m in cfg.metrics}
     baseline = MinibatchCKA(debiased=False) if "cka_biased" in cfg.metrics else None
     shared = shared_base(cfg.a, cfg.b) if cfg.b else None
     swap = DeltaSwap(load(shared[0], device=cfg.device), shared[1], shared[2]) if shared else None
@@ -318,9 +319,18 @@ def _second_pass(cfg, p: _Pass, batches, shards: Path, names_a, accs, baseline) 
         _update(accs, baseline, saved["grams"], grams(ys), xs, ys, b, cfg.seed)
 
 
+def _accumulator(metric: str):
+    if metric == "cosine":
+        return _Cosine()
+    if metric == "rbf_cka":
+        return MinibatchCKA(debiased=True, kernel="rbf")
+    return MinibatchCKA(debiased=metric == "cka")
+
+
 def _update(accs, baseline, gx, gy, xs, ys, batch_index, seed) -> None:
+    """Add one minibatch: linear CKA from the shared linear Grams, the others from the rows."""
     for acc in accs.values():
-        if isinstance(acc, _Cosine):
+        if isinstance(acc, _Cosine) or acc.kernel == "rbf":
             acc.update(xs, ys)
         else:
             acc.update_from_grams(gx, gy)

@@ -181,3 +181,17 @@ def test_cka_matrix_equals_pairwise_cka(debiased):
         assert float(m[i, j]) == pytest.approx(linear_cka(layers[i], layers[j], debiased=debiased), rel=1e-9)
     fast = cka_matrix([(x + 10).float() for x in layers], debiased=debiased, matmul_dtype=torch.float32)
     assert torch.allclose(fast, m, atol=1e-5)
+
+
+def test_minibatch_rbf_cka_with_one_batch_equals_rbf_cka():
+    layers = [rand(30, 6, 40), rand(30, 6, 40) + 0.5 * rand(30, 6, 41), rand(30, 4, 42)]
+    acc = MinibatchCKA(debiased=False, kernel="rbf")
+    acc.update(layers)
+    m = acc.compute()
+    for i, j in itertools.product(range(3), range(3)):
+        assert float(m[i, j]) == pytest.approx(rbf_cka(layers[i], layers[j]), rel=1e-9)
+    unbiased = MinibatchCKA(kernel="rbf")
+    unbiased.update(layers)
+    assert torch.allclose(torch.diagonal(unbiased.compute()), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(InputError, match="unknown kernel"):
+        MinibatchCKA(kernel="poly")

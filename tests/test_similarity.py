@@ -35,7 +35,7 @@ def sim(world, out, **kw):
 
 
 def test_cross_layer_within_one_checkpoint(world, tmp_path):
-    record = sim(world, tmp_path / "s", metrics=("cka", "cka_biased", "cosine"))
+    record = sim(world, tmp_path / "s", metrics=("cka", "cka_biased", "rbf_cka", "cosine"))
     for name in (
         "similarity.json",
         "similarity.npz",
@@ -52,6 +52,8 @@ def test_cross_layer_within_one_checkpoint(world, tmp_path):
     assert summary["ci95"][0] <= summary["value"] <= summary["ci95"][1]
     assert 0 <= record["metrics"]["cka_biased"]["random_baseline"] < 0.5
     assert np.allclose(np.diag(record["metrics"]["cosine"]["matrix"]), 1.0)
+    rbf = np.array(record["metrics"]["rbf_cka"]["matrix"])
+    assert np.allclose(np.diag(rbf), 1.0) and not np.allclose(rbf, cka)
     assert record["minibatches"] == 4 and record["provenance"]["versions"]["torch"]
 
 

@@ -29,11 +29,24 @@ def grams(features: Sequence, matmul_dtype: torch.dtype = torch.float64) -> torc
     return torch.stack([(m.to(matmul_dtype) @ m.to(matmul_dtype).T).double() for m in mats])
 
 
+def rbf_grams(features: Sequence) -> torch.Tensor:
+    """Gaussian-kernel Gram matrices `[L, n, n]` (float64), bandwidth = sqrt(median squared distance) of
+    each layer's rows (the median heuristic, per minibatch)."""
+    from lnprobe.probes.cka import _rbf_gram
+
+    return torch.stack([_rbf_gram(as_float64(f, f"layer {i}"), None) for i, f in enumerate(features)])
+
+
+def _centre_gram(g: torch.Tensor) -> torch.Tensor:
+    """H K H for a stack of Gram matrices (a no-op, up to rounding, for Grams of centred features)."""
+    return g - g.mean(-1, keepdim=True) - g.mean(-2, keepdim=True) + g.mean((-2, -1), keepdim=True)
+
+
 def hsic_matrix(gx: torch.Tensor, gy: torch.Tensor, debiased: bool = True) -> torch.Tensor:
     """HSIC of every pair (i, j) of Gram stacks `[Lx, n, n]` x `[Ly, n, n]` → `[Lx, Ly]`."""
     n = gx.shape[-1]
     if not debiased:
-        return gx.flatten(1) @ gy.flatten(1).T / (n - 1) ** 2
+        return _centre_gram(gx).flatten(1) @ _centre_gram(gy).flatten(1).T / (n - 1) ** 2
     if n < 4:
         raise InputError(f"unbiased HSIC needs at least 4 rows per minibatch, got {n}")
     eye = torch.eye(n, dtype=torch.bool, device=gx.device)
@@ -45,16 +58,20 @@ def hsic_matrix(gx: torch.Tensor, gy: torch.Tensor, debiased: bool = True) -> to
 
 
 class MinibatchCKA:
-    """Streaming layer x layer linear CKA. `update(xs, ys)`: lists of `[n, d]` per layer (ys=None: the
-    model against itself). `compute()` → `[Lx, Ly]` tensor."""
+    """Streaming layer x layer CKA (linear kernel, or `kernel="rbf"` with the per-minibatch median
+    heuristic). `update(xs, ys)`: lists of `[n, d]` per layer (ys=None: the model against itself).
+    `compute()` → `[Lx, Ly]` tensor."""
 
-    def __init__(self, debiased: bool = True) -> None:
-        self.debiased = debiased
+    def __init__(self, debiased: bool = True, kernel: str = "linear") -> None:
+        if kernel not in ("linear", "rbf"):
+            raise InputError(f"unknown kernel {kernel!r} (linear or rbf)")
+        self.debiased, self.kernel = debiased, kernel
         self.terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per minibatch: xy, xx, yy
 
     def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
-        gx = grams(xs)
-        gy = gx if ys is None else grams(ys)
+        make = rbf_grams if self.kernel == "rbf" else grams
+        gx = make(xs)
+        gy = gx if ys is None else make(ys)
         if gx.shape[-1] != gy.shape[-1]:
             raise InputError(f"X and Y minibatches differ in rows ({gx.shape[-1]} vs {gy.shape[-1]})")
         xy = hsic_matrix(gx, gy, self.debiased)
