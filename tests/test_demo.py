@@ -19,3 +19,5 @@ def test_demo_end_to_end(tmp_path):
             k: v for k, v in other.items() if k != "checkpoint"
         }  # seeded: the same numbers
     assert load(rows[REGIMES.names().index("ln-simp")]["checkpoint"]).kind == "delta"
+    run_demo(tmp_path / "a", steps=4)  # re-running (make demo twice) reuses the finished runs
+    assert json.loads((tmp_path / "a" / "demo_results.json").read_text()) == rows

@@ -326,3 +326,27 @@ def test_frozen_vision_tower_builds_no_graph(synth, tmp_path, regime):
 
     train(cfg(synth, tmp_path / "r", regime=regime, max_steps=1), [Watch()])
     assert seen and not any(seen)
+
+
+def test_resuming_a_finished_run_returns_its_result(synth, tmp_path):
+    first = train(cfg(synth, tmp_path / "r", eval_data=str(synth / "eval.json"), max_steps=2))
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text()
+    again = train(
+        cfg(
+            synth, tmp_path / "r", eval_data=str(synth / "eval.json"), max_steps=2, resume=str(tmp_path / "r")
+        )
+    )
+    assert again == first and (tmp_path / "r" / "metrics.jsonl").read_text() == lines
+    (tmp_path / "r" / "result.json").unlink()  # an interrupted re-run removed it: rebuilt from the metrics
+    assert (
+        train(
+            cfg(
+                synth,
+                tmp_path / "r",
+                eval_data=str(synth / "eval.json"),
+                max_steps=2,
+                resume=str(tmp_path / "r"),
+            )
+        )
+        == first
+    )

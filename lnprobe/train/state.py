@@ -21,6 +21,8 @@ STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
 LATEST = "latest"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"  # written when a run finishes
 
 
 def checkpoint_dir(run: Path, step: int) -> Path:
@@ -134,3 +136,23 @@ def _jsonable(value):
 
 def _tupled(value):
     return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def finished_result(run: Path, step: int, checkpoint: Path | None) -> dict:
+    """TrainResult fields of a finished run: its result.json, or, when that is gone (an interrupted
+    re-run removed it), rebuilt from metrics.jsonl."""
+    path = run / RESULT_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return {**saved, "run": Path(saved["run"]), "checkpoint": Path(saved["checkpoint"])}
+    rows = [json.loads(x) for x in (run / METRICS_FILE).read_text().splitlines()]
+    evals = [r["eval_loss"] for r in rows if "eval_loss" in r and r["step"] > 0]
+    loss = next((r["loss"] for r in reversed(rows) if "loss" in r), float("nan"))
+    return {
+        "run": run,
+        "checkpoint": checkpoint,
+        "steps": step,
+        "final_loss": loss,
+        "eval_loss": evals[-1] if evals else None,
+        "best_eval_loss": min(evals) if evals else None,
+    }

@@ -37,8 +37,7 @@ from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
 from lnprobe.train.loss import loss_sum
 from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
 
-METRICS_FILE = "metrics.jsonl"
-RESULT_FILE = "result.json"  # written when a run finishes
+METRICS_FILE, RESULT_FILE = ckpt_io.METRICS_FILE, ckpt_io.RESULT_FILE
 
 
 class TrainingDiverged(InputError):
@@ -205,6 +204,8 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
+        if self.step >= self.total_steps:  # resuming a finished run: nothing to train
+            return TrainResult(**ckpt_io.finished_result(self.run, self.step, self.resume_from))
         cfg, main = self.config, self.accelerator.is_main_process
         self.tensorboard = tensorboard_writer(self.run / "tensorboard") if main else None
         if main:
