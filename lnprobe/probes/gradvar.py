@@ -1,0 +1,97 @@
+"""Gradient statistics (the paper's mechanism 3: "LayerNorm tuning gives smaller gradient variance"),
+defined explicitly because the paper does not:
+
+For a parameter group g (e.g. the norm weights of decoder layer i) with p parameters, let G_t ∈ R^p be its
+gradient on micro-batch t = 1..T. With μ = mean_t G_t and Σ the per-element variance over t (unbiased),
+
+    variance    = tr(Σ) / p                  mean per-element variance of the gradient
+    mean_sq     = mean_t |G_t|² / p          mean squared gradient, per element
+    noise_scale = tr(Σ) / |μ|²               the gradient noise scale (McCandlish et al. 2018, B_simple)
+
+Streaming and exact: a Welford / Chan accumulator in float64 keeps only the mean and the sum of squared
+deviations per element, so memory is 2p whatever T is, and merging chunks equals one pass over all samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lnprobe.errors import InputError
+
+
+class Welford:
+    """Per-element running mean and sum of squared deviations of p-dimensional samples (float64)."""
+
+    def __init__(self, p: int) -> None:
+        self.count = 0
+        self.mean = torch.zeros(p, dtype=torch.float64)
+        self.m2 = torch.zeros(p, dtype=torch.float64)
+        self.sq_norm_sum = 0.0
+
+    def update(self, samples: torch.Tensor) -> None:
+        """Add one sample `[p]` or a batch `[k, p]` (Chan et al.'s parallel merge)."""
+        x = samples.detach().to(torch.float64).reshape(-1, self.mean.numel()).cpu()
+        k = x.shape[0]
+        if k == 0:
+            return
+        batch_mean = x.mean(0)
+        batch_m2 = (x - batch_mean).square().sum(0)
+        total = self.count + k
+        delta = batch_mean - self.mean
+        self.mean += delta * (k / total)
+        self.m2 += batch_m2 + delta.square() * (self.count * k / total)
+        self.count = total
+        self.sq_norm_sum += float(x.square().sum())
+
+    def variance(self) -> torch.Tensor:
+        if self.count < 2:
+            raise InputError(f"a variance needs at least 2 gradient samples, got {self.count}")
+        return self.m2 / (self.count - 1)
+
+
+@dataclass(frozen=True)
+class GradSummary:
+    count: int
+    numel: int
+    variance: float
+    mean_sq: float
+    noise_scale: float
+    mean_norm: float
+
+
+def summarize(acc: Welford) -> GradSummary:
+    p = acc.mean.numel()
+    trace = float(acc.variance().sum())
+    mu2 = float(acc.mean.square().sum())
+    return GradSummary(
+        count=acc.count,
+        numel=p,
+        variance=trace / p,
+        mean_sq=acc.sq_norm_sum / (acc.count * p),
+        noise_scale=trace / mu2 if mu2 > 0 else float("inf"),
+        mean_norm=mu2**0.5,
+    )
+
+
+class GradStats:
+    """Welford accumulators for named parameter groups; `update({group: flat gradient})` per sample."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, Welford] = {}
+
+    def update(self, grads: dict[str, torch.Tensor]) -> None:
+        for name, g in grads.items():
+            flat = g.detach().reshape(-1)
+            acc = self.groups.get(name)
+            if acc is None:
+                acc = self.groups[name] = Welford(flat.numel())
+            elif acc.mean.numel() != flat.numel():
+                raise InputError(
+                    f"group {name}: gradient size changed from {acc.mean.numel()} to {flat.numel()}"
+                )
+            acc.update(flat)
+
+    def summary(self) -> dict[str, GradSummary]:
+        return {name: summarize(acc) for name, acc in self.groups.items()}
