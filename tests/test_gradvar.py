@@ -86,3 +86,51 @@ def test_bad_inputs():
     stats.update({"g": torch.ones(3)})
     with pytest.raises(InputError, match="gradient size changed"):
         stats.update({"g": torch.ones(4)})
+
+
+def test_training_callback_records_micro_batch_gradient_statistics(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from lnprobe.data.synth import SynthConfig, write_synth
+    from lnprobe.train import Callback, TrainConfig, train
+    from lnprobe.train.gradvar_callback import GradVarCallback
+
+    data = write_synth(tmp_path / "d", SynthConfig(n=30, seed=1))
+
+    class Recorder(Callback):  # an independent copy of what the callback should see
+        wants_micro_grads = True
+
+        def __init__(self):
+            self.seen = []
+
+        def on_micro_batch(self, trainer, step, micro, batch):
+            p = dict(trainer.model.named_parameters())["model.language_model.layers.0.input_layernorm.weight"]
+            q = dict(trainer.model.named_parameters())[
+                "model.language_model.layers.0.post_attention_layernorm.weight"
+            ]
+            self.seen.append((step, torch.cat([p.grad.reshape(-1), q.grad.reshape(-1)]).double()))
+
+    gv, rec = GradVarCallback(every=2), Recorder()
+    config = TrainConfig(
+        data=str(data / "instruct.json"),
+        out=str(tmp_path / "r"),
+        regime="ln-simp",
+        lr=1e-2,
+        max_steps=3,
+        batch_size=2,
+        grad_accum=2,
+        progress=False,
+    )
+    train(config, [rec, gv])
+    recorded = torch.stack(
+        [g for step, g in rec.seen if step % 2 == 0]
+    )  # steps 0 and 2, 2 micro-batches each
+    acc = gv.stats.groups["norms.0"]
+    assert acc.count == 4
+    torch.testing.assert_close(acc.variance(), recorded.var(0, unbiased=True))
+    lines = [json.loads(x) for x in (tmp_path / "r" / "gradvar.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 3] and lines[-1]["groups"]["norms.0"]["count"] == 4
+    trace = load_file(str(tmp_path / "r" / "gradvar_trace.safetensors"))
+    assert trace["steps"].tolist() == [1, 1, 3, 3] and trace["norm_grads"].shape == (4, 4 * 2 * 64 + 64)

@@ -1,8 +1,9 @@
 """Training callbacks: how probes (e.g. gradient statistics) see a run while it trains.
 
-Every method is optional. A callback that sets `wants_micro_grads = True` sees, in `on_micro_batch`, each
-micro-batch's own parameter gradients in `param.grad` (the trainer accumulates them aside and restores the
-sum before the optimizer step); otherwise `param.grad` holds the running sum of the step so far.
+Every method is optional. A callback that sets `wants_micro_grads = True` (or overrides `micro_grads_at(step)`
+to ask only on some steps) sees, in `on_micro_batch`, each micro-batch's own parameter gradients in
+`param.grad` (the trainer accumulates them aside and restores the sum before the optimizer step); otherwise
+`param.grad` holds the running sum of the step so far.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from typing import Any
 
 class Callback:
     wants_micro_grads: bool = False
+
+    def micro_grads_at(self, step: int) -> bool:
+        """Whether `on_micro_batch` of optimizer step `step` (0-based) needs per-micro-batch gradients."""
+        return self.wants_micro_grads
 
     def on_train_begin(self, trainer: Any) -> None: ...
 

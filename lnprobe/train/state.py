@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from lnprobe.errors import InputError
 from lnprobe.io import atomic_dir
 from lnprobe.models.delta import DELTA_FILE, TENSORS_FILE, DeltaInfo, fingerprint
+from lnprobe.models.hf import quiet_transformers
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -57,9 +58,10 @@ def save_checkpoint(run: Path, step: int, trainer) -> Path:
 
 def _save_model_part(tmp: Path, step: int, trainer) -> None:
     if trainer.config.regime == "full":
-        trainer.model.save_pretrained(tmp)
-        if trainer.processor is not None:
-            trainer.processor.save_pretrained(tmp)
+        with quiet_transformers():
+            trainer.model.save_pretrained(tmp)
+            if trainer.processor is not None:
+                trainer.processor.save_pretrained(tmp)
         return
     base = trainer.base_spec
     info = DeltaInfo(

@@ -268,7 +268,7 @@ class Trainer:
         batches = [next(self._stream) for _ in range(self.config.grad_accum)]
         n_total = self._sum(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches))
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        micro_grads = any(cb.wants_micro_grads for cb in self.callbacks)
+        micro_grads = any(cb.micro_grads_at(self.step) for cb in self.callbacks)
         accumulated: list = [None] * len(params)
         total = 0.0
         for m, batch in enumerate(batches):

@@ -1,0 +1,88 @@
+"""Cost of the gradient-statistics callback during training, side by side in one run: the mean step time
+(recorded steps included) of the same tiny-model run (ln and full regimes, grad accumulation 2) without the
+callback, and with `GradVarCallback` recording every step (K=1) and every 10th step (K=10), interleaved
+over `--repeats` rounds and summarised by the median round. Goal: <= 5 % at K=10.
+
+    python benchmarks/probe_cost.py [--steps 60] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from lnprobe.data.synth import SynthConfig, write_synth
+from lnprobe.train import TrainConfig, train
+from lnprobe.train.gradvar_callback import GradVarCallback
+
+
+class TimedGradVar(GradVarCallback):
+    """The callback with a stopwatch around its own work (a noise-free view of its cost)."""
+
+    seconds = 0.0
+
+    def on_micro_batch(self, *args) -> None:
+        start = time.perf_counter()
+        super().on_micro_batch(*args)
+        self.seconds += time.perf_counter() - start
+
+    def on_step_end(self, *args) -> None:
+        start = time.perf_counter()
+        super().on_step_end(*args)
+        self.seconds += time.perf_counter() - start
+
+
+def mean_step(data: Path, out: Path, regime: str, steps: int, callbacks) -> float:
+    config = TrainConfig(
+        data=str(data / "instruct.json"),
+        out=str(out),
+        regime=regime,
+        lr=1e-3,
+        max_steps=steps,
+        batch_size=4,
+        grad_accum=2,
+        progress=False,
+    )
+    train(config, callbacks)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return statistics.fmean(r["seconds"] for r in rows[5:])  # mean (recorded steps included); no warm-up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = write_synth(root / "data", SynthConfig(n=600, seed=0))
+        print(
+            f"{'regime':8} {'no callback':>12} {'K=1':>10} {'K=10':>10} {'K=1 ratio':>10} {'K=10 ratio':>11}"
+        )
+        for regime in ("ln", "full"):
+            rounds: dict[str, list[float]] = {"none": [], "k1": [], "k10": []}
+            own: dict[str, list[float]] = {"k1": [], "k10": []}
+            for r in range(args.repeats):
+                for label, every in (("none", 0), ("k1", 1), ("k10", 10)):
+                    cbs = [TimedGradVar(every)] if every else []
+                    rounds[label].append(
+                        mean_step(data, root / f"{regime}-{label}-{r}", regime, args.steps, cbs)
+                    )
+                    if cbs:
+                        own[label].append(cbs[0].seconds / args.steps)
+            times = {label: statistics.median(values) for label, values in rounds.items()}
+            print(
+                f"{regime:8} {times['none'] * 1e3:>10.1f}ms {times['k1'] * 1e3:>8.1f}ms "
+                f"{times['k10'] * 1e3:>8.1f}ms {times['k1'] / times['none']:>10.3f} "
+                f"{times['k10'] / times['none']:>11.3f}   callback's own time: "
+                f"K=1 {statistics.median(own['k1']) / times['none']:.1%}, "
+                f"K=10 {statistics.median(own['k10']) / times['none']:.1%} of a step"
+            )
+
+
+if __name__ == "__main__":
+    main()
