@@ -7,7 +7,8 @@
     benchmarks/peers_env.sh), each with its max error against a float64 reference (goal: >= 10x the fastest
     peer at <= 1e-6);
 (c) MinibatchCKA peak memory for N = 1k vs 100k examples (goal <= 1.1x);
-(d) `--gpu`: all-pairs CKA, 33 x 4096 x 4096 on CUDA (goal <= 15 ms on an H100).
+(d) `--gpu` (or `--gpu-only`): all-pairs CKA, 33 x 4096 x 4096 on CUDA, float64 / float32 / TF32 with
+    errors (goal <= 15 ms on an H100).
 
     python benchmarks/similarity_cost.py [--big] [--gpu] [--peers benchmarks/.peers-venv/bin/python]
 """
@@ -199,29 +200,52 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # the process'
     )
 
 
-def gpu() -> None:
+def gpu(device: str = "cuda", n: int = 4096, layers: int = 33) -> None:
+    """33 x 4096 x 4096 on CUDA: float64 reference, float32 (full and TF32 Grams), and the peer's plain
+    torch Gram (bf16 features, TF32), with the max error of each against the float64 answer."""
     from lnprobe.probes import cka_matrix
 
-    feats = torch.randn(33, 4096, 4096, device="cuda")
-    for dtype in (torch.float32, torch.float64):
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    gen = torch.Generator(device=device).manual_seed(0)
+    base = torch.randn(n, n, device=device, generator=gen)
+    mix = torch.randn(n, n, device=device, generator=gen) / n**0.5
+    feats = [base]
+    for i in range(layers - 1):
+        feats.append(torch.tanh(feats[-1] @ mix) + 0.1 * i)  # related layers with offsets
+    del base, mix
+    name = torch.cuda.get_device_name() if device == "cuda" else device
+    print(f"\n== (d) all-pairs linear CKA (biased), {layers} x {n} x {n}, {name} ==")
+    reference = None
+    for label, dtype, precision in (
+        ("float64", torch.float64, "highest"),
+        ("float32", torch.float32, "highest"),
+        ("float32, TF32 Grams", torch.float32, "high"),
+    ):
+        torch.set_float32_matmul_precision(precision)
 
         def run(dt=dtype):
-            cka_matrix(list(feats), matmul_dtype=dt)
-            torch.cuda.synchronize()
+            out = cka_matrix(feats, matmul_dtype=dt)
+            sync()
+            return out
 
-        print(
-            f"\n== (d) GPU all-pairs CKA 33 x 4096 x 4096, matmul {dtype}: "
-            f"{median_time(run, 5) * 1e3:.1f} ms =="
-        )
+        out = run()
+        reference = out if reference is None else reference
+        ms = median_time(run, 10) * 1e3
+        err = float((out - reference).abs().max())
+        print(f"{label:22} {ms:8.1f} ms   max |error| vs float64 {err:.1e}", flush=True)
+    torch.set_float32_matmul_precision("highest")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--big", action="store_true", help="also 33 layers x 4096 x 4096 on CPU (minutes)")
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true", help="only (d), the GPU mode")
     parser.add_argument("--peers", help="python of the peers' venv (benchmarks/peers_env.sh)")
     parser.add_argument("--reps", type=int, default=50)
     args = parser.parse_args()
+    if args.gpu_only:
+        return gpu()
     capture_overhead(args.reps)
     all_pairs([(13, 2048, 384)] + ([(33, 4096, 4096)] if args.big else []), args.peers)
     minibatch_memory()

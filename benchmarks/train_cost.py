@@ -23,16 +23,17 @@ import time
 import torch
 
 PLANS = {
-    # (shape, regime, grad ckpt, loss path)
+    # (shape, regime, checkpoint every n-th decoder layer (0: none), loss path)
     "cpu": [
-        ("bench", r, True, loss)
+        ("bench", r, 1, loss)
         for r in ("full", "lora", "attn-qv", "attn-mlp", "ln", "ln-simp")
         for loss in ("lnprobe", "hf")
     ],
-    "gpu": [("llava-1b", r, True, "lnprobe") for r in ("full", "lora", "ln", "ln-simp")]
-    + [("llava-1b", r, True, "hf") for r in ("full", "ln")]
-    + [("llava-1.5-7b", r, True, "lnprobe") for r in ("lora", "ln", "ln-simp")]
-    + [("llava-1b", r, False, "lnprobe") for r in ("full", "ln")],
+    "gpu": [("llava-1.5-7b", r, 1, "lnprobe") for r in ("ln-simp", "lora", "ln")]
+    + [("llava-1.5-7b", "ln-simp", 2, "lnprobe")]
+    + [("llava-1b", r, 1, "lnprobe") for r in ("full", "lora", "ln", "ln-simp")]
+    + [("llava-1b", r, 1, "hf") for r in ("full", "ln")]
+    + [("llava-1b", r, 0, "lnprobe") for r in ("full", "ln")],
 }
 BATCH = {"cpu": (8, 96), "gpu": (16, 224)}  # (sequences, text tokens after the image tokens)
 
@@ -80,7 +81,7 @@ def _batch(config, n_seq: int, n_text: int, device: str) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def worker(shape: str, regime: str, ckpt: bool, loss_path: str, plan: str, steps: int, warmup: int) -> dict:
+def worker(shape: str, regime: str, ckpt: int, loss_path: str, plan: str, steps: int, warmup: int) -> dict:
     from lnprobe.models import build_from_config
     from lnprobe.regimes import RegimeOptions, apply_regime
     from lnprobe.train.loss import loss_sum
@@ -99,7 +100,8 @@ def worker(shape: str, regime: str, ckpt: bool, loss_path: str, plan: str, steps
     for p in params:
         p.data = p.data.float()
     if ckpt:
-        enable_checkpointing(model)
+        enable_checkpointing(model, every_n_layers=ckpt)
+    torch.backends.cuda.matmul.allow_tf32 = True  # as lnprobe train on CUDA
     model.train()
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0, fused=device == "cuda")
     batch = _batch(config, *BATCH[plan], device)

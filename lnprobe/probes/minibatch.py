@@ -132,10 +132,44 @@ def cka_matrix(
     features: Sequence, debiased: bool = False, matmul_dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
     """All-pairs linear CKA `[L, L]` of one set of layers over the same n rows, from one Gram per layer
-    (L n² d for the Grams, then L² n² for every pair at once)."""
-    g = grams(features, matmul_dtype)
-    h = hsic_matrix(g, g, debiased)
+    (L n² d for the Grams, then L² n² for every pair at once). With `matmul_dtype=torch.float32` and the
+    biased estimator, the whole computation stays in float32 on the features' device (centred in two
+    passes, Grams at torch's float32 matmul precision -- TF32 where `torch.set_float32_matmul_precision`
+    allows it -- and the pair products at full float32): the fast path for GPUs."""
+    if debiased or matmul_dtype == torch.float64:
+        h = hsic_matrix(*(2 * [grams(features, matmul_dtype)]), debiased)
+    else:
+        h = _hsic_float32(features)
     d = torch.sqrt(torch.diagonal(h).clamp_min(0))
     if (d <= 0).any():
         raise InputError("CKA is undefined for a layer with constant features")
-    return h / torch.outer(d, d)
+    return (h / torch.outer(d, d)).double()
+
+
+def _hsic_float32(features: Sequence) -> torch.Tensor:
+    """Biased HSIC of every layer pair, up to the common factor 1/(n-1)², in float32."""
+    mats = []
+    for i, f in enumerate(features):
+        t = torch.as_tensor(f)
+        if t.ndim != 2:
+            as_float64(t, f"layer {i}")  # raises the shape error
+        c = t.float() - t.mean(0, dtype=torch.float64).float()
+        mats.append(c.sub_(c.mean(0)))  # the second pass removes the rounding of the mean
+    rows = sorted({m.shape[0] for m in mats})
+    if len(rows) != 1:
+        raise InputError(f"all layers of a minibatch need the same rows, got {rows}")
+    n, chunk = rows[0], 1 << 12
+    flat = torch.zeros(len(mats), -(-n * n // chunk) * chunk, device=mats[0].device)
+    for i, m in enumerate(mats):
+        torch.mm(m, m.T, out=flat[i, : n * n].view(n, n))
+    parts = flat.view(len(mats), -1, chunk).transpose(0, 1)  # [chunks, L, chunk]
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:  # float32 partial sums over chunks of 4096 terms, added in float64
+        h = torch.bmm(parts, parts.transpose(1, 2)).double().sum(0)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    if not torch.isfinite(h).all():  # one check (one device sync) for all layers; name the layer if any
+        for i, f in enumerate(features):
+            as_float64(f, f"layer {i}")
+    return h
