@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lnprobe import cli_train
+from lnprobe import cli_probes, cli_train
 from lnprobe.cli_train import console
 from lnprobe.errors import InputError
 
@@ -189,6 +189,8 @@ data_app.command("synth")(cli_train.data_synth)
 app.command("train")(cli_train.train_command)
 app.command("sweep")(cli_train.sweep_command)
 app.command("export")(cli_train.export_command)
+app.command("gradvar")(cli_probes.gradvar_command)
+app.command("lnshift")(cli_probes.lnshift_command)
 
 
 @app.command("similarity")

@@ -51,6 +51,7 @@ TRAIN_HELP = {
     "save_every": "Checkpoint every N optimizer steps (0: only at the end).",
     "dtype": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
     "skip_missing": "Skip records whose image file is missing (counted) instead of stopping.",
+    "gradvar_every": "Record gradient statistics every K steps to gradvar.jsonl (0: off).",
     "resume": "RUN_DIR: continue that run from its latest checkpoint (same config; it is the --out).",
 }
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -34,3 +36,18 @@ def atomic_dir(out: str | Path, overwrite: bool = False, flag: str = "overwrite"
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def json_safe(value):
+    """`value` with every non-finite float (NaN, inf) replaced by None, so the JSON written is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")

@@ -93,5 +93,85 @@ class GradStats:
                 )
             acc.update(flat)
 
+    def update_rows(self, rows: dict[str, torch.Tensor]) -> None:
+        """Add several samples per group at once (`[k, p]` rows, e.g. one per token)."""
+        for name, r in rows.items():
+            acc = self.groups.get(name)
+            if acc is None:
+                acc = self.groups[name] = Welford(r.shape[-1])
+            acc.update(r.reshape(-1, r.shape[-1]))
+
     def summary(self) -> dict[str, GradSummary]:
         return {name: summarize(acc) for name, acc in self.groups.items()}
+
+
+def param_group(name: str, sites) -> str | None:
+    """The group of a parameter name: per layer for norms / attention / MLP / LoRA, else its site."""
+    for i, layer in enumerate(sites.layers):
+        if name.startswith(layer + "."):
+            if ".lora_" in name:
+                return f"lora.{i}"
+            if any(name.startswith(n + ".") for n in sites.layer_norms[i]):
+                return f"norms.{i}"
+            if name.startswith(sites.attention[i] + "."):
+                return f"attn.{i}"
+            if name.startswith(sites.mlp[i] + "."):
+                return f"mlp.{i}"
+            return None
+    for site in ("final_norm", "connector", "embed_tokens", "lm_head"):
+        prefix = getattr(sites, site)
+        if prefix and name.startswith(prefix + "."):
+            return {"embed_tokens": "embeddings", "lm_head": "head"}.get(site, site)
+    return None
+
+
+def group_order(group: str) -> tuple[int, str]:
+    kind, _, index = group.partition(".")
+    return (int(index) if index.isdigit() else 10**6, kind)
+
+
+def is_norm_group(group: str) -> bool:
+    return group.startswith("norms.") or group == "final_norm"
+
+
+def group_kind(group: str) -> str:
+    """`norms.3` → norms; final_norm counts as norms; connector / embeddings / head are their own kind."""
+    return "norms" if is_norm_group(group) else group.partition(".")[0]
+
+
+def pooled(members: list[GradSummary]) -> dict:
+    """The statistics of the union of several groups (e.g. every layer's norms): variance and mean square
+    weighted by size; the noise scale from the summed trace and squared mean norms."""
+    p = sum(m.numel for m in members)
+    trace = sum(m.variance * m.numel for m in members)
+    mu2 = sum(m.mean_norm**2 for m in members)
+    return {
+        "count": min(m.count for m in members),
+        "numel": p,
+        "variance": trace / p,
+        "mean_sq": sum(m.mean_sq * m.numel for m in members) / p,
+        "noise_scale": trace / mu2 if mu2 > 0 else float("inf"),
+        "mean_norm": mu2**0.5,
+    }
+
+
+def bootstrap_variance(
+    samples: torch.Tensor, slices: dict[str, tuple[int, int]], draws: int = 200, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of `variance` (tr(Σ)/p) for column slices of per-sample gradients
+    `[T, P]`, resampling the T samples with replacement."""
+    t = samples.shape[0]
+    if draws < 1 or t < 2:
+        return {}
+    x = samples.double()
+    gen = torch.Generator().manual_seed(seed)
+    values = {name: [] for name in slices}
+    for _ in range(draws):
+        var = x[torch.randint(t, (t,), generator=gen)].var(0)
+        for name, (a, b) in slices.items():
+            values[name].append(var[a:b].mean())
+    out = {}
+    for name, vals in values.items():
+        v = torch.stack(vals)
+        out[name] = (float(torch.quantile(v, 0.025)), float(torch.quantile(v, 0.975)))
+    return out

@@ -60,6 +60,7 @@ class TrainConfig:
     num_workers: int = 0  # data-loading processes (0: load in the training process)
     eval_data: str | None = None  # held-out LLaVA data: mean answer-token loss, logged as eval_loss
     eval_every: int = 0  # optimizer steps between evaluations (0: only at the end)
+    gradvar_every: int = 0  # record gradient statistics every K steps (0: off); see GradVarCallback
     loss_chunk: int = 4096  # target tokens per cross-entropy chunk (logits never materialised at once)
     progress: bool = True
     resume: str | None = None  # a run directory to continue from its latest checkpoint (it becomes --out)
@@ -76,6 +77,7 @@ class TrainConfig:
             "--loss-chunk": self.loss_chunk >= 1,
             "--ckpt-every": self.ckpt_every >= 1,
             "--eval-every": self.eval_every >= 0,
+            "--gradvar-every": self.gradvar_every >= 0,
             "--num-workers": self.num_workers >= 0,
             "--dtype": self.dtype in ("auto", "fp32", "bf16", "fp16"),
         }

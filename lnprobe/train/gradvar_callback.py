@@ -6,8 +6,10 @@ per decoder layer (`norms.{i}`, `attn.{i}`, `mlp.{i}`, plus `final_norm`, `conne
 definitions), and keeps the per-sample trace of the norm gradients. Other steps cost nothing extra.
 
 Writes to the run directory: `gradvar.jsonl` (after each recorded step: the cumulative summary per group
-with at least two samples) and, at the end, `gradvar_trace.safetensors` (`steps` [N], `norm_grads` [N, P]:
-every recorded micro-batch's concatenated norm gradients, for distribution plots).
+with at least two samples, accumulated since `since_step`: 0, or the checkpoint a resumed run started
+from) and, at the end, `gradvar_trace.safetensors` (`steps` [N], `norm_grads` [N, P]: every recorded
+micro-batch's concatenated norm gradients, for distribution plots). `lnprobe train --gradvar-every K`
+adds it.
 """
 
 from __future__ import annotations
@@ -18,31 +20,11 @@ from dataclasses import asdict
 import torch
 from safetensors.torch import save_file
 
-from lnprobe.probes.gradvar import GradStats
+from lnprobe.probes.gradvar import GradStats, group_order, is_norm_group, param_group
 from lnprobe.train.callbacks import Callback
 
 TRACE_FILE = "gradvar_trace.safetensors"
 SUMMARY_FILE = "gradvar.jsonl"
-
-
-def _group(name: str, sites) -> str | None:
-    """The group of a parameter name: per layer for norms / attention / MLP / LoRA, else its site."""
-    for i, layer in enumerate(sites.layers):
-        if name.startswith(layer + "."):
-            if ".lora_" in name:
-                return f"lora.{i}"
-            if any(name.startswith(n + ".") for n in sites.layer_norms[i]):
-                return f"norms.{i}"
-            if name.startswith(sites.attention[i] + "."):
-                return f"attn.{i}"
-            if name.startswith(sites.mlp[i] + "."):
-                return f"mlp.{i}"
-            return None
-    for site in ("final_norm", "connector", "embed_tokens", "lm_head"):
-        prefix = getattr(sites, site)
-        if prefix and name.startswith(prefix + "."):
-            return {"embed_tokens": "embeddings", "lm_head": "head"}.get(site, site)
-    return None
 
 
 class GradVarCallback(Callback):
@@ -58,9 +40,14 @@ class GradVarCallback(Callback):
         return step % self.every == 0
 
     def on_train_begin(self, trainer) -> None:
+        self.since = trainer.step  # a resumed run accumulates afresh from its checkpoint (since_step)
+        path = trainer.run / SUMMARY_FILE
+        if trainer.step and path.is_file() and trainer.accelerator.is_main_process:
+            keep = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= trainer.step]
+            path.write_text("".join(ln + "\n" for ln in keep))
         self.groups: dict[str, list[torch.nn.Parameter]] = {}
         for name, param in trainer.model.named_parameters():
-            group = _group(name, trainer.sites) if param.requires_grad else None
+            group = param_group(name, trainer.sites) if param.requires_grad else None
             if group is not None:
                 self.groups.setdefault(group, []).append(param)
 
@@ -73,7 +60,7 @@ class GradVarCallback(Callback):
             if parts:
                 grads[group] = torch.cat(parts)
         self.stats.update(grads)
-        norms = [grads[g] for g in sorted(grads, key=_order) if g.startswith("norms.") or g == "final_norm"]
+        norms = [grads[g] for g in sorted(grads, key=group_order) if is_norm_group(g)]
         if norms:
             self.trace_steps.append(step + 1)
             self.trace.append(torch.cat(norms).float().cpu())
@@ -83,7 +70,7 @@ class GradVarCallback(Callback):
             return
         ready = {g: asdict(s) for g, s in self._summaries().items()}
         with (trainer.run / SUMMARY_FILE).open("a") as fh:
-            fh.write(json.dumps({"step": step, "groups": ready}) + "\n")
+            fh.write(json.dumps({"step": step, "since_step": self.since, "groups": ready}) + "\n")
 
     def on_train_end(self, trainer) -> None:
         if self.trace and trainer.accelerator.is_main_process:
@@ -96,8 +83,3 @@ class GradVarCallback(Callback):
         from lnprobe.probes.gradvar import summarize
 
         return {g: summarize(acc) for g, acc in self.stats.groups.items() if acc.count >= 2}
-
-
-def _order(group: str) -> tuple[int, str]:
-    kind, _, index = group.partition(".")
-    return (int(index) if index.isdigit() else 10**6, kind)

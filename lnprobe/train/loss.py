@@ -43,3 +43,23 @@ def loss_sum(model: nn.Module, sites: ModelSites, batch: dict, chunk: int = 4096
             else _chunk_ce(head, h, y)
         )
     return total, n
+
+
+def example_losses(model: nn.Module, sites: ModelSites, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean answer-token loss of each example `[b]`, its number of target tokens `[b]`). Examples do not
+    interact in a forward pass, so the gradient of example e's loss from a batch equals the gradient from
+    that example alone (up to padding's rounding)."""
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    body_name = sites.vision_tower.rpartition(".")[0] if sites.vision_tower else ""
+    if body_name and sites.lm_head is not None:
+        hidden = model.get_submodule(body_name)(**inputs).last_hidden_state[:, :-1][mask]
+        logits = model.get_submodule(sites.lm_head)(hidden)
+    else:
+        logits = model(**inputs).logits[:, :-1][mask]
+    token = F.cross_entropy(logits.float(), labels[mask], reduction="none")
+    rows = mask.nonzero()[:, 0]
+    counts = mask.sum(1)
+    sums = token.new_zeros(labels.shape[0]).index_add(0, rows, token)
+    return sums / counts.clamp_min(1), counts

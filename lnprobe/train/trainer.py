@@ -386,6 +386,10 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResul
         torch.backends.cudnn.allow_tf32 = True
     run = Path(config.resolved().out)
     fresh = not run.exists()
+    if config.gradvar_every:
+        from lnprobe.train.gradvar_callback import GradVarCallback
+
+        callbacks = [*callbacks, GradVarCallback(config.gradvar_every)]
     try:
         trainer = Trainer(config, callbacks)
     except BaseException:

@@ -1,0 +1,124 @@
+"""`lnprobe gradvar` and `lnprobe lnshift`: the gradient-variance and LayerNorm-shift probes on the command
+line (registered on the app in `lnprobe.cli`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lnprobe.cli_train import console
+from lnprobe.errors import InputError
+
+Ckpt = Annotated[str, typer.Argument(help="Checkpoint (any load() spec).")]
+Data = Annotated[str, typer.Option(help="LLaVA JSON/JSONL inputs (seeded subset).")]
+N = Annotated[int, typer.Option("--n", help="Examples (the first n of a seeded order).")]
+Batch = Annotated[int, typer.Option(help="Examples per forward pass.")]
+Template = Annotated[str, typer.Option(help="Chat template for the data.")]
+Images = Annotated[str | None, typer.Option(help="Image folder (default: the data file's).")]
+Seed = Annotated[int, typer.Option(help="Seed for the example order.")]
+Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+
+
+def gradvar_command(
+    ckpt: Ckpt,
+    data: Data = "",
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/gradvar"),
+    n: N = 32,
+    batch_size: Batch = 4,
+    unit: Annotated[str, typer.Option(help="example (per-example gradients) or batch.")] = "example",
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", "-g", help="norms, attn, mlp, connector, embeddings, head, lora."),
+    ] = None,
+    activations: Annotated[
+        bool, typer.Option(help="Also the variance of activation gradients at each layer output.")
+    ] = False,
+    template: Template = "vicuna_v1",
+    image_folder: Images = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 200,
+) -> None:
+    """Gradient variance per layer and parameter group on fixed, seeded data (nothing is updated)."""
+    from lnprobe.gradvar import GradVarConfig, run_gradvar
+
+    if not data:
+        raise InputError("--data is required (LLaVA JSON/JSONL inputs)")
+    cfg = GradVarConfig(
+        ckpt=ckpt,
+        data=data,
+        out=str(out),
+        n=n,
+        batch_size=batch_size,
+        unit=unit,
+        groups=tuple(group or ("norms", "attn", "mlp")),
+        activations=activations,
+        template=template,
+        image_folder=image_folder,
+        seed=seed,
+        device=device,
+        bootstrap=bootstrap,
+    )
+    record = run_gradvar(cfg)
+    for kind, s in record["kinds"].items():
+        ci = s["variance_ci95"]
+        ci_text = f" (95% CI {ci[0]:.3e} to {ci[1]:.3e})" if ci else ""
+        console.print(f"{kind}: variance {s['variance']:.3e}{ci_text}, noise scale {s['noise_scale']:.3g}")
+    console.print(f"wrote {out}/gradvar.json, gradvar.csv and figures ({record['samples']} samples)")
+
+
+def lnshift_command(
+    ckpt: Ckpt,
+    base: Annotated[str, typer.Option(help="The base checkpoint the tuned one started from.")] = "",
+    data: Data = "",
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/lnshift"),
+    n: N = 32,
+    batch_size: Batch = 4,
+    modality_split: Annotated[
+        bool, typer.Option(help="Split activation statistics into image and text tokens.")
+    ] = True,
+    outlier_factor: Annotated[
+        float, typer.Option(help="Outlier dimension: max |x| above this many times the RMS.")
+    ] = 6.0,
+    template: Template = "vicuna_v1",
+    image_folder: Images = None,
+    seed: Seed = 0,
+    device: Device = "cpu",
+) -> None:
+    """How tuning moved each norm, and the image-vs-text gap before and after each norm, base vs tuned."""
+    from lnprobe.lnshift import LnShiftConfig, run_lnshift
+
+    if not base or not data:
+        raise InputError("--base and --data are required")
+    cfg = LnShiftConfig(
+        ckpt=ckpt,
+        base=base,
+        data=data,
+        out=str(out),
+        n=n,
+        batch_size=batch_size,
+        modality_split=modality_split,
+        outlier_factor=outlier_factor,
+        template=template,
+        image_folder=image_folder,
+        seed=seed,
+        device=device,
+    )
+    record = run_lnshift(cfg)
+    s = record["summary"]
+    if record["no_norm_changed"]:
+        console.print(f"no norm changed between {ckpt} and {base} (result flagged no_norm_changed)")
+    else:
+        console.print(
+            f"{s['changed']} of {s['norm_tensors']} norm tensors changed; "
+            f"mean relative L2 change {s['mean_rel_l2_changed']:.4f}"
+        )
+    for which in ("base", "tuned"):
+        if f"gap_{which}_in" in s:
+            console.print(
+                f"{which}: image-vs-text gap {s[f'gap_{which}_in']:.4f} before the norms, "
+                f"{s[f'gap_{which}_out']:.4f} after"
+            )
+    console.print(f"wrote {out}/lnshift.json, CSV tables and figures")

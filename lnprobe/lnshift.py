@@ -1,0 +1,242 @@
+"""`lnprobe lnshift CKPT --base BASE --data ... --out DIR`: how tuning moved the norms, and whether the
+tuned norms bring image tokens closer to text tokens (definitions in `lnprobe.probes.lnstats`).
+
+Two passes, one model in memory at a time: the tuned checkpoint (any `load()` spec: HF directory, lnprobe
+delta, PEFT LN-tuning adapter), then the base. Each pass keeps its norm parameters (small) and streams the
+input and output of every decoder norm over the same seeded inputs, split by modality (image-token vs
+text-token positions; padding excluded). Architectures are compared on meta-device models first, so a
+mismatched base fails before any weights load.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lnprobe.capture import Capture, select_sites
+from lnprobe.data.llava import IMAGE, read_records, seeded_batches
+from lnprobe.errors import InputError
+from lnprobe.io import atomic_dir, write_json
+from lnprobe.models import load
+from lnprobe.probes.lnstats import Moments, modality_gap, summarize_moments, weight_shift
+from lnprobe.provenance import provenance
+
+NORM_SITES = ["input_norm.*", "post_attention_norm.*", "final_norm.*"]
+
+
+@dataclass(frozen=True)
+class LnShiftConfig:
+    ckpt: str
+    base: str
+    data: str
+    out: str
+    n: int = 32
+    batch_size: int = 4
+    modality_split: bool = True
+    outlier_factor: float = 6.0
+    top_k: int = 5
+    template: str = "vicuna_v1"
+    image_folder: str | None = None
+    max_length: int = 2048
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.batch_size < 1 or self.outlier_factor <= 0 or self.top_k < 1:
+            raise InputError("--n, --batch-size, --top-k must be >= 1 and --outlier-factor > 0")
+
+
+def run_lnshift(cfg: LnShiftConfig) -> dict:
+    """Compute and write OUT/lnshift.json, the CSV tables and figures; return the record."""
+    records = read_records(cfg.data)
+    if cfg.modality_split and not any(r.image for r in records):
+        raise InputError(
+            f"{cfg.data}: no record has an image, so there are no image tokens to split by modality "
+            "(--no-modality-split for statistics over all tokens)"
+        )
+    check_same_architecture(cfg.ckpt, cfg.base)
+    tuned = _pass(cfg.ckpt, cfg)
+    base = _pass(cfg.base, cfg)
+    shifts = {name: weight_shift(w, base["norms"][name], cfg.top_k) for name, w in tuned["norms"].items()}
+    record = {
+        "config": asdict(cfg),
+        "no_norm_changed": not any(s["changed"] for s in shifts.values()),
+        "weights": shifts,
+        "activations": {"tuned": tuned["stats"], "base": base["stats"]},
+        "gaps": _gaps(tuned["stats"], base["stats"]) if cfg.modality_split else {},
+        "provenance": provenance(seed=cfg.seed),
+    }
+    record["summary"] = _summary(record)
+    _write(cfg, record)
+    return record
+
+
+def check_same_architecture(ckpt: str, base: str) -> None:
+    """Parameter names and shapes of the two models (built on the meta device from their configs) must
+    match; InputError names the first tensor that does not."""
+    from lnprobe.models import build_from_config, resolve_config
+
+    a = {n: tuple(p.shape) for n, p in build_from_config(resolve_config(ckpt)).named_parameters()}
+    b = {n: tuple(p.shape) for n, p in build_from_config(resolve_config(base)).named_parameters()}
+    for name, shape in a.items():
+        if b.get(name) != shape:
+            there = f"shape {b[name]}" if name in b else "missing"
+            raise InputError(
+                f"{base}: does not match {ckpt}: tensor {name} has shape {shape} in the checkpoint, "
+                f"{there} in the base"
+            )
+    extra = next((n for n in b if n not in a), None)
+    if extra:
+        raise InputError(f"{base}: does not match {ckpt}: tensor {extra} is not in the checkpoint")
+
+
+def _clean(name: str) -> str:
+    """A parameter name without PEFT's wrappers, so tuned and base names line up."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
+def norm_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter owned directly by a norm module (LayerNorm / RMSNorm / ...), vision tower included."""
+    out = {}
+    for mod_name, module in model.named_modules():
+        if "norm" in type(module).__name__.lower() and "Identity" not in type(module).__name__:
+            for p_name, p in module.named_parameters(recurse=False):
+                out[_clean(f"{mod_name}.{p_name}")] = p.detach().float().cpu().clone()
+    return out
+
+
+def _pass(spec: str, cfg: LnShiftConfig) -> dict:
+    loaded = load(spec, device=cfg.device)
+    if loaded.processor is None or not hasattr(loaded.processor, "tokenizer"):
+        raise InputError(f"{spec}: needs a multi-modal processor (LLaVA-format data)")
+    model = loaded.model.eval()
+    norms = norm_parameters(model)
+    tok = loaded.processor.tokenizer
+    image_id = tok.convert_tokens_to_ids(IMAGE) if IMAGE in tok.get_vocab() else None
+    sites = select_sites(loaded.sites, NORM_SITES)
+    capture = Capture(model, sites, "all", image_id)
+    batches = seeded_batches(
+        cfg.data,
+        loaded.processor,
+        cfg.n,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.template,
+        cfg.image_folder,
+        cfg.max_length,
+    )
+    acc: dict[str, dict[str, Moments]] = {}
+    items = batches
+    if cfg.progress:
+        from rich.progress import track
+
+        items = track(batches, description=f"norm activations of {spec}")
+    for batch in items:
+        rows = capture.run(batch)
+        real = batch["attention_mask"].bool()
+        is_image = (batch["input_ids"] == image_id)[real] if image_id is not None else None
+        parts = {"image": is_image, "text": ~is_image} if cfg.modality_split else {"all": None}
+        for site, r in rows.items():
+            for modality, keep in parts.items():
+                m = acc.setdefault(site, {}).setdefault(modality, Moments(r.shape[-1]))
+                m.update(r if keep is None else r[keep])
+    stats = {
+        site: {mod: asdict(summarize_moments(m, cfg.outlier_factor)) for mod, m in by_mod.items() if m.n}
+        for site, by_mod in acc.items()
+    }
+    del capture, model, loaded
+    gc.collect()
+    return {"norms": norms, "stats": stats}
+
+
+def _gaps(tuned: dict, base: dict) -> dict:
+    """Image-vs-text gap at each norm's input and output, for both models."""
+    out = {}
+    for which, stats in (("tuned", tuned), ("base", base)):
+        for site, by_mod in stats.items():
+            if "image" in by_mod and "text" in by_mod:
+                out.setdefault(site, {})[which] = modality_gap(_ms(by_mod["image"]), _ms(by_mod["text"]))
+    return out
+
+
+def _ms(d: dict):
+    from lnprobe.probes.lnstats import MomentSummary
+
+    return MomentSummary(**d)
+
+
+def _summary(record: dict) -> dict:
+    """Headline numbers: mean relative weight change of the decoder norms; mean gap at norm inputs and
+    outputs for base and tuned, and how much each norm shrinks the gap (out / in)."""
+    changed = [s["rel_l2"] for s in record["weights"].values() if s["changed"] and s["rel_l2"] is not None]
+    n_changed = sum(s["changed"] for s in record["weights"].values())
+    summary = {"norm_tensors": len(record["weights"]), "changed": n_changed}
+    summary["mean_rel_l2_changed"] = sum(changed) / len(changed) if changed else 0.0
+    for which in ("base", "tuned"):
+        for port in ("in", "out"):
+            vals = [
+                g[which]
+                for s, g in record["gaps"].items()
+                if s.endswith("." + port) and g.get(which) is not None
+            ]
+            if vals:
+                summary[f"gap_{which}_{port}"] = sum(vals) / len(vals)
+    for which in ("base", "tuned"):
+        if f"gap_{which}_in" in summary:
+            summary[f"gap_ratio_{which}"] = summary[f"gap_{which}_out"] / summary[f"gap_{which}_in"]
+    return summary
+
+
+def _write(cfg: LnShiftConfig, record: dict) -> None:
+    from lnprobe.report.lines import lnshift_figures
+
+    with atomic_dir(cfg.out, overwrite=True) as tmp:
+        write_json(tmp / "lnshift.json", record)
+        with (tmp / "lnshift_weights.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(
+                ["tensor", "numel", "changed", "rel_l2", "cosine", "ratio_min", "ratio_median", "ratio_max"]
+            )
+            for name, s in record["weights"].items():
+                q = s["ratio_quantiles"]
+                w.writerow(
+                    [
+                        name,
+                        s["numel"],
+                        s["changed"],
+                        s["rel_l2"],
+                        s["cosine"],
+                        q["min"],
+                        q["median"],
+                        q["max"],
+                    ]
+                )
+        with (tmp / "lnshift_activations.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(
+                [
+                    "model",
+                    "site",
+                    "modality",
+                    "tokens",
+                    "mean",
+                    "variance",
+                    "rms",
+                    "kurtosis",
+                    "outliers",
+                    "gap",
+                ]
+            )
+            for model, stats in record["activations"].items():
+                for site, by_mod in stats.items():
+                    gap = record["gaps"].get(site, {}).get(model)
+                    for mod, s in by_mod.items():
+                        w.writerow(
+                            [model, site, mod, s["tokens"], s["mean"], s["variance"], s["rms"], s["kurtosis"],
+                             len(s["outliers"]), gap]
+                        )  # fmt: skip
+        lnshift_figures(record, tmp)
