@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
 
@@ -40,6 +41,7 @@ def gradvar_figures(record: dict, trace: list[torch.Tensor], out: Path) -> list[
         ax.plot(xs, ys, marker="o", label=kind)
     ax.set_yscale("log")
     ax.set_xlabel("decoder layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("variance tr(Σ)/p")
     ax.legend()
     ax.set_title(title, fontsize=9)
@@ -109,6 +111,7 @@ def lnshift_figures(record: dict, out: Path) -> list[Path]:
     axes[1].set_xlabel("decoder layer (input norm)")
     axes[1].set_ylabel("image-vs-text gap (W2 / text RMS)")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
