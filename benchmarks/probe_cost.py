@@ -3,7 +3,12 @@
 callback, and with `GradVarCallback` recording every step (K=1) and every 10th step (K=10), interleaved
 over `--repeats` rounds and summarised by the median round. Goal: <= 5 % at K=10.
 
-    python benchmarks/probe_cost.py [--steps 60] [--repeats 3]
+Then the offline probe (`lnprobe gradvar`): time per batch of 8 examples for per-example gradients (one
+forward, eight backward passes from the retained graph) and per-batch gradients, for the norm groups alone
+and for norms + attention + MLP, each beside a plain forward+backward of the same batch (median of
+`--reps`, tiny model).
+
+    python benchmarks/probe_cost.py [--steps 60] [--repeats 3] [--reps 20] [--offline-only]
 """
 
 from __future__ import annotations
@@ -52,14 +57,60 @@ def mean_step(data: Path, out: Path, regime: str, steps: int, callbacks) -> floa
     return statistics.fmean(r["seconds"] for r in rows[5:])  # mean (recorded steps included); no warm-up
 
 
+def offline_cost(data: Path, root: Path, reps: int) -> None:
+
+    from lnprobe.data.llava import seeded_batches
+    from lnprobe.gradvar import GradVarConfig, _Accumulator, select_groups
+    from lnprobe.models import load, save_tiny
+    from lnprobe.models.tiny import TinyConfig
+    from lnprobe.train.loss import loss_sum
+
+    loaded = load(save_tiny(root / "tiny", TinyConfig(seed=0)))
+    model, sites = loaded.model.eval(), loaded.sites
+    batch = seeded_batches(data / "instruct.json", loaded.processor, n=8, batch_size=8)[0]
+
+    def median(fn) -> float:
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    print("\n== offline gradvar, tiny model, one batch of 8 examples ==")
+    for kinds in (("norms",), ("norms", "attn", "mlp")):
+        groups = select_groups(model, sites, kinds)
+
+        def plain():
+            s, n = loss_sum(model, sites, batch)
+            (s / n).backward()
+            model.zero_grad(set_to_none=True)
+
+        base = median(plain)
+        for unit in ("example", "batch"):
+            cfg = GradVarConfig(ckpt="tiny", data="-", out="-", unit=unit, groups=kinds, progress=False)
+            seconds = median(lambda cfg=cfg, g=groups: _Accumulator(g, sites, cfg).add(batch, model))
+            print(
+                f"groups {'+'.join(kinds):16} unit {unit:8} {seconds * 1e3:7.1f} ms per batch "
+                f"vs forward+backward {base * 1e3:6.1f} ms: {seconds / base:5.2f}x"
+            )
+        model.requires_grad_(False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--offline-only", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = write_synth(root / "data", SynthConfig(n=600, seed=0))
+        if args.offline_only:
+            return offline_cost(data, root, args.reps)
         print(
             f"{'regime':8} {'no callback':>12} {'K=1':>10} {'K=10':>10} {'K=1 ratio':>10} {'K=10 ratio':>11}"
         )
@@ -82,6 +133,7 @@ def main() -> None:
                 f"K=1 {statistics.median(own['k1']) / times['none']:.1%}, "
                 f"K=10 {statistics.median(own['k10']) / times['none']:.1%} of a step"
             )
+        offline_cost(data, root, args.reps)
 
 
 if __name__ == "__main__":
