@@ -204,3 +204,13 @@ def test_cka_matrix_names_the_layer_with_nan(dtype):
     y[3, 2] = float("nan")
     with pytest.raises(InputError, match="layer 1: contains NaN"):
         cka_matrix([x, y], matmul_dtype=dtype)
+
+
+def test_cka_matrix_float32_block_triangle_path_equals_float64():
+    # n = 1100 splits each Gram into 2 row blocks (only the lower block triangle is computed)
+    base = rand(1100, 40, seed=60)
+    layers = [base + 10, torch.tanh(base @ rand(40, 40, seed=61)) - 5, rand(1100, 70, seed=62)]
+    exact = cka_matrix(layers)
+    fast = cka_matrix([x.float() for x in layers], matmul_dtype=torch.float32)
+    assert torch.allclose(fast, exact, rtol=0, atol=1e-6)
+    assert float(exact[0, 2]) < 0.5 < float(exact[0, 1])  # a related and an unrelated pair
