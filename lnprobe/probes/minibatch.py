@@ -134,9 +134,9 @@ def cka_matrix(
 ) -> torch.Tensor:
     """All-pairs linear CKA `[L, L]` of one set of layers over the same n rows, from one Gram per layer
     (L n² d for the Grams, then L² n² for every pair at once). With `matmul_dtype=torch.float32` and the
-    biased estimator, the whole computation stays in float32 on the features' device (centred in two
-    passes, Grams at torch's float32 matmul precision -- TF32 where `torch.set_float32_matmul_precision`
-    allows it -- and the pair products at full float32): the fast path for GPUs."""
+    biased estimator, the whole computation stays in float32 on the features' device (centred with
+    float64 column means; Grams at torch's float32 matmul precision, TF32 where
+    `torch.set_float32_matmul_precision` allows it; pair products at full float32): the GPU fast path."""
     if debiased or matmul_dtype == torch.float64:
         h = hsic_matrix(*(2 * [grams(features, matmul_dtype)]), debiased)
     else:
@@ -156,7 +156,7 @@ def _hsic_float32(features: Sequence, blocks: int | None = None) -> torch.Tensor
         if t.ndim != 2:
             as_float64(t, f"layer {i}")  # raises the shape error
         c = t.float() - t.mean(0, dtype=torch.float64).float()
-        mats.append(c.sub_(c.mean(0)))  # the second pass removes the rounding of the mean
+        mats.append(c)
     rows = sorted({m.shape[0] for m in mats})
     if len(rows) != 1:
         raise InputError(f"all layers of a minibatch need the same rows, got {rows}")
