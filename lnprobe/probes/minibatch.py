@@ -149,13 +149,13 @@ def cka_matrix(
 
 def _hsic_float32(features: Sequence, blocks: int | None = None) -> torch.Tensor:
     """Biased HSIC of every layer pair, up to the common factor 1/(n-1)², in float32. `blocks`: row blocks
-    per Gram (default: small blocks on CPUs, 2 on GPUs, where fewer, larger products run faster)."""
+    per Gram (default: small blocks on CPUs; one on GPUs, see benchmarks/RESULTS.md)."""
     mats = []
     for i, f in enumerate(features):
         t = torch.as_tensor(f)
         if t.ndim != 2:
             as_float64(t, f"layer {i}")  # raises the shape error
-        c = t.float() - t.mean(0, dtype=torch.float64).float()
+        c = t.float() - t.float().mean(0)
         mats.append(c)
     rows = sorted({m.shape[0] for m in mats})
     if len(rows) != 1:
@@ -164,7 +164,7 @@ def _hsic_float32(features: Sequence, blocks: int | None = None) -> torch.Tensor
     # A Gram matrix is symmetric, so <K, L>_F needs only its lower block triangle: with k row blocks,
     # sum the diagonal blocks' products plus twice the off-diagonal ones (those blocks are stored scaled
     # by sqrt 2), which costs (k + 1) / 2k of the full product's FLOPs.
-    k = blocks or (min(2, n // 1024) if mats[0].is_cuda else min(8, n // 512)) or 1
+    k = blocks or (1 if mats[0].is_cuda else min(8, n // 512)) or 1
     edges = [n * i // k for i in range(k + 1)]
     spans = [(a, b) for a in range(k) for b in range(a + 1)]
     size = sum((edges[a + 1] - edges[a]) * (edges[b + 1] - edges[b]) for a, b in spans)
