@@ -209,10 +209,11 @@ def gpu(device: str = "cuda", n: int = 4096, layers: int = 33) -> None:
     gen = torch.Generator(device=device).manual_seed(0)
     base = torch.randn(n, n, device=device, generator=gen)
     mix = torch.randn(n, n, device=device, generator=gen) / n**0.5
-    feats = [base]
-    for i in range(layers - 1):
-        feats.append(torch.tanh(feats[-1] @ mix) + 0.1 * i)  # related layers with offsets
-    del base, mix
+    chain, feats = base, [base]
+    for i in range(layers - 1):  # related layers, each with its own offset (not fed forward)
+        chain = torch.tanh(chain @ mix) * 2
+        feats.append(chain + 0.1 * i)
+    del base, mix, chain
     name = torch.cuda.get_device_name() if device == "cuda" else device
     print(f"\n== (d) all-pairs linear CKA (biased), {layers} x {n} x {n}, {name} ==")
     reference = None

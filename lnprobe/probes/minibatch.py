@@ -134,8 +134,8 @@ def cka_matrix(
 ) -> torch.Tensor:
     """All-pairs linear CKA `[L, L]` of one set of layers over the same n rows, from one Gram per layer
     (L n² d for the Grams, then L² n² for every pair at once). With `matmul_dtype=torch.float32` and the
-    biased estimator, the whole computation stays in float32 on the features' device (centred with
-    float64 column means; Grams at torch's float32 matmul precision, TF32 where
+    biased estimator, the whole computation stays in float32 on the features' device (centred in two
+    passes; Grams at torch's float32 matmul precision, TF32 where
     `torch.set_float32_matmul_precision` allows it; pair products at full float32): the GPU fast path."""
     if debiased or matmul_dtype == torch.float64:
         h = hsic_matrix(*(2 * [grams(features, matmul_dtype)]), debiased)
@@ -149,14 +149,15 @@ def cka_matrix(
 
 def _hsic_float32(features: Sequence, blocks: int | None = None) -> torch.Tensor:
     """Biased HSIC of every layer pair, up to the common factor 1/(n-1)², in float32. `blocks`: row blocks
-    per Gram (default: small blocks on CPUs; one on GPUs, see benchmarks/RESULTS.md)."""
+    per Gram (default: small blocks on CPUs, at most 2 on GPUs, where larger products run faster)."""
     mats = []
     for i, f in enumerate(features):
         t = torch.as_tensor(f)
         if t.ndim != 2:
             as_float64(t, f"layer {i}")  # raises the shape error
         c = t.float() - t.float().mean(0)
-        mats.append(c)
+        mats.append(c.sub_(c.mean(0)))  # the second pass removes the mean's rounding: layers whose spread
+        # is near float32 resolution (saturated units) would otherwise be dominated by it
     rows = sorted({m.shape[0] for m in mats})
     if len(rows) != 1:
         raise InputError(f"all layers of a minibatch need the same rows, got {rows}")
@@ -164,7 +165,7 @@ def _hsic_float32(features: Sequence, blocks: int | None = None) -> torch.Tensor
     # A Gram matrix is symmetric, so <K, L>_F needs only its lower block triangle: with k row blocks,
     # sum the diagonal blocks' products plus twice the off-diagonal ones (those blocks are stored scaled
     # by sqrt 2), which costs (k + 1) / 2k of the full product's FLOPs.
-    k = blocks or (1 if mats[0].is_cuda else min(8, n // 512)) or 1
+    k = blocks or (min(2, n // 1024) if mats[0].is_cuda else min(8, n // 512)) or 1
     edges = [n * i // k for i in range(k + 1)]
     spans = [(a, b) for a in range(k) for b in range(a + 1)]
     size = sum((edges[a + 1] - edges[a]) * (edges[b + 1] - edges[b]) for a, b in spans)
