@@ -189,6 +189,7 @@ data_app.command("synth")(cli_train.data_synth)
 app.command("train")(cli_train.train_command)
 app.command("sweep")(cli_train.sweep_command)
 app.command("export")(cli_train.export_command)
+app.command("assemble")(cli_probes.assemble_command)
 app.command("gradvar")(cli_probes.gradvar_command)
 app.command("lnshift")(cli_probes.lnshift_command)
 

@@ -1,5 +1,5 @@
-"""`lnprobe gradvar` and `lnprobe lnshift`: the gradient-variance and LayerNorm-shift probes on the command
-line (registered on the app in `lnprobe.cli`)."""
+"""`lnprobe assemble`, `lnprobe gradvar` and `lnprobe lnshift` on the command line (registered on the app in
+`lnprobe.cli`)."""
 
 from __future__ import annotations
 
@@ -122,3 +122,30 @@ def lnshift_command(
                 f"{s[f'gap_{which}_out']:.4f} after"
             )
     console.print(f"wrote {out}/lnshift.json, CSV tables and figures")
+
+
+def assemble_command(
+    llm: Annotated[
+        str, typer.Option(help="Text causal LM (Llama / Mistral / Qwen2): directory or hub id.")
+    ] = "",
+    vision: Annotated[
+        str, typer.Option(help="CLIP / SigLIP vision model (or a full CLIP / SigLIP model).")
+    ] = "",
+    out: Annotated[Path, typer.Option(help="Output checkpoint directory.")] = Path("runs/assembled"),
+    connector: Annotated[str, typer.Option(help="linear (LLaVA-1, the paper) or mlp2x_gelu (LLaVA-1.5).")] = (
+        "mlp2x_gelu"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the connector's initialisation (recorded).")] = 0,
+    online: Annotated[bool, typer.Option("--online", help="Allow downloading hub ids.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Build a LLaVA checkpoint from a text LLM and a vision encoder (fresh connector, `<image>` token)."""
+    from lnprobe.models.assemble import AssembleConfig, assemble
+
+    if not llm or not vision:
+        raise InputError("--llm and --vision are required")
+    cfg = AssembleConfig(
+        llm=llm, vision=vision, out=str(out), connector=connector, seed=seed, online=online, force=force
+    )
+    path = assemble(cfg)
+    console.print(f"wrote {path} (LLaVA: {llm} + {vision}, {connector} connector, seed {seed})")

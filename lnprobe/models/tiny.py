@@ -70,14 +70,15 @@ class TinyConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
-def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A deterministic byte-level BPE tokenizer with `<image>` as a special token."""
+def build_tokenizer(vocab_size: int = 512, image_token: bool = True) -> PreTrainedTokenizerFast:
+    """A deterministic byte-level BPE tokenizer with `<image>` as a special token (unless `image_token`
+    is False: a text LLM's tokenizer, e.g. for `lnprobe assemble`)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[t for t in SPECIAL_TOKENS if image_token or t != IMAGE_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -90,7 +91,7 @@ def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        extra_special_tokens={"image_token": IMAGE_TOKEN} if image_token else {},
         padding_side="right",
     )
 
