@@ -167,11 +167,14 @@ def tiny(
     connector: Annotated[str, typer.Option(help="linear (LLaVA-1, the paper) or mlp2x_gelu.")] = "linear",
     layers: Annotated[int, typer.Option(help="Decoder layers.")] = 4,
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+    part: Annotated[
+        str, typer.Option(help="llava (whole model), lm (text-only LM) or vision (CLIP), for `assemble`.")
+    ] = "llava",
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
 ) -> None:
-    """Build a tiny LLaVA model from a config (no download) and save it as a checkpoint directory."""
+    """Build a tiny LLaVA model (or its text LM / vision part) from a config (no download) and save it."""
     from lnprobe.models.connector import CONNECTORS
-    from lnprobe.models.tiny import LM_CONFIGS, TinyConfig, save_tiny
+    from lnprobe.models.tiny import LM_CONFIGS, PARTS, TinyConfig, save_tiny_part
 
     if lm not in LM_CONFIGS:
         raise InputError(f"--lm: unknown decoder {lm!r} (known: {', '.join(LM_CONFIGS)})")
@@ -179,8 +182,16 @@ def tiny(
         raise InputError(f"--connector: unknown connector {connector!r} (known: {', '.join(CONNECTORS)})")
     if layers < 1:
         raise InputError(f"--layers must be >= 1, got {layers}")
-    save_tiny(out, TinyConfig(lm=lm, connector=connector, num_layers=layers, seed=seed), overwrite=force)
-    console.print(f"wrote tiny {lm} LLaVA ({connector} connector) to {out}")
+    if part not in PARTS:
+        raise InputError(f"--part: unknown part {part!r} (known: {', '.join(PARTS)})")
+    cfg = TinyConfig(lm=lm, connector=connector, num_layers=layers, seed=seed)
+    save_tiny_part(out, cfg, part, overwrite=force)
+    what = {
+        "llava": f"{lm} LLaVA ({connector} connector)",
+        "lm": f"{lm} text LM",
+        "vision": "CLIP vision model",
+    }
+    console.print(f"wrote tiny {what[part]} to {out}")
 
 
 data_app = typer.Typer(help="Datasets: synthetic data.", no_args_is_help=True)

@@ -210,3 +210,4 @@ def test_bad_input_exits_2(sources, tmp_path, capsys):
     one_line(cli.main(["assemble", "--llm", str(sources["llama"])]), "--vision are required")
     for name in "abcd":
         assert not (tmp_path / name).exists()
+    one_line(cli.main(["tiny", str(tmp_path / "e"), "--part", "audio"]), "unknown part")

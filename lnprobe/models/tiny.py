@@ -114,24 +114,27 @@ def build_processor(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast | None =
     )
 
 
-def llava_config(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+def text_config(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast):
+    """The tiny decoder's config (vocabulary = the tokenizer's)."""
     if cfg.lm not in LM_CONFIGS:
         raise ValueError(f"unknown tiny LM {cfg.lm!r} (known: {', '.join(LM_CONFIGS)})")
-    vocab = len(tokenizer)
-    text = LM_CONFIGS[cfg.lm](
+    return LM_CONFIGS[cfg.lm](
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_kv_heads,
-        vocab_size=vocab,
+        vocab_size=len(tokenizer),
         max_position_embeddings=cfg.max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    vision = CLIPVisionConfig(
+
+
+def vision_config(cfg: TinyConfig) -> CLIPVisionConfig:
+    return CLIPVisionConfig(
         hidden_size=cfg.vision_hidden_size,
         intermediate_size=cfg.vision_intermediate_size,
         num_hidden_layers=cfg.vision_layers,
@@ -140,6 +143,10 @@ def llava_config(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> LlavaCo
         patch_size=cfg.patch_size,
         projection_dim=cfg.vision_hidden_size,
     )
+
+
+def llava_config(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+    text, vision = text_config(cfg, tokenizer), vision_config(cfg)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -178,5 +185,40 @@ def save_tiny(out_dir: str | Path, cfg: TinyConfig | None = None, overwrite: boo
             processor.save_pretrained(tmp)
         finally:
             hf_logging.enable_progress_bar()
+        save_config(cfg, tmp, seed=cfg.seed)
+    return Path(out_dir)
+
+
+PARTS = ("llava", "lm", "vision")
+
+
+def save_tiny_part(out_dir: str | Path, cfg: TinyConfig, part: str, overwrite: bool = False) -> Path:
+    """Save a tiny LLaVA (`llava`), or one of the parts `lnprobe assemble` joins: a text-only causal LM
+    with a tokenizer that has no `<image>` token (`lm`), or a CLIP vision model + image processor
+    (`vision`)."""
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+
+    from lnprobe.config import save_config
+    from lnprobe.io import atomic_dir
+
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r} (known: {', '.join(PARTS)})")
+    if part == "llava":
+        return save_tiny(out_dir, cfg, overwrite)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if part == "lm":
+            extra = build_tokenizer(cfg.vocab_size, image_token=False)
+            model = AutoModelForCausalLM.from_config(text_config(cfg, extra))
+        else:
+            extra = build_processor(cfg).image_processor
+            model = CLIPVisionModel(vision_config(cfg))
+    with atomic_dir(out_dir, overwrite, flag="--force") as tmp, quiet_transformers():
+        hf_logging.disable_progress_bar()
+        try:
+            model.save_pretrained(tmp)
+        finally:
+            hf_logging.enable_progress_bar()
+        extra.save_pretrained(tmp)
         save_config(cfg, tmp, seed=cfg.seed)
     return Path(out_dir)
