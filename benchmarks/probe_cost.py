@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import median_time
+
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.train import TrainConfig, train
 from lnprobe.train.gradvar_callback import GradVarCallback
@@ -70,14 +72,7 @@ def offline_cost(data: Path, root: Path, reps: int) -> None:
     batch = seeded_batches(data / "instruct.json", loaded.processor, n=8, batch_size=8)[0]
 
     def median(fn) -> float:
-        for _ in range(3):
-            fn()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return median_time(fn, reps)
 
     print("\n== offline gradvar, tiny model, one batch of 8 examples ==")
     for kinds in (("norms",), ("norms", "attn", "mlp")):

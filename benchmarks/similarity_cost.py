@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from timing import median_time
 
 PEER_SCRIPT = r"""
 import json, statistics, sys, time, types
@@ -76,17 +75,6 @@ except Exception as e:
     results["torch-cka"] = repr(e)[:200]
 print(json.dumps(results))
 """
-
-
-def median_time(fn, reps: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def capture_overhead(reps: int) -> None:

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 import torch
 from safetensors.torch import save_file
 
-from lnprobe.data.llava import read_records, seeded_batches
+from lnprobe.data.llava import read_records
 from lnprobe.errors import InputError
+from lnprobe.inputs import config_batches, load_multimodal
 from lnprobe.io import atomic_dir, write_json
-from lnprobe.models import load
 from lnprobe.probes.gradvar import (
     GradStats,
     bootstrap_variance,
@@ -77,21 +77,10 @@ class GradVarConfig:
 def run_gradvar(cfg: GradVarConfig) -> dict:
     """Compute and write OUT/gradvar.{json,csv}, the norm-gradient trace and figures; return the record."""
     read_records(cfg.data)  # bad data fails before any weights are loaded
-    loaded = load(cfg.ckpt, device=cfg.device)
-    if loaded.processor is None or not hasattr(loaded.processor, "tokenizer"):
-        raise InputError(f"{cfg.ckpt}: needs a multi-modal processor (LLaVA-format data)")
-    model, sites = loaded.model.eval(), loaded.sites
+    loaded = load_multimodal(cfg.ckpt, cfg.device)
+    model, sites = loaded.model, loaded.sites
     groups = select_groups(model, sites, cfg.groups)
-    batches = seeded_batches(
-        cfg.data,
-        loaded.processor,
-        cfg.n,
-        cfg.batch_size,
-        cfg.seed,
-        cfg.template,
-        cfg.image_folder,
-        cfg.max_length,
-    )
+    batches = config_batches(cfg, loaded.processor)
     n_samples = sum(len(b["labels"]) for b in batches) if cfg.unit == "example" else len(batches)
     if n_samples < 2:
         raise InputError(f"{cfg.data}: {n_samples} gradient sample(s); a variance needs at least 2")

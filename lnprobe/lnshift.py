@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from lnprobe.capture import Capture, select_sites
-from lnprobe.data.llava import IMAGE, read_records, seeded_batches
+from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
+from lnprobe.inputs import config_batches, load_multimodal
 from lnprobe.io import atomic_dir, write_json
-from lnprobe.models import load
 from lnprobe.probes.lnstats import Moments, modality_gap, summarize_moments, weight_shift
 from lnprobe.provenance import provenance
 
@@ -110,25 +110,14 @@ def norm_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _pass(spec: str, cfg: LnShiftConfig) -> dict:
-    loaded = load(spec, device=cfg.device)
-    if loaded.processor is None or not hasattr(loaded.processor, "tokenizer"):
-        raise InputError(f"{spec}: needs a multi-modal processor (LLaVA-format data)")
-    model = loaded.model.eval()
+    loaded = load_multimodal(spec, cfg.device)
+    model = loaded.model
     norms = norm_parameters(model)
     tok = loaded.processor.tokenizer
     image_id = tok.convert_tokens_to_ids(IMAGE) if IMAGE in tok.get_vocab() else None
     sites = select_sites(loaded.sites, NORM_SITES)
     capture = Capture(model, sites, "all", image_id)
-    batches = seeded_batches(
-        cfg.data,
-        loaded.processor,
-        cfg.n,
-        cfg.batch_size,
-        cfg.seed,
-        cfg.template,
-        cfg.image_folder,
-        cfg.max_length,
-    )
+    batches = config_batches(cfg, loaded.processor)
     acc: dict[str, dict[str, Moments]] = {}
     items = batches
     if cfg.progress:
