@@ -201,6 +201,7 @@ app.command("train")(cli_train.train_command)
 app.command("sweep")(cli_train.sweep_command)
 app.command("export")(cli_train.export_command)
 app.command("assemble")(cli_probes.assemble_command)
+app.command("claims")(cli_probes.claims_command)
 app.command("gradvar")(cli_probes.gradvar_command)
 app.command("lnshift")(cli_probes.lnshift_command)
 

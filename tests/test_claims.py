@@ -1,0 +1,97 @@
+"""The claims verdict rules on constructed statistics, and `lnprobe claims` end to end on tiny checkpoints."""
+
+import json
+
+import pytest
+
+from lnprobe import cli
+from lnprobe.claims.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, interval_verdict, sign_verdict
+from lnprobe.data.synth import SynthConfig, write_synth
+from tests.test_export import make_delta
+
+
+@pytest.mark.parametrize(
+    "a, a_ci, b, b_ci, predicted, expected",
+    [
+        (0.50, (0.48, 0.52), 0.70, (0.68, 0.72), "lower", SUPPORTED),  # clearly lower
+        (0.70, (0.68, 0.72), 0.50, (0.48, 0.52), "lower", NOT_SUPPORTED),  # clearly higher
+        (0.50, (0.40, 0.60), 0.55, (0.45, 0.65), "lower", INCONCLUSIVE),  # overlapping
+        (0.70, (0.68, 0.72), 0.50, (0.48, 0.52), "higher", SUPPORTED),
+        (0.50, None, 0.70, (0.68, 0.72), "lower", INCONCLUSIVE),  # no interval
+    ],
+)
+def test_interval_verdict(a, a_ci, b, b_ci, predicted, expected):
+    v = interval_verdict(a, a_ci, b, b_ci, predicted)
+    assert v.verdict == expected
+    assert v.statistic == pytest.approx(a - b)
+    if v.ci95 is not None:  # the half-widths add in quadrature
+        half = ((a_ci[1] - a_ci[0]) ** 2 / 4 + (b_ci[1] - b_ci[0]) ** 2 / 4) ** 0.5
+        assert v.ci95 == pytest.approx((a - b - half, a - b + half))
+
+
+def test_interval_verdict_boundary_case():
+    # difference -0.1, combined half-width exactly 0.1 * (1 - 1e-9): the interval just excludes 0
+    h = 0.1 * (1 - 1e-9) / 2**0.5
+    assert interval_verdict(0.4, (0.4 - h, 0.4 + h), 0.5, (0.5 - h, 0.5 + h)).verdict == SUPPORTED
+    h = 0.1 * (1 + 1e-6) / 2**0.5
+    assert interval_verdict(0.4, (0.4 - h, 0.4 + h), 0.5, (0.5 - h, 0.5 + h)).verdict == INCONCLUSIVE
+
+
+def test_sign_verdict_against_the_binomial_distribution():
+    # 8 of 8 layers lower: p = 2 / 256
+    v = sign_verdict([(1.0, 2.0)] * 8)
+    assert v.verdict == SUPPORTED and v.p_value == pytest.approx(2 / 256)
+    assert sign_verdict([(2.0, 1.0)] * 8).verdict == NOT_SUPPORTED
+    # 6 of 8: p = 2 * (1 + 8 + 28) / 256 = 0.289
+    v = sign_verdict([(1.0, 2.0)] * 6 + [(2.0, 1.0)] * 2)
+    assert v.verdict == INCONCLUSIVE and v.p_value == pytest.approx(74 / 256)
+    # 5 of 5 cannot reach p < 0.05 (p = 1/16); ties are left out
+    assert sign_verdict([(1.0, 2.0)] * 5 + [(1.0, 1.0)] * 3).verdict == INCONCLUSIVE
+    assert sign_verdict([]).verdict == INCONCLUSIVE
+
+
+def test_claims_end_to_end(tiny_dir, tmp_path, capsys):
+    data = write_synth(tmp_path / "data", SynthConfig(n=30, seed=3))
+    make_delta(tiny_dir, "ln", tmp_path / "ln")
+    full = tmp_path / "full-model"
+    from lnprobe.models import load
+
+    loaded = load(tiny_dir)  # a "fully finetuned" model: every LM weight perturbed
+    import torch
+
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    loaded.model.save_pretrained(full)
+    loaded.processor.save_pretrained(full)
+    out = tmp_path / "claims"
+    argv = ["claims", "--base", tiny_dir, "--ln", str(tmp_path / "ln"), "--full", str(full)]
+    argv += ["--data", str(data / "instruct.json"), "--out", str(out), "--n", "16", "--batch-size", "4"]
+    assert cli.main([*argv, "--bootstrap", "50", "--model", f"ln-simp={tmp_path / 'ln'}"]) == 0
+    record = json.loads((out / "claims.json").read_text())
+    assert [c["id"] for c in record["claims"]] == [
+        "cross_layer_similarity",
+        "gradient_variance",
+        "domain_adaptation",
+    ]
+    for claim in record["claims"]:
+        assert claim["verdict"] in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
+    sim = record["claims"][0]["numbers"]
+    assert set(sim) == {"base", "ln", "full", "ln-simp"}
+    assert sim["ln"]["cka"] == sim["ln-simp"]["cka"]  # the same checkpoint under two names
+    grads = record["claims"][1]["numbers"]
+    assert (
+        grads["ln"]["samples"] == 16
+        and grads["ln"]["ci95"][0] <= grads["ln"]["variance"] <= grads["ln"]["ci95"][1]
+    )
+    report = (out / "report.md").read_text()
+    assert "Verdict" in report and "Caveats" in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    assert record["provenance"]["seed"] == 0
+    bad = ["claims", "--base", tiny_dir, "--ln", str(tmp_path / "ln"), "--full", str(full), "--data"]
+    assert cli.main([*bad, str(data / "instruct.json"), "--model", "oops", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main([*bad, str(data / "instruct.json"), "--n", "2", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main([*bad, str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
