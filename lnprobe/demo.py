@@ -1,10 +1,17 @@
-"""The embedded default experiment (`make demo`, `lnprobe demo`), end to end on CPU with no download.
+"""The embedded default experiment (`make demo`, `lnprobe demo`): a miniature of the paper's pipeline on CPU
+with no download.
 
-Today: write the synthetic shapes task → build and save a tiny LLaVA base → train it with each of the seven
-regimes for a few steps (the real training loop: answer-token loss, checkpoints, held-out loss) → print each
-regime's trainable share, training loss before/after and held-out loss, and where the checkpoints are.
-The full paper miniature (text pre-training, connector pre-training, evaluation, claims report) replaces
-this as it lands.
+1. synthetic shapes data (LLaVA format + images);
+2. a multi-modal model assembled from a tiny text LLM and a tiny CLIP (`lnprobe assemble`, linear
+   connector as in the paper);
+3. connector pre-training on captions (`connector` regime, `plain` template), merged into a checkpoint;
+4. finetuning on the instructions with `ln`, `ln-simp`, `full` and `lora` (learning rates below, chosen by a
+   small sweep on this task), gradient statistics recorded every few steps;
+5. answer accuracy on the held-out questions for the pre-trained base and each regime;
+6. `lnprobe claims` on base / ln / full (lora and ln-simp as extra models), report under OUT/claims.
+
+Seeded throughout: two runs give the same numbers; a second run reuses what the first wrote.
+Not in the miniature: text pre-training of the LLM (the tiny LLM starts from random weights).
 """
 
 from __future__ import annotations
@@ -13,75 +20,185 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import track
+from rich.progress import Progress
 from rich.table import Table
 
 from lnprobe.data.synth import SynthConfig, write_synth
-from lnprobe.models import TinyConfig, save_tiny
-from lnprobe.regimes import REGIMES
+from lnprobe.models import TinyConfig
 from lnprobe.train import TrainConfig, train
 
-# Learning rates for a few steps on the tiny model: norms and the connector take large steps.
-LRS = {
-    "full": 1e-3,
-    "lora": 3e-3,
-    "attn-qv": 3e-3,
-    "attn-mlp": 1e-3,
-    "ln": 1e-2,
-    "ln-simp": 3e-2,
-    "connector": 1e-2,
-}
+# Learning rates for a few dozen steps on the tiny model (a sweep over {1e-2, 3e-3, 1e-3} per regime on this
+# task; norms and the connector take large steps).
+LRS = {"connector": 1e-2, "ln": 1e-2, "ln-simp": 3e-2, "full": 1e-3, "lora": 3e-3}
+FINETUNE = ("ln", "ln-simp", "full", "lora")
 
 
-def run_demo(out: Path, steps: int = 30, console: Console | None = None, seed: int = 0) -> dict:
+def run_demo(
+    out: Path, steps: int = 30, console: Console | None = None, seed: int = 0, n_eval: int = 16
+) -> dict:
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
+    stages = ["data", "assemble", "connector", *FINETUNE, "accuracy", "claims"]
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task("demo", total=len(stages))
+
+        def stage(name: str) -> None:
+            progress.update(task, description=f"demo: {name}")
+
+        stage("data")
+        data = _data(out, seed)
+        progress.advance(task)
+        stage("assemble")
+        assembled = _assemble(out, seed)
+        progress.advance(task)
+        stage("connector pre-training")
+        base = _connector(out, assembled, data, steps, seed)
+        progress.advance(task)
+        results = {}
+        for regime in FINETUNE:
+            stage(f"finetune {regime}")
+            results[regime] = _finetune(out, base, regime, data, steps, seed)
+            progress.advance(task)
+        stage("accuracy")
+        accuracy = _accuracy(base, results, data)
+        progress.advance(task)
+        stage("claims")
+        claims = _claims(out, base, results, data, seed, n_eval)
+        progress.advance(task)
+    rows = _rows(base, results, accuracy, claims)
+    (out / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _print(rows, console)
+    console.print(
+        f"report: {out / 'claims' / 'report.html'} (and report.md); results: {out / 'demo_results.json'}"
+    )
+    return {"rows": rows, "claims": [(c["id"], c["verdict"]) for c in claims["claims"]]}
+
+
+def _data(out: Path, seed: int) -> Path:
     data = out / "data"
     if not (data / "instruct.json").is_file():
-        write_synth(data, SynthConfig(n=120, seed=seed))
-    base = out / "tiny-base"
-    if not base.is_dir():
-        save_tiny(base, TinyConfig(seed=seed))
-    rows = []
-    for regime in track(REGIMES.names(), description="regimes", console=console):
-        run = out / "runs" / regime
-        config = TrainConfig(
-            model=str(base),
-            regime=regime,
-            data=str(data / "instruct.json"),
-            eval_data=str(data / "eval.json"),
-            out=str(run),
-            lr=LRS[regime],
-            max_steps=steps,
-            batch_size=8,
-            warmup_ratio=0.1,
-            seed=seed,
-            progress=False,
-            resume=str(run) if (run / "latest").is_file() else None,
-        )
-        result = train(config)
-        start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])  # step 0: the base
+        write_synth(data, SynthConfig(n=160, seed=seed))
+    return data
+
+
+def _assemble(out: Path, seed: int) -> Path:
+    from lnprobe.models.assemble import AssembleConfig, assemble
+    from lnprobe.models.tiny import save_tiny_part
+
+    target = out / "assembled"
+    if not (target / "config.json").is_file():
+        cfg = TinyConfig(seed=seed)
+        for part in ("lm", "vision"):
+            save_tiny_part(out / f"tiny-{part}", cfg, part, overwrite=True)
+        assemble(AssembleConfig(llm=str(out / "tiny-lm"), vision=str(out / "tiny-vision"), out=str(target),
+                                connector="linear", seed=seed, force=True))  # fmt: skip
+    return target
+
+
+def _train(out: Path, model: Path, regime: str, data: Path, steps: int, seed: int, **kw):
+    run = out / "runs" / regime
+    config = TrainConfig(
+        model=str(model), regime=regime, data=str(data), out=str(run), lr=LRS[regime], max_steps=steps,
+        batch_size=8,
+        warmup_ratio=0.1, seed=seed, progress=False, resume=str(run) if (run / "latest").is_file() else None,
+        **kw,
+    )  # fmt: skip
+    return run, train(config)
+
+
+def _connector(out: Path, assembled: Path, data: Path, steps: int, seed: int) -> Path:
+    """Connector pre-training on captions, merged into a full checkpoint (the finetuning base)."""
+    from transformers.utils import logging as hf_logging
+
+    from lnprobe.models import load
+
+    base = out / "pretrained"
+    if (base / "config.json").is_file():
+        return base
+    _, result = _train(out, assembled, "connector", data / "pretrain.json", steps, seed, template="plain")
+    loaded = load(result.checkpoint)
+    hf_logging.disable_progress_bar()
+    try:
+        loaded.model.save_pretrained(base)
+    finally:
+        hf_logging.enable_progress_bar()
+    loaded.processor.save_pretrained(base)
+    return base
+
+
+def _finetune(out: Path, base: Path, regime: str, data: Path, steps: int, seed: int) -> dict:
+    gradvar = {"gradvar_every": max(1, steps // 6)} if regime in ("ln", "full") else {}
+    run, result = _train(out, base, regime, data / "instruct.json", steps, seed,
+                         eval_data=str(data / "eval.json"), **gradvar)  # fmt: skip
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    return {"run": str(run), "checkpoint": str(result.checkpoint), "eval_before": first["eval_loss"],
+            "eval_after": result.eval_loss}  # fmt: skip
+
+
+def _accuracy(base: Path, results: dict, data: Path) -> dict:
+    from lnprobe.evaluate import answer_accuracy
+    from lnprobe.models import load
+
+    out = {}
+    for name, spec in {"pretrained": str(base), **{r: v["checkpoint"] for r, v in results.items()}}.items():
+        loaded = load(spec)
+        out[name] = answer_accuracy(loaded.model, loaded.processor, str(data / "eval.json"))["accuracy"]
+    return out
+
+
+def _claims(out: Path, base: Path, results: dict, data: Path, seed: int, n: int) -> dict:
+    from lnprobe.claims import ClaimsConfig, run_claims
+
+    path = out / "claims" / "claims.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    cfg = ClaimsConfig(
+        base=str(base), ln=results["ln"]["checkpoint"], full=results["full"]["checkpoint"],
+        others={r: results[r]["checkpoint"] for r in ("lora", "ln-simp")}, data=str(data / "eval.json"),
+        out=str(out / "claims"), ln_run=results["ln"]["run"], full_run=results["full"]["run"], n=n,
+        batch_size=4, seed=seed, bootstrap=100, progress=False,
+    )  # fmt: skip
+    return run_claims(cfg)
+
+
+def _rows(base: Path, results: dict, accuracy: dict, claims: dict) -> list[dict]:
+    from lnprobe.models import build_from_config, resolve_config
+    from lnprobe.params import regime_report
+
+    sims = claims["similarity"]
+    grads = claims["gradients"]
+    rows = [{"regime": "pretrained (connector only)", "trainable_pct": None,
+             "accuracy": accuracy["pretrained"], "cross_layer_cka": sims["base"]["cka"]["value"],
+             "norm_grad_variance": None, "eval_loss": None}]  # fmt: skip
+    for regime, r in results.items():
+        pct = regime_report(build_from_config(resolve_config(str(base))), regime).percent
         rows.append(
             {
                 "regime": regime,
-                "eval_before": start["eval_loss"],
-                "eval_after": result.eval_loss,
-                "train_loss": result.final_loss,
-                "checkpoint": str(result.checkpoint),
+                "trainable_pct": pct,
+                "accuracy": accuracy[regime],
+                "cross_layer_cka": sims[regime]["cka"]["value"],
+                "norm_grad_variance": grads.get(regime, {}).get("variance"),
+                "eval_loss": r["eval_after"],
+                "eval_loss_before": r["eval_before"],
+                "checkpoint": r["checkpoint"],
             }
         )
-    (out / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    _print(rows, console)
-    console.print(f"results: {out / 'demo_results.json'}; checkpoints under {out / 'runs'}")
-    return {"rows": rows}
+    return rows
 
 
 def _print(rows: list[dict], console: Console) -> None:
-    table = Table(title="tiny LLaVA on the synthetic shapes task: each regime after a few steps")
-    for col in ("regime", "held-out loss before", "after", "last training loss"):
+    table = Table(title="paper miniature: tiny LLaVA on the synthetic shapes task")
+    cols = ("regime", "trainable %", "accuracy", "cross-layer CKA", "norm-grad variance", "held-out loss")
+    for col in cols:
         table.add_column(col, justify="left" if col == "regime" else "right")
+
+    def f(x, spec):
+        return "-" if x is None else format(x, spec)
+
     for r in rows:
         table.add_row(
-            r["regime"], f"{r['eval_before']:.3f}", f"{r['eval_after']:.3f}", f"{r['train_loss']:.3f}"
-        )
+            r["regime"], f(r["trainable_pct"], ".3f"), f(r["accuracy"], ".3f"),
+            f(r["cross_layer_cka"], ".3f"), f(r["norm_grad_variance"], ".2e"), f(r["eval_loss"], ".3f"),
+        )  # fmt: skip
     console.print(table)

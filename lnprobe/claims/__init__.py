@@ -6,8 +6,8 @@ dataset, it runs the probes on identical seeded inputs and judges:
 1. cross-layer similarity: the LN-tuned model's mean off-diagonal layer x layer linear CKA (and cosine) is
    lower than the fully-finetuned model's (the base as control);
 2. gradient variance: the LN-tuned model's norm-weight gradient variance tr(Σ)/p is lower than the
-   fully-finetuned model's (from the training runs' gradient traces when given, else offline per-example
-   gradients), compared on a log scale;
+   fully-finetuned model's (from the training runs' gradient traces when both have at least two samples,
+   else offline per-example gradients), compared on a log scale;
 3. domain adaptation: after the norms, the image-vs-text token gap is smaller in the LN-tuned model than in
    the base, layer by layer (sign test over the norm-output sites).
 
@@ -127,11 +127,10 @@ def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
 
     out = {}
     runs = {"ln": cfg.ln_run, "full": cfg.full_run}
-    if all(r and (Path(r) / TRACE_FILE).is_file() for r in runs.values()):
-        from safetensors.torch import load_file
-
+    traces = {n: _trace(r) for n, r in runs.items()}
+    if all(t is not None and t.shape[0] >= 2 for t in traces.values()):
         for name, run in runs.items():
-            trace = load_file(str(Path(run) / TRACE_FILE))["norm_grads"].double()
+            trace = traces[name]
             value = float(trace.var(0).mean())
             ci = bootstrap_variance(trace, {"all": (0, trace.shape[1])}, cfg.bootstrap, cfg.seed).get("all")
             out[name] = {"variance": value, "ci95": list(ci) if ci else None, "samples": trace.shape[0],
@@ -150,6 +149,16 @@ def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
         out[name] = {"variance": norms["variance"], "ci95": norms["variance_ci95"],
                      "samples": record["samples"], "source": "offline per-example gradients"}  # fmt: skip
     return out
+
+
+def _trace(run: str | None) -> torch.Tensor | None:
+    """The norm-gradient samples a training run recorded (`--gradvar-every`), if any."""
+    from safetensors.torch import load_file
+
+    from lnprobe.gradvar import TRACE_FILE
+
+    path = Path(run) / TRACE_FILE if run else None
+    return load_file(str(path))["norm_grads"].double() if path and path.is_file() else None
 
 
 def _lnshift(cfg: ClaimsConfig, out: Path) -> dict:
