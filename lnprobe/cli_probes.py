@@ -168,6 +168,12 @@ def claims_command(
     ] = None,
     n: N = 32,
     batch_size: Batch = 8,
+    tokens: Annotated[
+        str,
+        typer.Option(
+            help="Rows for the similarity claim: text (default; image tokens' scale dominates), all, ..."
+        ),
+    ] = "text",
     template: Template = "vicuna_v1",
     image_folder: Images = None,
     seed: Seed = 0,
@@ -187,8 +193,8 @@ def claims_command(
         others[name] = spec
     cfg = ClaimsConfig(
         base=base, ln=ln, full=full, others=others, data=data, out=str(out), ln_run=ln_run, full_run=full_run,
-        n=n, batch_size=batch_size, template=template, image_folder=image_folder, seed=seed, device=device,
-        bootstrap=bootstrap,
+        n=n, batch_size=batch_size, tokens=tokens, template=template, image_folder=image_folder, seed=seed,
+        device=device, bootstrap=bootstrap,
     )  # fmt: skip
     record = run_claims(cfg)
     for claim in record["claims"]:

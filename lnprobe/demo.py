@@ -4,14 +4,15 @@ with no download.
 1. synthetic shapes data (LLaVA format + images);
 2. a multi-modal model assembled from a tiny text LLM and a tiny CLIP (`lnprobe assemble`, linear
    connector as in the paper);
-3. connector pre-training on captions (`connector` regime, `plain` template), merged into a checkpoint;
+3. text pre-training of the LLM on the text corpus (`full` regime, `plain` template: the whole text is the
+   target; images never appear), then connector pre-training on captions (`connector` regime), each merged
+   into a checkpoint;
 4. finetuning on the instructions with `ln`, `ln-simp`, `full` and `lora` (learning rates below, chosen by a
    small sweep on this task), gradient statistics recorded every few steps;
 5. answer accuracy on the held-out questions for the pre-trained base and each regime;
 6. `lnprobe claims` on base / ln / full (lora and ln-simp as extra models), report under OUT/claims.
 
 Seeded throughout: two runs give the same numbers; a second run reuses what the first wrote.
-Not in the miniature: text pre-training of the LLM (the tiny LLM starts from random weights).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lnprobe.train import TrainConfig, train
 
 # Learning rates for a few dozen steps on the tiny model (a sweep over {1e-2, 3e-3, 1e-3} per regime on this
 # task; norms and the connector take large steps).
-LRS = {"connector": 1e-2, "ln": 1e-2, "ln-simp": 3e-2, "full": 1e-3, "lora": 3e-3}
+LRS = {"text": 3e-3, "connector": 1e-2, "ln": 1e-2, "ln-simp": 3e-2, "full": 1e-3, "lora": 3e-3}
 FINETUNE = ("ln", "ln-simp", "full", "lora")
 
 
@@ -38,7 +39,7 @@ def run_demo(
 ) -> dict:
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
-    stages = ["data", "assemble", "connector", *FINETUNE, "accuracy", "claims"]
+    stages = ["data", "assemble", "text", "connector", *FINETUNE, "accuracy", "claims"]
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("demo", total=len(stages))
 
@@ -51,8 +52,11 @@ def run_demo(
         stage("assemble")
         assembled = _assemble(out, seed)
         progress.advance(task)
+        stage("text pre-training")
+        text = _pretrain(out, "text", assembled, "full", data / "text.jsonl", 4 * steps, seed)
+        progress.advance(task)
         stage("connector pre-training")
-        base = _connector(out, assembled, data, steps, seed)
+        base = _pretrain(out, "connector", text, "connector", data / "pretrain.json", steps, seed)
         progress.advance(task)
         results = {}
         for regime in FINETUNE:
@@ -95,40 +99,40 @@ def _assemble(out: Path, seed: int) -> Path:
     return target
 
 
-def _train(out: Path, model: Path, regime: str, data: Path, steps: int, seed: int, **kw):
-    run = out / "runs" / regime
-    config = TrainConfig(
-        model=str(model), regime=regime, data=str(data), out=str(run), lr=LRS[regime], max_steps=steps,
-        batch_size=8,
-        warmup_ratio=0.1, seed=seed, progress=False, resume=str(run) if (run / "latest").is_file() else None,
-        **kw,
-    )  # fmt: skip
+def _train(out: Path, name: str, model: Path, regime: str, data: Path, steps: int, seed: int, **kw):
+    """Run (or resume, or reuse) training stage `name` under OUT/runs/NAME with learning rate LRS[name]."""
+    run = out / "runs" / name
+    config = TrainConfig(**{
+        "model": str(model), "regime": regime, "data": str(data), "out": str(run), "max_steps": steps,
+        "lr": LRS[name], "batch_size": 8, "warmup_ratio": 0.1, "seed": seed, "progress": False,
+        "resume": str(run) if (run / "latest").is_file() else None, **kw,
+    })  # fmt: skip
     return run, train(config)
 
 
-def _connector(out: Path, assembled: Path, data: Path, steps: int, seed: int) -> Path:
-    """Connector pre-training on captions, merged into a full checkpoint (the finetuning base)."""
+def _pretrain(out: Path, stage: str, model: Path, regime: str, data: Path, steps: int, seed: int) -> Path:
+    """A pre-training stage (`plain` template), merged into a full checkpoint: the next stage's base."""
     from transformers.utils import logging as hf_logging
 
     from lnprobe.models import load
 
-    base = out / "pretrained"
-    if (base / "config.json").is_file():
-        return base
-    _, result = _train(out, assembled, "connector", data / "pretrain.json", steps, seed, template="plain")
+    merged = out / f"{stage}-pretrained"
+    if (merged / "config.json").is_file():
+        return merged
+    _, result = _train(out, stage, model, regime, data, steps, seed, template="plain", batch_size=16)
     loaded = load(result.checkpoint)
     hf_logging.disable_progress_bar()
     try:
-        loaded.model.save_pretrained(base)
+        loaded.model.save_pretrained(merged)
     finally:
         hf_logging.enable_progress_bar()
-    loaded.processor.save_pretrained(base)
-    return base
+    loaded.processor.save_pretrained(merged)
+    return merged
 
 
 def _finetune(out: Path, base: Path, regime: str, data: Path, steps: int, seed: int) -> dict:
     gradvar = {"gradvar_every": max(1, steps // 6)} if regime in ("ln", "full") else {}
-    run, result = _train(out, base, regime, data / "instruct.json", steps, seed,
+    run, result = _train(out, regime, base, regime, data / "instruct.json", steps, seed,
                          eval_data=str(data / "eval.json"), **gradvar)  # fmt: skip
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     return {"run": str(run), "checkpoint": str(result.checkpoint), "eval_before": first["eval_loss"],

@@ -199,3 +199,18 @@ def test_synth_is_deterministic_and_answerable(tmp_path):
     lines = (a / "text.jsonl").read_text().splitlines()
     assert lines and all("<image>" not in json.loads(line)["text"] for line in lines)
     assert len(read_records(a / "instruct.json")) == 48  # valid LLaVA format
+
+
+def test_text_corpus_lines_are_plain_captions(tmp_path, tiny):
+    from lnprobe.data.llava import IGNORE, Encoder, read_records
+
+    path = tmp_path / "text.jsonl"
+    path.write_text('{"text": "a red circle"}\n{"text": "USER: hi ASSISTANT: yes"}\n')
+    records = read_records(path)
+    assert [r.turns for r in records] == [(("", "a red circle"),), (("", "USER: hi ASSISTANT: yes"),)]
+    assert all(r.image is None for r in records)
+    ids, labels = Encoder(tiny[1], "plain", 64).encode(records[0])
+    assert all(label != IGNORE for label in labels[1:])  # the whole text is the target (after BOS)
+    path.write_text('{"text": "<image> no"}\n')
+    with pytest.raises(InputError, match="cannot hold '<image>'"):
+        read_records(path)

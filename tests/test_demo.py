@@ -7,8 +7,8 @@ from lnprobe.models import load
 
 
 def test_demo_end_to_end(tmp_path):
-    first = run_demo(tmp_path / "a", steps=4, n_eval=8)
-    run_demo(tmp_path / "b", steps=4, n_eval=8)
+    first = run_demo(tmp_path / "a", steps=8, n_eval=8)
+    run_demo(tmp_path / "b", steps=8, n_eval=8)
     rows = json.loads((tmp_path / "a" / "demo_results.json").read_text())
     again = json.loads((tmp_path / "b" / "demo_results.json").read_text())
     assert [r["regime"] for r in rows] == ["pretrained (connector only)", *FINETUNE]
@@ -28,5 +28,5 @@ def test_demo_end_to_end(tmp_path):
     claims = json.loads((report / "claims.json").read_text())
     assert [c["id"] for c in claims["claims"]] == [c for c, _ in first["claims"]]
     assert "training" in claims["gradients"]["ln"]["source"]  # the runs' gradient traces were used
-    run_demo(tmp_path / "a", steps=4, n_eval=8)  # re-running (make demo twice) reuses the finished runs
+    run_demo(tmp_path / "a", steps=8, n_eval=8)  # re-running (make demo twice) reuses the finished runs
     assert json.loads((tmp_path / "a" / "demo_results.json").read_text()) == rows

@@ -41,6 +41,7 @@ class ClaimsConfig:
     full_run: str | None = None
     n: int = 32
     batch_size: int = 8
+    tokens: str = "text"  # rows for the similarity claim (image tokens' scale would dominate a linear kernel)
     seed: int = 0
     device: str = "cpu"
     bootstrap: int = 200
@@ -73,7 +74,7 @@ def run_claims(cfg: ClaimsConfig) -> dict:
         }
         grads = _gradients(cfg, probes)
         shift = _lnshift(cfg, probes / "lnshift-ln")
-        claims = [_claim_similarity(sims), _claim_gradients(grads), _claim_domain(shift)]
+        claims = [_claim_similarity(sims, cfg.tokens), _claim_gradients(grads), _claim_domain(shift)]
         record = {
             "config": asdict(cfg),
             "models": cfg.models,
@@ -112,7 +113,7 @@ def _similarity(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
 
     record = run_similarity(
         SimilarityConfig(
-            a=spec, data=cfg.data, out=str(out), metrics=("cka", "cosine"), n=cfg.n,
+            a=spec, data=cfg.data, out=str(out), metrics=("cka", "cosine"), n=cfg.n, tokens=cfg.tokens,
             batch_size=cfg.batch_size, template=cfg.template, image_folder=cfg.image_folder,
             seed=cfg.seed, device=cfg.device, bootstrap=cfg.bootstrap, progress=cfg.progress,
         )
@@ -173,7 +174,7 @@ def _lnshift(cfg: ClaimsConfig, out: Path) -> dict:
     )  # fmt: skip
 
 
-def _claim_similarity(sims: dict) -> dict:
+def _claim_similarity(sims: dict, tokens: str) -> dict:
     verdicts = {}
     for metric in ("cka", "cosine"):
         ln, full = sims["ln"][metric], sims["full"][metric]
@@ -181,7 +182,7 @@ def _claim_similarity(sims: dict) -> dict:
     return {
         "id": "cross_layer_similarity",
         "statement": "LN-tuned models have lower cross-layer similarity than fully-finetuned ones",
-        "definition": "mean over i != j of the layer x layer similarity of decoder-layer outputs (all real "
+        "definition": f"mean over i != j of the layer x layer similarity of decoder-layer outputs ({tokens} "
         "tokens), linear CKA with the unbiased HSIC averaged over minibatches (primary) and mean cosine; "
         "95 % bootstrap intervals over minibatches; LN-tuned minus full-FT",
         "numbers": {name: {m: s[m] for m in ("cka", "cosine")} for name, s in sims.items()},

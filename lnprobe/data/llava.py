@@ -1,7 +1,9 @@
 """LLaVA-format conversation data → token ids, label masks and pixel values.
 
 A data file is a JSON list (or JSONL) of records `{id, image?, conversations: [{from: human|gpt, value}]}`
-with `<image>` in the first human turn when the record has an image. Each record is rendered with a chat
+with `<image>` in the first human turn when the record has an image; a text-corpus line `{"text": ...}` is
+read as a caption without image (with the `plain` template: plain language-model pre-training on the whole
+text). Each record is rendered with a chat
 template, tokenised segment by segment (so only assistant answers are labels; everything else is -100),
 `<image>` is expanded to the exact number of image tokens the model produces, and sequences are truncated
 to `max_length` from the end, never through the image tokens. Every record is checked when the data is
@@ -76,6 +78,10 @@ def _record(path: Path, index: int, item: object) -> Record:
         raise InputError(f"{_where(path, index)}: expected an object")
     rid = item.get("id", index)
     where = _where(path, index, rid)
+    if "conversations" not in item and isinstance(item.get("text"), str):  # a text corpus line
+        if IMAGE in item["text"]:
+            raise InputError(f"{where}: a text record cannot hold '<image>'")
+        return Record(index=index, id=str(rid), image=None, turns=(("", item["text"]),))
     convs = item.get("conversations")
     if not isinstance(convs, list) or not convs:
         raise InputError(f"{where}: missing 'conversations'")
