@@ -30,5 +30,10 @@ test: install lint
 demo: install
 	$(BIN)/lnprobe demo --out $(DEMO_OUT)
 
+FIG_OUT ?= runs/figures
+figures: install
+	test -f $(DEMO_OUT)/demo_results.json || $(BIN)/lnprobe demo --out $(DEMO_OUT)
+	for f in analyses/fig_*.py; do $(BIN)/python $$f $(DEMO_OUT) --out $(FIG_OUT) || exit 1; done
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

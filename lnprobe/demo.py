@@ -7,8 +7,8 @@ with no download.
 3. text pre-training of the LLM on the text corpus (`full` regime, `plain` template: the whole text is the
    target; images never appear), then connector pre-training on captions (`connector` regime), each merged
    into a checkpoint;
-4. finetuning on the instructions with `ln`, `ln-simp`, `full` and `lora` (learning rates below, chosen by a
-   small sweep on this task), gradient statistics recorded every few steps;
+4. finetuning on the instructions with `ln`, `ln-simp`, `full` and `lora`, each at the best of four
+   learning rates (a sweep, lowest held-out loss), gradient statistics recorded every few steps;
 5. answer accuracy on the held-out questions for the pre-trained base and each regime;
 6. `lnprobe claims` on base / ln / full (lora and ln-simp as extra models), report under OUT/claims.
 
@@ -28,9 +28,10 @@ from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig
 from lnprobe.train import TrainConfig, train
 
-# Learning rates for a few dozen steps on the tiny model (a sweep over {1e-2, 3e-3, 1e-3} per regime on this
-# task; norms and the connector take large steps).
-LRS = {"text": 3e-3, "connector": 1e-2, "ln": 1e-2, "ln-simp": 3e-2, "full": 1e-3, "lora": 3e-3}
+# Pre-training learning rates (stated); finetuning learning rates are chosen per regime by a sweep over
+# SWEEP_LRS (lowest held-out loss).
+LRS = {"text": 3e-3, "connector": 1e-2}
+SWEEP_LRS = (3e-2, 1e-2, 3e-3, 1e-3)
 FINETUNE = ("ln", "ln-simp", "full", "lora")
 
 
@@ -39,7 +40,7 @@ def run_demo(
 ) -> dict:
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
-    stages = ["data", "assemble", "text", "connector", *FINETUNE, "accuracy", "claims"]
+    stages = ["data", "assemble", "text", "connector", "sweep", "accuracy", "claims"]
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("demo", total=len(stages))
 
@@ -58,11 +59,9 @@ def run_demo(
         stage("connector pre-training")
         base = _pretrain(out, "connector", text, "connector", data / "pretrain.json", steps, seed)
         progress.advance(task)
-        results = {}
-        for regime in FINETUNE:
-            stage(f"finetune {regime}")
-            results[regime] = _finetune(out, base, regime, data, steps, seed)
-            progress.advance(task)
+        stage(f"finetuning sweep ({len(FINETUNE)} regimes x {len(SWEEP_LRS)} learning rates)")
+        results = _sweep(out, base, data, steps, seed)
+        progress.advance(task)
         stage("accuracy")
         accuracy = _accuracy(base, results, data)
         progress.advance(task)
@@ -71,6 +70,7 @@ def run_demo(
         progress.advance(task)
     rows = _rows(base, results, accuracy, claims)
     (out / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _paper_params(out)
     _print(rows, console)
     console.print(
         f"report: {out / 'claims' / 'report.html'} (and report.md); results: {out / 'demo_results.json'}"
@@ -130,13 +130,26 @@ def _pretrain(out: Path, stage: str, model: Path, regime: str, data: Path, steps
     return merged
 
 
-def _finetune(out: Path, base: Path, regime: str, data: Path, steps: int, seed: int) -> dict:
-    gradvar = {"gradvar_every": max(1, steps // 6)} if regime in ("ln", "full") else {}
-    run, result = _train(out, regime, base, regime, data / "instruct.json", steps, seed,
-                         eval_data=str(data / "eval.json"), **gradvar)  # fmt: skip
-    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    return {"run": str(run), "checkpoint": str(result.checkpoint), "eval_before": first["eval_loss"],
-            "eval_after": result.eval_loss}  # fmt: skip
+def _sweep(out: Path, base: Path, data: Path, steps: int, seed: int) -> dict:
+    """Finetune every regime at every learning rate of SWEEP_LRS (gradient statistics recorded); keep,
+    per regime, the run with the lowest held-out loss."""
+    from lnprobe.train.state import latest_checkpoint
+    from lnprobe.train.sweep import best_lrs, plan, run_sweep
+
+    config = TrainConfig(
+        model=str(base), data=str(data / "instruct.json"), eval_data=str(data / "eval.json"), max_steps=steps,
+        batch_size=8, warmup_ratio=0.1, seed=seed, progress=False, gradvar_every=max(1, steps // 6),
+    )  # fmt: skip
+    runs = plan(config, out / "sweep", list(FINETUNE), list(SWEEP_LRS), [seed])
+    rows = run_sweep(config, out / "sweep", runs)
+    results = {}
+    for regime, best in best_lrs(rows).items():
+        row = next(r for r in rows if r["regime"] == regime and r["lr"] == best["lr"])
+        run = Path(row["run"])
+        first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        results[regime] = {"run": str(run), "checkpoint": str(latest_checkpoint(run)), "lr": best["lr"],
+                           "eval_before": first["eval_loss"], "eval_after": row["eval_loss"]}  # fmt: skip
+    return results
 
 
 def _accuracy(base: Path, results: dict, data: Path) -> dict:
@@ -179,6 +192,7 @@ def _rows(base: Path, results: dict, accuracy: dict, claims: dict) -> list[dict]
         rows.append(
             {
                 "regime": regime,
+                "lr": r["lr"],
                 "trainable_pct": pct,
                 "accuracy": accuracy[regime],
                 "cross_layer_cka": sims[regime]["cka"]["value"],
@@ -193,7 +207,15 @@ def _rows(base: Path, results: dict, accuracy: dict, claims: dict) -> list[dict]
 
 def _print(rows: list[dict], console: Console) -> None:
     table = Table(title="paper miniature: tiny LLaVA on the synthetic shapes task")
-    cols = ("regime", "trainable %", "accuracy", "cross-layer CKA", "norm-grad variance", "held-out loss")
+    cols = (
+        "regime",
+        "lr",
+        "trainable %",
+        "accuracy",
+        "cross-layer CKA",
+        "norm-grad variance",
+        "held-out loss",
+    )
     for col in cols:
         table.add_column(col, justify="left" if col == "regime" else "right")
 
@@ -202,7 +224,21 @@ def _print(rows: list[dict], console: Console) -> None:
 
     for r in rows:
         table.add_row(
-            r["regime"], f(r["trainable_pct"], ".3f"), f(r["accuracy"], ".3f"),
+            r["regime"], f(r.get("lr"), "g"), f(r["trainable_pct"], ".3f"), f(r["accuracy"], ".3f"),
             f(r["cross_layer_cka"], ".3f"), f(r["norm_grad_variance"], ".2e"), f(r["eval_loss"], ".3f"),
         )  # fmt: skip
     console.print(table)
+
+
+def _paper_params(out: Path) -> None:
+    """Trainable parameters and memory estimate of every regime at the paper's LLaVA-7B shapes (meta device,
+    no weights), for `analyses/fig_params_memory.py`."""
+    from lnprobe.models import build_from_config, resolve_config
+    from lnprobe.params import regime_report
+    from lnprobe.regimes import REGIMES
+
+    path = out / "params_llava-7b.json"
+    if not path.is_file():
+        config = resolve_config("llava-7b")
+        rows = [regime_report(build_from_config(config), r).as_dict() for r in REGIMES.names()]
+        path.write_text(json.dumps({"model": "llava-7b", "regimes": rows}, indent=2) + "\n")

@@ -1,9 +1,14 @@
 """The embedded default (the paper miniature) runs end to end, is deterministic, and re-runs reuse it."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from lnprobe.demo import FINETUNE, run_demo
 from lnprobe.models import load
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_end_to_end(tmp_path):
@@ -30,3 +35,22 @@ def test_demo_end_to_end(tmp_path):
     assert "training" in claims["gradients"]["ln"]["source"]  # the runs' gradient traces were used
     run_demo(tmp_path / "a", steps=8, n_eval=8)  # re-running (make demo twice) reuses the finished runs
     assert json.loads((tmp_path / "a" / "demo_results.json").read_text()) == rows
+    _figures_from(tmp_path / "a", tmp_path / "figures")
+
+
+def _figures_from(results, out):
+    """Every analyses/fig_*.py script draws its figure (PNG + HTML) from the demo's saved results."""
+    scripts = sorted((ROOT / "analyses").glob("fig_*.py"))
+    assert len(scripts) == 5
+    for script in scripts:
+        done = subprocess.run(
+            [sys.executable, str(script), str(results), "--out", str(out)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, (script.name, done.stderr[-2000:])
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert pngs == ["grad_variance", "layer_similarity_cka", "ln_shift", "lr_sweep", "params_memory"]
+    assert all((out / f"{stem}.html").is_file() for stem in pngs)
+    missing = subprocess.run(
+        [sys.executable, str(scripts[0]), str(out / "nope")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "no such results directory" in missing.stderr
