@@ -39,7 +39,6 @@ def gradvar_command(
     image_folder: Images = None,
     seed: Seed = 0,
     device: Device = "cpu",
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 200,
 ) -> None:
     """Gradient variance per layer and parameter group on fixed, seeded data (nothing is updated)."""
     from lnprobe.gradvar import GradVarConfig, run_gradvar
@@ -59,7 +58,6 @@ def gradvar_command(
         image_folder=image_folder,
         seed=seed,
         device=device,
-        bootstrap=bootstrap,
     )
     record = run_gradvar(cfg)
     for kind, s in record["kinds"].items():

@@ -32,12 +32,12 @@ from lnprobe.inputs import config_batches, load_multimodal
 from lnprobe.io import atomic_dir, write_json
 from lnprobe.probes.gradvar import (
     GradStats,
-    bootstrap_variance,
     group_kind,
     group_order,
     is_norm_group,
     param_group,
     pooled,
+    variance_intervals,
 )
 from lnprobe.provenance import provenance
 
@@ -61,7 +61,6 @@ class GradVarConfig:
     max_length: int = 2048
     seed: int = 0
     device: str = "cpu"
-    bootstrap: int = 200
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -70,8 +69,8 @@ class GradVarConfig:
         unknown = [g for g in self.groups if g not in GROUP_KINDS]
         if unknown or not self.groups:
             raise InputError(f"unknown --group {', '.join(unknown)} (known: {', '.join(GROUP_KINDS)})")
-        if self.n < 2 or self.batch_size < 1 or self.bootstrap < 0:
-            raise InputError("--n must be >= 2, --batch-size >= 1, --bootstrap >= 0")
+        if self.n < 2 or self.batch_size < 1:
+            raise InputError("--n must be >= 2, --batch-size >= 1")
 
 
 def run_gradvar(cfg: GradVarConfig) -> dict:
@@ -174,7 +173,7 @@ class _Accumulator:
             start += summaries[g].numel
         if trace is not None:
             slices["norms"] = (0, start)
-        cis = bootstrap_variance(trace, slices, cfg.bootstrap, cfg.seed) if trace is not None else {}
+        cis = variance_intervals(trace, slices) if trace is not None else {}
         groups = {}
         for g, s in summaries.items():
             kind, _, layer = g.partition(".")
@@ -195,7 +194,7 @@ class _Accumulator:
                 "mean_sq": "mean over samples of |G|^2 / p",
                 "noise_scale": "tr(Sigma)/|mu|^2 (gradient noise scale, B_simple)",
                 "unit": cfg.unit,
-                "variance_ci95": "percentile bootstrap over samples (norm groups)",
+                "variance_ci95": "estimate +- 1.96 jackknife standard errors over samples (norm groups)",
             },
             "samples": next(iter(summaries.values())).count,
             "groups": groups,

@@ -134,3 +134,24 @@ def test_training_callback_records_micro_batch_gradient_statistics(tmp_path):
     assert [x["step"] for x in lines] == [1, 3] and lines[-1]["groups"]["norms.0"]["count"] == 4
     trace = load_file(str(tmp_path / "r" / "gradvar_trace.safetensors"))
     assert trace["steps"].tolist() == [1, 1, 3, 3] and trace["norm_grads"].shape == (4, 4 * 2 * 64 + 64)
+
+
+def test_variance_intervals_equal_an_explicit_jackknife_and_cover():
+    from lnprobe.probes.gradvar import variance_intervals
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 30, generator=gen, dtype=torch.float64) * torch.linspace(0.5, 2, 30)
+    got = variance_intervals(x, {"a": (0, 10), "all": (0, 30)})
+    for name, (a, b) in {"a": (0, 10), "all": (0, 30)}.items():
+        est = float(x[:, a:b].var(0).mean())
+        loo = torch.stack([torch.cat([x[:i], x[i + 1 :]])[:, a:b].var(0).mean() for i in range(12)])
+        se = float((11 / 12 * (loo - loo.mean()).square().sum()).sqrt())
+        assert got[name] == pytest.approx((est - 1.959964 * se, est + 1.959964 * se), rel=1e-9)
+    # Gaussian gradients with per-element variance 1: the interval covers 1 about 95 % of the time
+    hits = 0
+    for s in range(200):
+        g = torch.randn(16, 40, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+        lo, hi = variance_intervals(g, {"v": (0, 40)})["v"]
+        hits += lo <= 1.0 <= hi
+    assert 0.88 <= hits / 200 <= 0.99
+    assert variance_intervals(x[:2], {"a": (0, 10)}) == {}

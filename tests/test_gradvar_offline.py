@@ -21,7 +21,7 @@ def synth(tmp_path_factory):
 
 
 def _cfg(ckpt, data, out, **kw):
-    return GradVarConfig(ckpt=str(ckpt), data=str(data), out=str(out), progress=False, bootstrap=50, **kw)
+    return GradVarConfig(ckpt=str(ckpt), data=str(data), out=str(out), progress=False, **kw)
 
 
 def test_per_example_statistics_do_not_depend_on_batching(tiny_dir, synth, tmp_path):
@@ -117,7 +117,7 @@ def test_batch_unit_counts_batches_and_cli_writes_outputs(tiny_dir, synth, tmp_p
     out = tmp_path / "gv"
     code = cli.main(
         ["gradvar", tiny_dir, "--data", str(synth / "instruct.json"), "--out", str(out), "--n", "8"]
-        + ["--batch-size", "2", "--unit", "batch", "-g", "norms", "-g", "mlp", "--bootstrap", "20"]
+        + ["--batch-size", "2", "--unit", "batch", "-g", "norms", "-g", "mlp"]
     )
     assert code == 0
     record = json.loads((out / "gradvar.json").read_text())

@@ -124,7 +124,7 @@ def _similarity(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
 def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
     """Norm-gradient variance (value, 95 % interval) of the LN-tuned and full models (and the base)."""
     from lnprobe.gradvar import TRACE_FILE, GradVarConfig, run_gradvar
-    from lnprobe.probes.gradvar import bootstrap_variance
+    from lnprobe.probes.gradvar import variance_intervals
 
     out = {}
     runs = {"ln": cfg.ln_run, "full": cfg.full_run}
@@ -133,7 +133,7 @@ def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
         for name, run in runs.items():
             trace = traces[name]
             value = float(trace.var(0).mean())
-            ci = bootstrap_variance(trace, {"all": (0, trace.shape[1])}, cfg.bootstrap, cfg.seed).get("all")
+            ci = variance_intervals(trace, {"all": (0, trace.shape[1])}).get("all")
             out[name] = {"variance": value, "ci95": list(ci) if ci else None, "samples": trace.shape[0],
                          "source": f"{run}/{TRACE_FILE} (training)"}  # fmt: skip
         return out
@@ -143,7 +143,7 @@ def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
                 ckpt=cfg.models[name], data=cfg.data, out=str(probes / f"gradvar-{name}"), n=cfg.n,
                 batch_size=cfg.batch_size, groups=("norms",), template=cfg.template,
                 image_folder=cfg.image_folder, max_length=cfg.max_length, seed=cfg.seed, device=cfg.device,
-                bootstrap=cfg.bootstrap, progress=cfg.progress,
+                progress=cfg.progress,
             )
         )  # fmt: skip
         norms = record["kinds"]["norms"]
@@ -201,7 +201,7 @@ def _claim_gradients(grads: dict) -> dict:
         "statement": "LN tuning gives smaller gradient variance than full finetuning",
         "definition": "tr(Σ)/p of the norm-weight gradients over samples (per-example gradients offline, or "
         "the micro-batch gradients recorded in training), compared as log(variance): LN-tuned minus full-FT; "
-        "95 % bootstrap intervals over samples",
+        "95 % jackknife intervals over samples",
         "numbers": grads,
         "verdict": verdict.verdict,
         "tests": {"log_variance": verdict.as_dict(), "ratio_ln_over_full": ln["variance"] / full["variance"]},

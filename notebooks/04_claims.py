@@ -1,0 +1,59 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The claims, one by one, from the demo's results
+#
+# Reads `runs/demo` if `make demo` has run (set `DEMO` to another results directory), else runs a short
+# demo (8 steps per stage) in a temporary directory first (under a minute on CPU).
+
+# %%
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from lnprobe.demo import run_demo
+
+DEMO = Path(os.environ.get("DEMO", "../runs/demo"))
+if not (DEMO / "claims" / "claims.json").is_file():
+    DEMO = Path(tempfile.mkdtemp()) / "demo"
+    run_demo(DEMO, steps=8, n_eval=8)
+claims = json.loads((DEMO / "claims" / "claims.json").read_text())
+rows = json.loads((DEMO / "demo_results.json").read_text())
+
+# %% [markdown]
+# ## The regimes
+
+# %%
+for r in rows:
+    pct = "-" if r["trainable_pct"] is None else f"{r['trainable_pct']:.3f} %"
+    print(f"{r['regime']:28} trainable {pct:>10}  accuracy {r['accuracy']:.3f}  cross-layer CKA {r['cross_layer_cka']:.3f}")
+
+# %% [markdown]
+# ## Each claim: the statistic, the numbers, the verdict
+
+# %%
+for claim in claims["claims"]:
+    print(f"== {claim['statement']}")
+    print("   statistic:", claim["definition"])
+    for name, test in claim["tests"].items():
+        if isinstance(test, dict):
+            print(f"   {name}: {test['verdict']} ({test['reason']})")
+    print("   VERDICT:", claim["verdict"], "\n")
+
+# %% [markdown]
+# ## Caveats and provenance
+
+# %%
+for note in claims["caveats"]:
+    print("-", note)
+print("git", claims["provenance"].get("git_sha"), "| seed", claims["provenance"].get("seed"))
+print("full report:", DEMO / "claims" / "report.html")
