@@ -35,7 +35,7 @@ def _variance(run) -> tuple[list[int], list[float]]:
 def _claims_runs(results: Path) -> list[str]:
     for path in find(results, "claims.json"):
         cfg = json.loads(path.read_text())["config"]
-        return [r for r in (cfg.get("ln_run"), cfg.get("full_run")) if r]
+        return [*cfg.get("ln_runs", []), *cfg.get("full_runs", [])]
     return []
 
 

@@ -151,8 +151,10 @@ def assemble_command(
 
 def claims_command(
     base: Annotated[str, typer.Option(help="The base model the others were tuned from.")] = "",
-    ln: Annotated[str, typer.Option(help="The LN-tuned checkpoint.")] = "",
-    full: Annotated[str, typer.Option(help="The fully-finetuned checkpoint.")] = "",
+    ln: Annotated[list[str] | None, typer.Option(help="LN-tuned checkpoint(s), one per seed.")] = None,
+    full: Annotated[
+        list[str] | None, typer.Option(help="Fully-finetuned checkpoint(s), one per seed.")
+    ] = None,
     model: Annotated[
         list[str] | None, typer.Option("--model", help="More checkpoints as NAME=SPEC (e.g. lora=DIR).")
     ] = None,
@@ -160,9 +162,11 @@ def claims_command(
     out: Annotated[Path, typer.Option(help="Output directory (report.md/.html, claims.json).")] = Path(
         "runs/claims"
     ),
-    ln_run: Annotated[str | None, typer.Option(help="LN training run (gradient trace), optional.")] = None,
+    ln_run: Annotated[
+        list[str] | None, typer.Option(help="LN training run(s) with gradient traces, one per --ln.")
+    ] = None,
     full_run: Annotated[
-        str | None, typer.Option(help="Full-FT training run (gradient trace), optional.")
+        list[str] | None, typer.Option(help="Full-FT training run(s) with gradient traces, one per --full.")
     ] = None,
     n: N = 32,
     batch_size: Batch = 8,
@@ -190,7 +194,8 @@ def claims_command(
             raise InputError(f"--model {item!r}: expected NAME=SPEC")
         others[name] = spec
     cfg = ClaimsConfig(
-        base=base, ln=ln, full=full, others=others, data=data, out=str(out), ln_run=ln_run, full_run=full_run,
+        base=base, ln=tuple(ln), full=tuple(full), others=others, data=data, out=str(out),
+        ln_runs=tuple(ln_run or ()), full_runs=tuple(full_run or ()),
         n=n, batch_size=batch_size, tokens=tokens, template=template, image_folder=image_folder, seed=seed,
         device=device, bootstrap=bootstrap,
     )  # fmt: skip

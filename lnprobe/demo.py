@@ -172,7 +172,7 @@ def _claims(out: Path, base: Path, results: dict, data: Path, seed: int, n: int)
     cfg = ClaimsConfig(
         base=str(base), ln=results["ln"]["checkpoint"], full=results["full"]["checkpoint"],
         others={r: results[r]["checkpoint"] for r in ("lora", "ln-simp")}, data=str(data / "eval.json"),
-        out=str(out / "claims"), ln_run=results["ln"]["run"], full_run=results["full"]["run"], n=n,
+        out=str(out / "claims"), ln_runs=(results["ln"]["run"],), full_runs=(results["full"]["run"],), n=n,
         batch_size=4, seed=seed, bootstrap=100, progress=False,
     )  # fmt: skip
     return run_claims(cfg)

@@ -95,3 +95,43 @@ def test_claims_end_to_end(tiny_dir, tmp_path, capsys):
     assert cli.main([*bad, str(data / "instruct.json"), "--n", "2", "--out", str(tmp_path / "x")]) == 2
     assert cli.main([*bad, str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_pool_over_seeds():
+    from lnprobe.claims.pool import pool
+
+    one = pool([(0.5, (0.4, 0.6))])
+    assert one["value"] == 0.5 and one["ci95"] == [0.4, 0.6] and one["seeds"] == 1
+    three = pool([(0.4, None), (0.5, None), (0.6, None)])
+    half = 4.303 * 0.1 / 3**0.5  # t(2) x sd / sqrt(3)
+    assert three["value"] == pytest.approx(0.5) and three["ci95"] == pytest.approx([0.5 - half, 0.5 + half])
+
+
+def test_claims_pool_several_seeds(tiny_dir, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    data = write_synth(tmp_path / "data", SynthConfig(n=30, seed=3))
+    make_delta(tiny_dir, "ln", tmp_path / "ln1")
+    shutil.copytree(tmp_path / "ln1", tmp_path / "ln2")
+    tensors = load_file(str(tmp_path / "ln2" / "delta.safetensors"))
+    gen = torch.Generator().manual_seed(9)
+    save_file({k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in tensors.items()},
+              str(tmp_path / "ln2" / "delta.safetensors"))  # fmt: skip
+    make_delta(tiny_dir, "full", tmp_path / "full")
+    out = tmp_path / "claims"
+    argv = ["claims", "--base", tiny_dir, "--ln", str(tmp_path / "ln1"), "--ln", str(tmp_path / "ln2")]
+    argv += ["--full", str(tmp_path / "full"), "--data", str(data / "instruct.json"), "--out", str(out)]
+    argv += ["--n", "8", "--batch-size", "4", "--bootstrap", "20"]
+    assert cli.main(argv) == 0
+    record = json.loads((out / "claims.json").read_text())
+    sim = record["claims"][0]["numbers"]
+    pooled = sim["ln (pooled)"]["cka"]
+    assert pooled["seeds"] == 2
+    assert pooled["value"] == pytest.approx((sim["ln"]["cka"]["value"] + sim["ln.2"]["cka"]["value"]) / 2)
+    assert set(record["claims"][2]["numbers"]) == {"ln", "ln.2"}  # one LN-shift summary per seed
+    assert "ln (pooled, log variance)" in record["claims"][1]["numbers"]
+    assert "Verdict" in (out / "report.md").read_text()
+    assert cli.main([*argv, "--ln-run", str(tmp_path)]) == 2  # one run for two LN seeds

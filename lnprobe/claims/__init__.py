@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from lnprobe.claims.pool import pool
 from lnprobe.claims.verdicts import interval_verdict, sign_verdict
 from lnprobe.errors import InputError
 from lnprobe.io import atomic_dir, write_json
@@ -32,13 +33,13 @@ from lnprobe.provenance import provenance
 @dataclass(frozen=True)
 class ClaimsConfig:
     base: str
-    ln: str
-    full: str
+    ln: tuple[str, ...]  # one checkpoint per training seed (a single string is one seed)
+    full: tuple[str, ...]
     data: str
     out: str
     others: dict[str, str] = field(default_factory=dict)  # e.g. {"lora": ..., "ln-simp": ...}
-    ln_run: str | None = None  # training run directories (gradvar_trace.safetensors from --gradvar-every)
-    full_run: str | None = None
+    ln_runs: tuple[str, ...] = ()  # training run directories, aligned with `ln` (gradient traces)
+    full_runs: tuple[str, ...] = ()
     n: int = 32
     batch_size: int = 8
     tokens: str = "text"  # rows for the similarity claim (image tokens' scale would dominate a linear kernel)
@@ -51,15 +52,34 @@ class ClaimsConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("ln", "full", "ln_runs", "full_runs"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if not self.ln or not self.full:
+            raise InputError("--ln and --full need at least one checkpoint each")
+        for runs, specs, flag in (
+            (self.ln_runs, self.ln, "--ln-run"),
+            (self.full_runs, self.full, "--full-run"),
+        ):
+            if runs and len(runs) != len(specs):
+                raise InputError(
+                    f"{flag}: {len(runs)} run(s) for {len(specs)} checkpoint(s); give one per seed"
+                )
         if self.n < 8 or self.batch_size < 4:
             raise InputError("--n must be >= 8 and --batch-size >= 4 (CKA needs several minibatches of rows)")
-        clash = {"base", "ln", "full"} & set(self.others)
+        clash = set(self.seeds("ln")) | set(self.seeds("full")) | {"base"}
+        clash &= set(self.others)
         if clash:
             raise InputError(f"--model names {', '.join(sorted(clash))} are taken (base, ln, full)")
 
+    def seeds(self, which: str) -> dict[str, str]:
+        """{'ln': first, 'ln.2': second, ...} for `ln` or `full`."""
+        specs = getattr(self, which)
+        return {which if i == 0 else f"{which}.{i + 1}": spec for i, spec in enumerate(specs)}
+
     @property
     def models(self) -> dict[str, str]:
-        return {"base": self.base, "ln": self.ln, "full": self.full, **self.others}
+        return {"base": self.base, **self.seeds("ln"), **self.seeds("full"), **self.others}
 
 
 def run_claims(cfg: ClaimsConfig) -> dict:
@@ -73,15 +93,17 @@ def run_claims(cfg: ClaimsConfig) -> dict:
             name: _similarity(cfg, spec, probes / f"similarity-{name}") for name, spec in cfg.models.items()
         }
         grads = _gradients(cfg, probes)
-        shift = _lnshift(cfg, probes / "lnshift-ln")
-        claims = [_claim_similarity(sims, cfg.tokens), _claim_gradients(grads), _claim_domain(shift)]
+        shifts = {
+            name: _lnshift(cfg, spec, probes / f"lnshift-{name}") for name, spec in cfg.seeds("ln").items()
+        }
+        claims = [_claim_similarity(cfg, sims), _claim_gradients(cfg, grads), _claim_domain(shifts)]
         record = {
             "config": asdict(cfg),
             "models": cfg.models,
             "claims": claims,
             "similarity": sims,
             "gradients": grads,
-            "lnshift_summary": shift["summary"],
+            "lnshift_summary": {name: s["summary"] for name, s in shifts.items()},
             "caveats": _caveats(cfg),
             "provenance": provenance(seed=cfg.seed),
         }
@@ -103,7 +125,7 @@ def _check_inputs(cfg: ClaimsConfig) -> None:
         raise InputError(
             f"{cfg.data}: no record has an image (the domain claim compares image and text tokens)"
         )
-    for run in filter(None, (cfg.ln_run, cfg.full_run)):
+    for run in (*cfg.ln_runs, *cfg.full_runs):
         if not Path(run).is_dir():
             raise InputError(f"{run}: no such training run directory")
 
@@ -122,22 +144,31 @@ def _similarity(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
 
 
 def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
-    """Norm-gradient variance (value, 95 % interval) of the LN-tuned and full models (and the base)."""
+    """Norm-gradient variance (value, 95 % interval) per LN-tuned and full model (and the base): from the
+    training runs' traces when every LN and full checkpoint has one with >= 3 samples, else offline."""
     from lnprobe.gradvar import TRACE_FILE, GradVarConfig, run_gradvar
     from lnprobe.probes.gradvar import variance_intervals
 
-    out = {}
-    runs = {"ln": cfg.ln_run, "full": cfg.full_run}
-    traces = {n: _trace(r) for n, r in runs.items()}
-    if all(t is not None and t.shape[0] >= 2 for t in traces.values()):
-        for name, run in runs.items():
+    runs = {}
+    for which, given in (("ln", cfg.ln_runs), ("full", cfg.full_runs)):
+        if given:
+            runs.update(zip(cfg.seeds(which), given, strict=True))
+    traces = {name: _trace(run) for name, run in runs.items()}
+    wanted = [*cfg.seeds("ln"), *cfg.seeds("full")]
+    if all(traces.get(n) is not None and traces[n].shape[0] >= 3 for n in wanted):
+        out = {}
+        for name in wanted:
             trace = traces[name]
-            value = float(trace.var(0).mean())
             ci = variance_intervals(trace, {"all": (0, trace.shape[1])}).get("all")
-            out[name] = {"variance": value, "ci95": list(ci) if ci else None, "samples": trace.shape[0],
-                         "source": f"{run}/{TRACE_FILE} (training)"}  # fmt: skip
+            out[name] = {
+                "variance": float(trace.var(0).mean()),
+                "ci95": list(ci) if ci else None,
+                "samples": trace.shape[0],
+                "source": f"{runs[name]}/{TRACE_FILE} (training)",
+            }
         return out
-    for name in ("ln", "full", "base"):
+    out = {}
+    for name in [*wanted, "base"]:
         record = run_gradvar(
             GradVarConfig(
                 ckpt=cfg.models[name], data=cfg.data, out=str(probes / f"gradvar-{name}"), n=cfg.n,
@@ -162,62 +193,83 @@ def _trace(run: str | None) -> torch.Tensor | None:
     return load_file(str(path))["norm_grads"].double() if path and path.is_file() else None
 
 
-def _lnshift(cfg: ClaimsConfig, out: Path) -> dict:
+def _lnshift(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
     from lnprobe.lnshift import LnShiftConfig, run_lnshift
 
     return run_lnshift(
         LnShiftConfig(
-            ckpt=cfg.ln, base=cfg.base, data=cfg.data, out=str(out), n=cfg.n, batch_size=cfg.batch_size,
+            ckpt=spec, base=cfg.base, data=cfg.data, out=str(out), n=cfg.n, batch_size=cfg.batch_size,
             template=cfg.template, image_folder=cfg.image_folder, max_length=cfg.max_length, seed=cfg.seed,
             device=cfg.device, progress=cfg.progress,
         )
     )  # fmt: skip
 
 
-def _claim_similarity(sims: dict, tokens: str) -> dict:
-    verdicts = {}
+def _pooled(cfg: ClaimsConfig, which: str, get) -> dict:
+    """`get(name) -> (value, ci)` for every seed of `which` (ln / full), pooled over seeds."""
+    return pool([get(name) for name in cfg.seeds(which)])
+
+
+def _claim_similarity(cfg: ClaimsConfig, sims: dict) -> dict:
+    verdicts, pooled = {}, {}
     for metric in ("cka", "cosine"):
-        ln, full = sims["ln"][metric], sims["full"][metric]
+        for which in ("ln", "full"):
+            pooled.setdefault(which, {})[metric] = _pooled(
+                cfg, which, lambda n, m=metric: (sims[n][m]["value"], _ci(sims[n][m]))
+            )
+        ln, full = pooled["ln"][metric], pooled["full"][metric]
         verdicts[metric] = interval_verdict(ln["value"], _ci(ln), full["value"], _ci(full), "lower").as_dict()
+    numbers = {name: {m: s[m] for m in ("cka", "cosine")} for name, s in sims.items()}
+    if len(cfg.ln) > 1 or len(cfg.full) > 1:
+        numbers.update({f"{w} (pooled)": pooled[w] for w in ("ln", "full")})
     return {
         "id": "cross_layer_similarity",
         "statement": "LN-tuned models have lower cross-layer similarity than fully-finetuned ones",
-        "definition": f"mean over i != j of the layer x layer similarity of decoder-layer outputs ({tokens} "
-        "tokens), linear CKA with the unbiased HSIC averaged over minibatches (primary) and mean cosine; "
-        "95 % bootstrap intervals over minibatches; LN-tuned minus full-FT",
-        "numbers": {name: {m: s[m] for m in ("cka", "cosine")} for name, s in sims.items()},
+        "definition": "mean over i != j of the layer x layer similarity of decoder-layer outputs "
+        f"({cfg.tokens} tokens), linear CKA with the unbiased HSIC averaged over minibatches (primary) and "
+        "mean cosine; 95 % bootstrap intervals over minibatches (t intervals over seeds when several are "
+        "given); LN-tuned minus full-FT",
+        "numbers": numbers,
         "verdict": verdicts["cka"]["verdict"],
         "tests": verdicts,
     }
 
 
-def _claim_gradients(grads: dict) -> dict:
-    ln, full = grads["ln"], grads["full"]
-    verdict = interval_verdict(
-        _log(ln["variance"]), _log_ci(ln), _log(full["variance"]), _log_ci(full), "lower"
-    )
+def _claim_gradients(cfg: ClaimsConfig, grads: dict) -> dict:
+    logs = {
+        w: _pooled(cfg, w, lambda n: (_log(grads[n]["variance"]), _log_ci(grads[n]))) for w in ("ln", "full")
+    }
+    verdict = interval_verdict(logs["ln"]["value"], _ci(logs["ln"]), logs["full"]["value"], _ci(logs["full"]))
+    numbers = dict(grads)
+    if len(cfg.ln) > 1 or len(cfg.full) > 1:
+        numbers.update({f"{w} (pooled, log variance)": logs[w] for w in ("ln", "full")})
     return {
         "id": "gradient_variance",
         "statement": "LN tuning gives smaller gradient variance than full finetuning",
         "definition": "tr(Σ)/p of the norm-weight gradients over samples (per-example gradients offline, or "
         "the micro-batch gradients recorded in training), compared as log(variance): LN-tuned minus full-FT; "
-        "95 % jackknife intervals over samples",
-        "numbers": grads,
+        "95 % jackknife intervals over samples (t intervals over seeds when several are given)",
+        "numbers": numbers,
         "verdict": verdict.verdict,
-        "tests": {"log_variance": verdict.as_dict(), "ratio_ln_over_full": ln["variance"] / full["variance"]},
+        "tests": {
+            "log_variance": verdict.as_dict(),
+            "ratio_ln_over_full": math.exp(logs["ln"]["value"] - logs["full"]["value"]),
+        },  # fmt: skip
     }
 
 
-def _claim_domain(shift: dict) -> dict:
-    pairs = [(g["tuned"], g["base"]) for s, g in shift["gaps"].items() if s.endswith(".out") and "tuned" in g
-             and "base" in g and g["tuned"] is not None and g["base"] is not None]  # fmt: skip
+def _claim_domain(shifts: dict) -> dict:
+    pairs = [(g["tuned"], g["base"]) for shift in shifts.values() for s, g in shift["gaps"].items()
+             if s.endswith(".out") and g.get("tuned") is not None and g.get("base") is not None]  # fmt: skip
     verdict = sign_verdict(pairs, "lower")
+    first = next(iter(shifts.values()))
     return {
         "id": "domain_adaptation",
         "statement": "the tuned norms bring image-token statistics closer to text-token statistics",
         "definition": "image-vs-text gap at each decoder norm's output (per-dimension Gaussian 2-Wasserstein "
-        "distance / text RMS), LN-tuned vs base on the same inputs; exact two-sided sign test over the norms",
-        "numbers": shift["summary"],
+        "distance / text RMS), LN-tuned vs base on the same inputs; exact two-sided sign test over the norms "
+        "(of every seed)",
+        "numbers": first["summary"] if len(shifts) == 1 else {n: s["summary"] for n, s in shifts.items()},
         "verdict": verdict.verdict,
         "tests": {"sign_test": verdict.as_dict()},
     }
@@ -238,8 +290,11 @@ def _log_ci(entry: dict) -> tuple[float, float] | None:
 
 
 def _caveats(cfg: ClaimsConfig) -> list[str]:
+    seeds = min(len(cfg.ln), len(cfg.full))
     notes = [
-        "one seed per regime: intervals cover sampling of the inputs, not training randomness",
+        "one seed per regime: intervals cover sampling of the inputs, not training randomness"
+        if seeds == 1
+        else f"{len(cfg.ln)} LN and {len(cfg.full)} full seeds: pooled intervals come from their spread",
         f"{cfg.n} examples from {cfg.data}; statistics at this scale need not transfer to 7B models",
         "intervals of a difference assume independent errors of the two estimates (same inputs make them "
         "positively correlated, so the intervals are conservative)",

@@ -39,12 +39,14 @@ def _sections(record: dict) -> list[tuple[str, list[str]]]:
         elif claim["id"] == "gradient_variance":
             lines += ["| model | variance | 95 % CI | samples | source |", "|---|---|---|---|---|"]
             for name, g in claim["numbers"].items():
-                lines.append(
-                    f"| {name} | {_fmt(g['variance'])} | {_ci(g['ci95'])} | {g['samples']} | {g['source']} |"
-                )
+                value, samples = g.get("variance", g.get("value")), g.get("samples", g.get("seeds"))
+                source = g.get("source", g.get("interval"))
+                lines.append(f"| {name} | {_fmt(value)} | {_ci(g['ci95'])} | {samples} | {source} |")
         else:
             lines += ["| summary | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in claim["numbers"].items()]
+            for k, v in claim["numbers"].items():
+                items = v.items() if isinstance(v, dict) else [("", v)]
+                lines += [f"| {k}{'.' + sub if sub else ''} | {_fmt(x)} |" for sub, x in items]
         lines.append("")
         for name, test in claim["tests"].items():
             if isinstance(test, dict):
