@@ -36,7 +36,12 @@ FINETUNE = ("ln", "ln-simp", "full", "lora")
 
 
 def run_demo(
-    out: Path, steps: int = 30, console: Console | None = None, seed: int = 0, n_eval: int = 16
+    out: Path,
+    steps: int = 30,
+    console: Console | None = None,
+    seed: int = 0,
+    n_eval: int = 16,
+    lrs: tuple[float, ...] = SWEEP_LRS,
 ) -> dict:
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +64,8 @@ def run_demo(
         stage("connector pre-training")
         base = _pretrain(out, "connector", text, "connector", data / "pretrain.json", steps, seed)
         progress.advance(task)
-        stage(f"finetuning sweep ({len(FINETUNE)} regimes x {len(SWEEP_LRS)} learning rates)")
-        results = _sweep(out, base, data, steps, seed)
+        stage(f"finetuning sweep ({len(FINETUNE)} regimes x {len(lrs)} learning rates)")
+        results = _sweep(out, base, data, steps, seed, lrs)
         progress.advance(task)
         stage("accuracy")
         accuracy = _accuracy(base, results, data)
@@ -130,7 +135,7 @@ def _pretrain(out: Path, stage: str, model: Path, regime: str, data: Path, steps
     return merged
 
 
-def _sweep(out: Path, base: Path, data: Path, steps: int, seed: int) -> dict:
+def _sweep(out: Path, base: Path, data: Path, steps: int, seed: int, lrs: tuple[float, ...]) -> dict:
     """Finetune every regime at every learning rate of SWEEP_LRS (gradient statistics recorded); keep,
     per regime, the run with the lowest held-out loss."""
     from lnprobe.train.state import latest_checkpoint
@@ -140,7 +145,7 @@ def _sweep(out: Path, base: Path, data: Path, steps: int, seed: int) -> dict:
         model=str(base), data=str(data / "instruct.json"), eval_data=str(data / "eval.json"), max_steps=steps,
         batch_size=8, warmup_ratio=0.1, seed=seed, progress=False, gradvar_every=max(1, steps // 6),
     )  # fmt: skip
-    runs = plan(config, out / "sweep", list(FINETUNE), list(SWEEP_LRS), [seed])
+    runs = plan(config, out / "sweep", list(FINETUNE), list(lrs), [seed])
     rows = run_sweep(config, out / "sweep", runs)
     results = {}
     for regime, best in best_lrs(rows).items():

@@ -12,7 +12,7 @@
 # # The claims, one by one, from the demo's results
 #
 # Reads `runs/demo` if `make demo` has run (set `DEMO` to another results directory), else runs a short
-# demo (8 steps per stage) in a temporary directory first (under a minute on CPU).
+# demo (6 steps per stage, one learning rate per regime) in a temporary directory first (under a minute).
 
 # %%
 import json
@@ -25,7 +25,7 @@ from lnprobe.demo import run_demo
 DEMO = Path(os.environ.get("DEMO", "../runs/demo"))
 if not (DEMO / "claims" / "claims.json").is_file():
     DEMO = Path(tempfile.mkdtemp()) / "demo"
-    run_demo(DEMO, steps=8, n_eval=8)
+    run_demo(DEMO, steps=6, n_eval=8, lrs=(1e-2,))  # short: one learning rate per regime
 claims = json.loads((DEMO / "claims" / "claims.json").read_text())
 rows = json.loads((DEMO / "demo_results.json").read_text())
 

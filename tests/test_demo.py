@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_end_to_end(tmp_path):
-    first = run_demo(tmp_path / "a", steps=8, n_eval=8)
-    run_demo(tmp_path / "b", steps=8, n_eval=8)
+    first = run_demo(tmp_path / "a", steps=8, n_eval=8, lrs=(1e-2, 3e-3))
+    run_demo(tmp_path / "b", steps=8, n_eval=8, lrs=(1e-2, 3e-3))
     rows = json.loads((tmp_path / "a" / "demo_results.json").read_text())
     again = json.loads((tmp_path / "b" / "demo_results.json").read_text())
     assert [r["regime"] for r in rows] == ["pretrained (connector only)", *FINETUNE]
@@ -33,7 +33,9 @@ def test_demo_end_to_end(tmp_path):
     claims = json.loads((report / "claims.json").read_text())
     assert [c["id"] for c in claims["claims"]] == [c for c, _ in first["claims"]]
     assert "training" in claims["gradients"]["ln"]["source"]  # the runs' gradient traces were used
-    run_demo(tmp_path / "a", steps=8, n_eval=8)  # re-running (make demo twice) reuses the finished runs
+    run_demo(
+        tmp_path / "a", steps=8, n_eval=8, lrs=(1e-2, 3e-3)
+    )  # re-running (make demo twice) reuses the finished runs
     assert json.loads((tmp_path / "a" / "demo_results.json").read_text()) == rows
     _figures_from(tmp_path / "a", tmp_path / "figures")
 
