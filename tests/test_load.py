@@ -229,3 +229,14 @@ def test_uncached_hub_id_is_not_downloaded():
 def test_presets_have_no_weights():
     with pytest.raises(InputError, match="llava-7b: a preset has shapes but no weights"):
         load("llava-7b")
+
+
+def test_a_training_run_directory_names_its_latest_checkpoint(tmp_path, capsys):
+    from lnprobe import cli
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000004").mkdir(parents=True)
+    (run / "latest").write_text("step-000004\n")
+    assert cli.main(["sites", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "a training run directory" in err and "checkpoints/step-000004" in err

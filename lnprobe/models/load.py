@@ -65,6 +65,9 @@ def checkpoint_kind(spec: str) -> str:
             return "peft"
         if (path / "config.json").is_file():
             return "hf"
+        if (path / "latest").is_file() and (path / "checkpoints").is_dir():
+            latest = path / "checkpoints" / (path / "latest").read_text().strip()
+            raise InputError(f"{spec}: a training run directory; pass one of its checkpoints, e.g. {latest}")
         raise InputError(
             f"{spec}: not a model checkpoint (no config.json, adapter_config.json or {delta_io.DELTA_FILE})"
         )
