@@ -34,6 +34,32 @@ def data_synth(
     console.print(f"wrote {n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
 
 
+def data_verify(
+    manifest: Annotated[str, typer.Argument(help="Manifest YAML, or a shipped name (e.g. pope).")],
+    root: Annotated[Path, typer.Option(help="The dataset's local root directory.")] = Path("."),
+) -> None:
+    """Check a local dataset copy against its manifest: presence, sizes and sha256 of every file."""
+    from lnprobe.data.manifest import read_manifest, verify
+
+    m = read_manifest(manifest)
+    if not root.is_dir():
+        raise InputError(f"--root {root}: no such directory")
+    rows = verify(m, root, progress=sys.stderr.isatty())
+    table = Table(title=f"{m.name} under {root}")
+    for col in ("file", "status", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["path"], r["status"], r["detail"])
+    console.print(table)
+    bad = [r for r in rows if r["status"] not in ("ok", "present")]
+    if bad:
+        raise InputError(f"{m.name}: {len(bad)} of {len(rows)} file(s) missing or mismatched under {root}")
+    console.print(
+        f"{m.name}: all {len(rows)} file(s) present"
+        + ("" if all(r["status"] == "ok" for r in rows) else " (some sizes/hashes unknown, so not checked)")
+    )
+
+
 TRAIN_HELP = {
     "model": "load() spec, or 'tiny' (a fresh tiny LLaVA saved into the run).",
     "regime": "Training regime (lnprobe regimes).",
