@@ -194,10 +194,11 @@ def tiny(
     console.print(f"wrote tiny {what[part]} to {out}")
 
 
-data_app = typer.Typer(help="Datasets: synthetic data, manifest checks.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: synthetic data, manifest checks, subsets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 data_app.command("synth")(cli_train.data_synth)
 data_app.command("verify")(cli_train.data_verify)
+data_app.command("subset")(cli_train.data_subset)
 app.command("train")(cli_train.train_command)
 app.command("sweep")(cli_train.sweep_command)
 app.command("export")(cli_train.export_command)

@@ -60,6 +60,28 @@ def data_verify(
     )
 
 
+def data_subset(
+    data: Annotated[
+        list[str], typer.Option("--data", help="LLaVA JSON/JSONL file(s); kind = `kind` field or file stem.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output LLaVA JSON (plus OUT.meta.json).")],
+    per_kind: Annotated[int | None, typer.Option(help="Equal number of records per kind.")] = None,
+    tokens_per_kind: Annotated[int | None, typer.Option(help="Equal number of tokens per kind.")] = None,
+    model: Annotated[str | None, typer.Option(help="Checkpoint whose tokenizer counts tokens.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Draw a seeded subset of instruction data by kind: equal records or equal tokens per kind."""
+    from lnprobe.data.subset import SubsetConfig, make_subset
+
+    cfg = SubsetConfig(tuple(data), str(out), per_kind, tokens_per_kind, model, seed, force)
+    meta = make_subset(cfg)
+    for kind, s in meta["kinds"].items():
+        tokens = "" if s["tokens"] is None else f", {s['tokens']} tokens"
+        console.print(f"{kind}: {s['records']} of {s['available']} records{tokens}")
+    console.print(f"wrote {out} and {out.with_suffix('.meta.json')}")
+
+
 TRAIN_HELP = {
     "model": "load() spec, or 'tiny' (a fresh tiny LLaVA saved into the run).",
     "regime": "Training regime (lnprobe regimes).",

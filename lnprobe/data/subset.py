@@ -1,0 +1,107 @@
+"""`lnprobe data subset`: the paper's data study — subsets of the instruction data by kind, with an equal
+number of records per kind or an equal number of tokens per kind, seeded, written in LLaVA format.
+
+A record's kind is its `kind` field, else the stem of the file it came from (so the released parts
+conversation_58k.json, detail_23k.json, complex_reasoning_77k.json can be passed as they are). Tokens are
+counted with a model's tokenizer over the record's turns (the `<image>` placeholder excluded). Records are
+taken in a seeded order per kind; the subset keeps every field of the chosen records.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lnprobe.data.llava import IMAGE, _parse, _record
+from lnprobe.errors import InputError
+from lnprobe.provenance import provenance
+
+
+@dataclass(frozen=True)
+class SubsetConfig:
+    data: tuple[str, ...]
+    out: str
+    per_kind: int | None = None  # records per kind
+    tokens_per_kind: int | None = None  # tokens per kind (needs `model`)
+    model: str | None = None  # whose tokenizer counts tokens
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.per_kind is None) == (self.tokens_per_kind is None):
+            raise InputError("give exactly one of --per-kind and --tokens-per-kind")
+        if (self.per_kind or self.tokens_per_kind or 0) < 1:
+            raise InputError("--per-kind / --tokens-per-kind must be >= 1")
+        if self.tokens_per_kind is not None and not self.model:
+            raise InputError("--tokens-per-kind needs --model (its tokenizer counts the tokens)")
+        if Path(self.out).exists() and not self.force:
+            raise InputError(f"{self.out}: already exists (pass --force to replace it)")
+
+
+def read_kinds(paths: tuple[str, ...]) -> dict[str, list[dict]]:
+    """{kind: [raw record]} from LLaVA JSON / JSONL files (each record validated as training data is)."""
+    kinds: dict[str, list[dict]] = {}
+    for name in paths:
+        path = Path(name)
+        try:
+            items = _parse(path, path.read_text())
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        for i, item in enumerate(items):
+            _record(path, i, item)
+            kinds.setdefault(str(item.get("kind") or path.stem), []).append(item)
+    return kinds
+
+
+def _text(item: dict) -> str:
+    return "\n".join(turn["value"].replace(IMAGE, "") for turn in item["conversations"])
+
+
+def make_subset(cfg: SubsetConfig) -> dict:
+    """Write the subset (LLaVA JSON) and OUT.meta.json (config, per-kind counts and tokens, provenance)."""
+    kinds = read_kinds(cfg.data)
+    count = _tokenizer(cfg.model) if cfg.model else None
+    rng = random.Random(cfg.seed)
+    chosen, summary = [], {}
+    for kind in sorted(kinds):
+        order = list(kinds[kind])
+        rng.shuffle(order)
+        if cfg.per_kind is not None:
+            if len(order) < cfg.per_kind:
+                raise InputError(
+                    f"kind {kind!r} has {len(order)} records, fewer than --per-kind {cfg.per_kind}"
+                )
+            picked = order[: cfg.per_kind]
+        else:
+            picked, total = [], 0
+            for item in order:
+                if total >= cfg.tokens_per_kind:
+                    break
+                picked.append(item)
+                total += count(_text(item))
+            if total < cfg.tokens_per_kind:
+                raise InputError(f"kind {kind!r} has only {total} tokens, fewer than --tokens-per-kind")
+        tokens = sum(count(_text(it)) for it in picked) if count else None
+        summary[kind] = {"records": len(picked), "tokens": tokens, "available": len(order)}
+        chosen += picked
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(chosen, indent=1) + "\n")
+    meta = {"config": asdict(cfg), "kinds": summary, "provenance": provenance(seed=cfg.seed)}
+    out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    from lnprobe.models.load import checkpoint_kind
+
+    checkpoint_kind(spec)  # a clear error for a bad spec
+    try:
+        tok = AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"--model {spec}: no tokenizer ({str(exc).splitlines()[0]})") from None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
