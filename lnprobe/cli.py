@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lnprobe import cli_probes, cli_train
+from lnprobe import cli_eval, cli_probes, cli_train
 from lnprobe.cli_train import console
 from lnprobe.errors import InputError
 
@@ -199,6 +199,7 @@ app.add_typer(data_app, name="data")
 data_app.command("synth")(cli_train.data_synth)
 data_app.command("verify")(cli_train.data_verify)
 data_app.command("subset")(cli_train.data_subset)
+data_app.command("fixture")(cli_eval.fixture_command)
 app.command("train")(cli_train.train_command)
 app.command("sweep")(cli_train.sweep_command)
 app.command("export")(cli_train.export_command)
@@ -206,6 +207,7 @@ app.command("assemble")(cli_probes.assemble_command)
 app.command("claims")(cli_probes.claims_command)
 app.command("gradvar")(cli_probes.gradvar_command)
 app.command("lnshift")(cli_probes.lnshift_command)
+app.command("eval")(cli_eval.eval_command)
 
 
 @app.command("similarity")

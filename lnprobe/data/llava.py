@@ -144,14 +144,28 @@ class Encoder:
         ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
         labels: list[int] = [IGNORE] * len(ids)
         for text, target in self.template.render(list(record.turns)):
-            for j, piece in enumerate(text.split(IMAGE)):
-                if j:
-                    ids += [self.image_token_id] * self.n_image_tokens
-                    labels += [IGNORE] * self.n_image_tokens
-                piece_ids = self.tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
-                ids += piece_ids
-                labels += piece_ids if target else [IGNORE] * len(piece_ids)
+            piece_ids = self._text_ids(text)
+            ids += piece_ids
+            labels += [t if target and t != self.image_token_id else IGNORE for t in piece_ids]
         return self._truncate(record, ids, labels)
+
+    def encode_prompt(self, human: str) -> list[int]:
+        """Token ids of a one-turn conversation up to where the assistant's answer starts (generation)."""
+        ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        for text, target in self.template.render([(human, "")]):
+            if target:
+                break
+            ids += self._text_ids(text)
+        return ids
+
+    def _text_ids(self, text: str) -> list[int]:
+        """Tokenise `text` with each `<image>` expanded to the model's image tokens."""
+        ids: list[int] = []
+        for j, piece in enumerate(text.split(IMAGE)):
+            if j:
+                ids += [self.image_token_id] * self.n_image_tokens
+            ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+        return ids
 
     def _truncate(self, record: Record, ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
         if len(ids) > self.max_length:

@@ -1,0 +1,104 @@
+"""`lnprobe eval`: read a benchmark's official files, generate answers greedily, score them, write
+OUT/results.json (scores, every item with its prediction, the config, provenance) and
+OUT/lnprobe_config.json; nothing is written when anything fails."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lnprobe.errors import InputError
+from lnprobe.eval.bench import BENCHES, EvalItem
+from lnprobe.eval.generate import Prompt, generate
+from lnprobe.io import atomic_dir, write_json
+from lnprobe.provenance import provenance
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ckpt: str
+    bench: str
+    data: str
+    out: str
+    images: str | None = None  # default: the benchmark's folder under --data
+    template: str = "vicuna_v1"
+    prompt: str | None = None  # default: the benchmark's; {question} is replaced
+    batch_size: int = 8
+    max_new_tokens: int | None = None  # default: the benchmark's
+    limit: int | None = None  # the first N items only
+    device: str = "cpu"
+    force: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise InputError("--batch-size and --max-new-tokens must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit must be >= 1, got {self.limit}")
+
+
+def prepare(cfg: EvalConfig) -> tuple[list[EvalItem], list[Prompt]]:
+    """Items and prompts, with every image checked to exist (InputError counts the missing ones)."""
+    bench = BENCHES.get(cfg.bench)
+    data = Path(cfg.data)
+    if not data.exists():
+        raise InputError(f"{data}: no such file or folder (--data)")
+    items = bench.read(data)[: cfg.limit]
+    root = Path(cfg.images) if cfg.images else bench.images(data)
+    missing = [it.image for it in items if it.image and not (root / it.image).is_file()]
+    if missing:
+        raise InputError(
+            f"{root}: {len(missing)} of {len(items)} images missing (first: {missing[0]}); "
+            "--images names the image folder"
+        )
+    template = cfg.prompt or bench.prompt
+    if cfg.prompt is not None and "{question}" not in cfg.prompt and any(it.question for it in items):
+        raise InputError("--prompt must contain {question} for this benchmark")
+    prompts = []
+    for it in items:
+        text = template.replace("{question}", it.question)
+        prompts.append(
+            Prompt(f"<image>\n{text}" if it.image else text, root / it.image if it.image else None)
+        )
+    return items, prompts
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    from lnprobe.config import save_config
+    from lnprobe.inputs import load_multimodal
+
+    bench = BENCHES.get(cfg.bench)
+    if Path(cfg.out).exists() and not cfg.force:
+        raise InputError(f"{cfg.out}: already exists (pass --force to replace it)")
+    items, prompts = prepare(cfg)
+    loaded = load_multimodal(cfg.ckpt, device=cfg.device)
+    predictions = generate(
+        loaded.model,
+        loaded.processor,
+        prompts,
+        template=cfg.template,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens or bench.max_new_tokens,
+        progress=cfg.progress,
+    )
+    scored = bench.score(items, predictions)
+    rows = [
+        {"id": it.id, "image": it.image, "prompt": p.human, "reference": it.reference, "prediction": pred}
+        | it.meta
+        | extra
+        for it, p, pred, extra in zip(items, prompts, predictions, scored["items"], strict=True)
+    ]
+    record = {
+        "bench": bench.name,
+        "ckpt": cfg.ckpt,
+        "scores": scored["scores"],
+        "items": rows,
+        "config": asdict(cfg),
+        "provenance": provenance(),
+    }
+    with atomic_dir(cfg.out, overwrite=cfg.force, flag="--force") as tmp:
+        write_json(tmp / "results.json", record)
+        for name, value in (bench.extra_files(items, predictions) if bench.extra_files else {}).items():
+            write_json(tmp / name, value)
+        save_config(cfg, tmp)
+    return record
