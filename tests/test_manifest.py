@@ -26,7 +26,9 @@ def test_the_issue_datasets_are_all_shipped():
     } <= names
     parts = {f.path for f in read_manifest("llava_instruct_80k").files}
     assert {"conversation_58k.json", "detail_23k.json", "complex_reasoning_77k.json"} <= parts
-    assert len(read_manifest("pope").files) == 3
+    assert [f.path for f in read_manifest("pope").files][:3] == [
+        f"coco_pope_{s}.json" for s in ("random", "popular", "adversarial")
+    ]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -94,6 +96,7 @@ def test_verify_reports_every_problem(tmp_path, capsys):
         ([{"path": "a", "size": -1}], {}, "'size' must be"),
         ([{"path": "a"}], {"homepage": "x"}, "unknown field(s) homepage"),
         ([], {}, "non-empty list"),
+        ([{"path": "images/", "size": 3}], {}, "folder entry (images/) takes no size"),
     ],
 )
 def test_bad_manifests(tmp_path, capsys, files, extra, message):
@@ -102,6 +105,41 @@ def test_bad_manifests(tmp_path, capsys, files, extra, message):
         read_manifest(path)
     assert cli.main(["data", "verify", str(path), "--root", str(tmp_path)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_folder_entries_must_exist_and_hold_something(tmp_path):
+    root = tmp_path / "root"
+    (root / "full").mkdir(parents=True)
+    (root / "full" / "x.jpg").write_bytes(b"x")
+    (root / "empty").mkdir()
+    files = [{"path": "full/"}, {"path": "a.json"}, {"path": "empty/"}, {"path": "gone/"}]
+    rows = verify(read_manifest(_manifest(tmp_path, files)), root, progress=False)
+    assert [(r["path"], r["status"]) for r in rows] == [
+        ("full/", "present"),
+        ("a.json", "missing"),
+        ("empty/", "missing"),
+        ("gone/", "missing"),
+    ]
+
+
+def test_shipped_eval_manifests_match_the_fixture_layout(tmp_path):
+    """A fixture folder written for a benchmark has every file its manifest names (MME: the subtasks the
+    fixture draws), so the manifests describe what `lnprobe eval` reads."""
+    from lnprobe.eval.fixtures import write_fixture
+
+    for bench, manifest in [
+        ("pope", "pope"),
+        ("vqav2", "vqav2_val"),
+        ("flickr30k", "flickr30k_karpathy_test"),
+    ]:
+        write_fixture(bench, tmp_path / bench, n=1)
+        rows = verify(read_manifest(manifest), tmp_path / bench, progress=False)
+        assert all(r["status"] == "present" for r in rows), rows
+    write_fixture("mme", tmp_path / "mme", n=1)
+    rows = verify(read_manifest("mme"), tmp_path / "mme", progress=False)
+    assert {r["path"] for r in rows if r["status"] == "present"} == {
+        "color/", "existence/", "scene/", "commonsense_reasoning/",
+    }  # fmt: skip
 
 
 def test_unknown_manifest_name_and_root(tmp_path):

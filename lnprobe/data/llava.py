@@ -128,6 +128,18 @@ def image_token_count(processor) -> int:
     return n - 1 if getattr(processor, "vision_feature_select_strategy", None) == "default" else n
 
 
+def _merged(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Adjacent segments with the same role joined, so context is tokenised as one string (as LLaVA
+    tokenises its prompts: "SYSTEM USER: ..." gives the same tokens as the whole text would)."""
+    out: list[tuple[str, bool]] = []
+    for text, target in segments:
+        if out and out[-1][1] == target:
+            out[-1] = (out[-1][0] + text, target)
+        else:
+            out.append((text, target))
+    return out
+
+
 class Encoder:
     """Record → (input_ids, labels), with the template, the image-token expansion and truncation."""
 
@@ -143,7 +155,7 @@ class Encoder:
     def encode(self, record: Record) -> tuple[list[int], list[int]]:
         ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
         labels: list[int] = [IGNORE] * len(ids)
-        for text, target in self.template.render(list(record.turns)):
+        for text, target in _merged(self.template.render(list(record.turns))):
             piece_ids = self._text_ids(text)
             ids += piece_ids
             labels += [t if target and t != self.image_token_id else IGNORE for t in piece_ids]
@@ -152,7 +164,7 @@ class Encoder:
     def encode_prompt(self, human: str) -> list[int]:
         """Token ids of a one-turn conversation up to where the assistant's answer starts (generation)."""
         ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
-        for text, target in self.template.render([(human, "")]):
+        for text, target in _merged(self.template.render([(human, "")])):
             if target:
                 break
             ids += self._text_ids(text)

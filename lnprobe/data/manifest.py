@@ -3,7 +3,8 @@
 A manifest names a dataset, where it comes from (a public page), its licence, its format and how lnprobe
 reads it, and the files a local copy must hold: a path relative to the dataset root, the size in bytes and
 the sha256 where they are known (null where no release publishes them; verify then checks presence only
-and says so). Unknown fields and malformed hashes are errors, so a typo cannot silently weaken a check.
+and says so). A path ending in "/" is a folder (of images, say) that must exist and not be empty. Unknown
+fields and malformed hashes are errors, so a typo cannot silently weaken a check.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def _file(path: Path, index: int, item: object) -> FileEntry:
     if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
         raise InputError(f"{where}: 'path' must be a relative path inside the dataset root")
     size, digest = item.get("size"), item.get("sha256")
+    if rel.endswith("/") and (size is not None or digest is not None):
+        raise InputError(f"{where}: a folder entry ({rel}) takes no size or sha256")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise InputError(f"{where}: 'size' must be a byte count or null")
     if digest is not None and (not isinstance(digest, str) or not SHA256.match(digest)):
@@ -116,12 +119,21 @@ def verify(manifest: Manifest, root: Path, progress: bool = True) -> list[dict]:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     rows = []
+    folders = [f for f in manifest.files if f.path.endswith("/")]
+    for entry in folders:
+        path = root / entry.path
+        if not path.is_dir() or not any(path.iterdir()):
+            rows.append({"path": entry.path, "status": "missing", "detail": f"{path} (a non-empty folder)"})
+        else:
+            rows.append({"path": entry.path, "status": "present", "detail": "folder, contents unchecked"})
     present = [(f, root / f.path) for f in manifest.files if (root / f.path).is_file()]
     total = sum(p.stat().st_size for f, p in present if f.sha256)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"hashing {manifest.name}", total=total)
         for entry in manifest.files:
+            if entry.path.endswith("/"):
+                continue
             path = root / entry.path
             if not path.is_file():
                 rows.append({"path": entry.path, "status": "missing", "detail": str(path)})
@@ -139,4 +151,5 @@ def verify(manifest: Manifest, root: Path, progress: bool = True) -> list[dict]:
                 continue
             unchecked = "size and hash unknown" if entry.size is None else "hash unknown"
             rows.append({"path": entry.path, "status": "present", "detail": unchecked})
-    return rows
+    order = {f.path: i for i, f in enumerate(manifest.files)}
+    return sorted(rows, key=lambda r: order[r["path"]])

@@ -1,1 +1,2 @@
-"""Benchmark scoring (pure functions in `scorers`); generation and `lnprobe eval` come with issue 7."""
+"""Benchmark evaluation (`lnprobe eval`): readers of the official files (`bench`), batched greedy
+generation (`generate`), and scorers as pure functions (`scorers`, `vqa`, `captions`)."""
