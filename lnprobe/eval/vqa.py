@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from functools import lru_cache
 
 PUNCT = (
     ";",
@@ -85,6 +86,7 @@ CONTRACTIONS = dict(
 )
 
 
+@lru_cache(maxsize=1 << 16)  # answers repeat a lot across a benchmark
 def process_punctuation(text: str) -> str:
     out = text
     has_number_comma = _COMMA_IN_NUMBER.search(text) is not None
@@ -101,6 +103,7 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize_answer(text: str) -> str:
     """The prediction's normalisation."""
     text = text.replace("\n", " ").replace("\t", " ").strip()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lnprobe.errors import InputError
 from lnprobe.eval.bench.base import BENCHES, Bench, EvalItem, read_json
-from lnprobe.eval.vqa import normalize_answer, vqa_accuracy, vqa_scores
+from lnprobe.eval.vqa import normalize_answer, vqa_scores
 
 QUESTIONS = "v2_OpenEnded_mscoco_val2014_questions.json"
 ANNOTATIONS = "v2_mscoco_val2014_annotations.json"
@@ -57,8 +57,8 @@ def score(items: list[EvalItem], predictions: list[str]) -> dict:
     ]
     s = vqa_scores(rows)
     per_item = [
-        {"normalized": normalize_answer(p), "accuracy": vqa_accuracy(p, it.reference)}
-        for it, p in zip(items, predictions, strict=True)
+        {"normalized": normalize_answer(p), "accuracy": acc}
+        for p, acc in zip(predictions, s["item_accuracy"], strict=True)
     ]
     unparsed = sum(not r["normalized"] for r in per_item)
     scores = {"accuracy": s["accuracy"], "per_answer_type": s["per_answer_type"], "unparsed": unparsed}
