@@ -12,7 +12,9 @@ from lnprobe.errors import InputError
 
 
 def eval_command(
-    ckpt: Annotated[str, typer.Argument(help="Checkpoint (any load() spec).")],
+    ckpt: Annotated[
+        str | None, typer.Argument(help="Checkpoint (any load() spec); omit with --predictions.")
+    ] = None,
     bench: Annotated[str, typer.Option(help="pope, mme, vqav2, coco or flickr30k.")] = "",
     data: Annotated[str, typer.Option(help="The benchmark's official files (folder; see README).")] = "",
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/eval"),
@@ -30,6 +32,14 @@ def eval_command(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Score only the first N items.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: the checkpoint's).")] = None,
+    online: Annotated[bool, typer.Option("--online", help="Allow downloading a hub id.")] = False,
+    predictions: Annotated[
+        str | None,
+        typer.Option(
+            help="Score these answers instead of generating (results.json, VQA/COCO results, JSONL)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Answer a benchmark greedily and score it as its official tools do (per-item predictions kept)."""
@@ -40,7 +50,8 @@ def eval_command(
         raise InputError(f"--bench ({', '.join(BENCHES.names())}) and --data are required")
     cfg = EvalConfig(
         ckpt=ckpt, bench=bench, data=data, out=str(out), images=images, template=template, prompt=prompt,
-        batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, device=device, force=force,
+        batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, device=device, dtype=dtype,
+        online=online, predictions=predictions, force=force,
     )  # fmt: skip
     record = run_eval(cfg)
     scores = record["scores"]

@@ -8,9 +8,10 @@ from lnprobe.errors import InputError
 from lnprobe.models import load
 
 
-def load_multimodal(spec: str, device: str = "cpu"):
-    """`load(spec)`, in eval mode; InputError if it has no multi-modal processor (LLaVA data needs one)."""
-    loaded = load(spec, device=device)
+def load_multimodal(spec: str, device: str = "cpu", **options):
+    """`load(spec)`, in eval mode; InputError if it has no multi-modal processor (LLaVA data needs one).
+    `options` go to `load` (dtype, online, ...)."""
+    loaded = load(spec, device=device, **options)
     if loaded.processor is None or not hasattr(loaded.processor, "tokenizer"):
         raise InputError(f"{spec}: needs a multi-modal processor (LLaVA-format data)")
     loaded.model.eval()

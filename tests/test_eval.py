@@ -272,3 +272,58 @@ def test_bad_input(tiny_dir, tmp_path, capsys):
     (tmp_path / "o").mkdir()
     _one_line_error(capsys, [*base, "--bench", "pope", "--images", str(tmp_path)], "already exists")
     _one_line_error(capsys, ["data", "fixture", "gqa", "--out", str(tmp_path / "f")], "unknown benchmark")
+
+
+def test_rescoring_saved_and_official_format_predictions(tiny_dir, tmp_path, monkeypatch, capsys):
+    write_fixture("vqav2", tmp_path / "d", n=4)
+    _oracle(monkeypatch, lambda i: ["blue", "1", "one", "red"][i])
+    data = ["--bench", "vqav2", "--data", str(tmp_path / "d")]
+    assert cli.main(["eval", tiny_dir, *data, "--out", str(tmp_path / "gen")]) == 0
+    generated = json.loads((tmp_path / "gen" / "results.json").read_text())
+    # lnprobe's own results.json and the official VQA results file score exactly the same
+    for name, source in [("again", "results.json"), ("official", "vqav2_answers.json")]:
+        args = ["eval", *data, "--predictions", str(tmp_path / "gen" / source), "--out", str(tmp_path / name)]
+        assert cli.main(args) == 0
+        rescored = json.loads((tmp_path / name / "results.json").read_text())
+        assert rescored["scores"] == generated["scores"] and rescored["ckpt"] is None
+    # JSON lines with question_id / text (LLaVA's answer files)
+    lines = [
+        json.dumps({"question_id": it["question_id"], "text": it["prediction"]}) for it in generated["items"]
+    ]
+    (tmp_path / "answers.jsonl").write_text("\n".join(lines))
+    cfg = EvalConfig(
+        None, "vqav2", str(tmp_path / "d"), str(tmp_path / "j"), predictions=str(tmp_path / "answers.jsonl")
+    )
+    assert run_eval(cfg)["scores"] == generated["scores"]
+    # bad prediction files: one line each, nothing written
+    (tmp_path / "short.jsonl").write_text("\n".join(lines[:3]))
+    (tmp_path / "alien.jsonl").write_text("\n".join([*lines, json.dumps({"question_id": 99, "text": "x"})]))
+    (tmp_path / "noid.jsonl").write_text(json.dumps({"text": "x"}))
+    for name, message in [
+        ("short.jsonl", "1 of 4 items have no prediction"),
+        ("alien.jsonl", "1 prediction(s) match no item of the benchmark (first id 99)"),
+        ("noid.jsonl", "line 1: needs an id"),
+        ("gone.json", "no such predictions file"),
+    ]:
+        _one_line_error(
+            capsys,
+            ["eval", *data, "--predictions", str(tmp_path / name), "--out", str(tmp_path / "x")],
+            message,
+        )
+    assert not (tmp_path / "x").exists()
+    _one_line_error(
+        capsys, ["eval", tiny_dir, *data, "--predictions", str(tmp_path / "answers.jsonl")], "not both"
+    )
+    _one_line_error(capsys, ["eval", *data], "not both")
+    # with --limit, predictions for items beyond it are ignored
+    args = [
+        "eval",
+        *data,
+        "--predictions",
+        str(tmp_path / "answers.jsonl"),
+        "--limit",
+        "2",
+        "--out",
+        str(tmp_path / "l"),
+    ]
+    assert cli.main(args) == 0

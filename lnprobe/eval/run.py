@@ -1,4 +1,5 @@
-"""`lnprobe eval`: read a benchmark's official files, generate answers greedily, score them, write
+"""`lnprobe eval`: read a benchmark's official files, generate answers greedily (or read answers made
+elsewhere, `predictions`), score them, write
 OUT/results.json (scores, every item with its prediction, the config, provenance) and
 OUT/lnprobe_config.json; nothing is written when anything fails."""
 
@@ -10,13 +11,14 @@ from pathlib import Path
 from lnprobe.errors import InputError
 from lnprobe.eval.bench import BENCHES, EvalItem
 from lnprobe.eval.generate import Prompt, generate
+from lnprobe.eval.predictions import read_predictions
 from lnprobe.io import atomic_dir, write_json
 from lnprobe.provenance import provenance
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    ckpt: str
+    ckpt: str | None  # None with `predictions`
     bench: str
     data: str
     out: str
@@ -27,10 +29,17 @@ class EvalConfig:
     max_new_tokens: int | None = None  # default: the benchmark's
     limit: int | None = None  # the first N items only
     device: str = "cpu"
+    dtype: str | None = None  # default: the checkpoint's own
+    online: bool = False  # allow downloading a hub id
+    predictions: str | None = None  # score these instead of generating (see lnprobe.eval.predictions)
     force: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if (self.ckpt is None) == (self.predictions is None):
+            raise InputError("give a checkpoint to generate answers, or --predictions FILE, not both")
+        if self.dtype is not None and self.dtype not in ("fp32", "bf16", "fp16"):
+            raise InputError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
         if self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise InputError("--batch-size and --max-new-tokens must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -71,16 +80,19 @@ def run_eval(cfg: EvalConfig) -> dict:
     if Path(cfg.out).exists() and not cfg.force:
         raise InputError(f"{cfg.out}: already exists (pass --force to replace it)")
     items, prompts = prepare(cfg)
-    loaded = load_multimodal(cfg.ckpt, device=cfg.device)
-    predictions = generate(
-        loaded.model,
-        loaded.processor,
-        prompts,
-        template=cfg.template,
-        batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens or bench.max_new_tokens,
-        progress=cfg.progress,
-    )
+    if cfg.predictions is not None:
+        predictions = read_predictions(cfg.predictions, items, strict=cfg.limit is None)
+    else:
+        loaded = load_multimodal(cfg.ckpt, device=cfg.device, dtype=cfg.dtype, online=cfg.online)
+        predictions = generate(
+            loaded.model,
+            loaded.processor,
+            prompts,
+            template=cfg.template,
+            batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens or bench.max_new_tokens,
+            progress=cfg.progress,
+        )
     scored = bench.score(items, predictions)
     rows = [
         {"id": it.id, "image": it.image, "prompt": p.human, "reference": it.reference, "prediction": pred}
@@ -91,6 +103,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     record = {
         "bench": bench.name,
         "ckpt": cfg.ckpt,
+        "predictions_from": cfg.predictions,
         "scores": scored["scores"],
         "items": rows,
         "config": asdict(cfg),
