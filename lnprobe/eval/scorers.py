@@ -4,8 +4,10 @@ POPE — each prediction is reduced to yes/no the way the POPE reference evaluat
 sentence, strip punctuation, split on spaces; "no" / "not" / "No" anywhere → no, otherwise yes. With "yes"
 as the positive class: accuracy, precision, recall, F1 and the share of yes answers.
 
-MME — a response is yes / no when (lower-cased, stripped) it is exactly that word, else by whether its
-first four characters contain "yes" or "no" (in that order); anything else is "other" and counts as wrong.
+MME — as MME's eval_tool/calculation.py: a response is yes / no when (lower-cased) it is exactly that word,
+else by whether its first four characters contain "yes" or "no" (in that order); anything else is "other"
+and counts as wrong. lnprobe also strips surrounding whitespace first (the official script does not; the
+answers `lnprobe eval` generates are stripped anyway, so only hand-made answer files can differ).
 Per subtask: accuracy over questions and accuracy+ over images (both of an image's questions right); the
 subtask score is 100 x (accuracy + accuracy+); perception and cognition totals sum their subtasks.
 """
