@@ -93,7 +93,7 @@ def mme_scores(items: list[dict]) -> dict:
         }
     return {
         "subtasks": tasks,
-        "perception": sum(tasks[t]["score"] for t in PERCEPTION if t in tasks),
-        "cognition": sum(tasks[t]["score"] for t in COGNITION if t in tasks),
+        "perception": float(sum(tasks[t]["score"] for t in PERCEPTION if t in tasks)),
+        "cognition": float(sum(tasks[t]["score"] for t in COGNITION if t in tasks)),
         "unparsed": unparsed,
     }
