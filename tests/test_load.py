@@ -231,12 +231,26 @@ def test_presets_have_no_weights():
         load("llava-7b")
 
 
-def test_a_training_run_directory_names_its_latest_checkpoint(tmp_path, capsys):
+def test_a_training_run_directory_stands_for_its_latest_checkpoint(tiny_dir, tmp_path, capsys):
     from lnprobe import cli
+    from lnprobe.models.load import resolve_config
 
     run = tmp_path / "run"
-    (run / "checkpoints" / "step-000004").mkdir(parents=True)
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tiny_dir, run / "checkpoints" / "step-000004")
     (run / "latest").write_text("step-000004\n")
+    loaded, direct = load(str(run)), load(str(run / "checkpoints" / "step-000004"))
+    assert loaded.spec == str(run / "checkpoints" / "step-000004") and checkpoint_kind(str(run)) == "hf"
+    for (name, a), (_, b) in zip(
+        loaded.model.state_dict().items(), direct.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert (
+        resolve_config(str(run)).to_dict()
+        == resolve_config(str(run / "checkpoints" / "step-000004")).to_dict()
+    )
+    assert cli.main(["sites", str(run)]) == 0
+    (run / "latest").write_text("step-000009\n")  # a pointer to a checkpoint that is not there
     assert cli.main(["sites", str(run)]) == 2
     err = capsys.readouterr().err
-    assert "a training run directory" in err and "checkpoints/step-000004" in err
+    assert "latest: names step-000009, which is not a checkpoint of this run" in err

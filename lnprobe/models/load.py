@@ -2,7 +2,8 @@
 
 A spec is a local HF checkpoint directory, a hub id (read from the local Hugging Face cache; downloaded
 only with `online=True`), a PEFT adapter directory (LoRA or LN tuning; base from its adapter_config.json),
-or an lnprobe delta directory (base from its lnprobe_delta.json). Weights are read from safetensors only;
+an lnprobe delta directory (base from its lnprobe_delta.json), or a training run directory (its newest
+checkpoint, as named by its `latest` file). Weights are read from safetensors only;
 `trust_remote_code` is off unless asked for.
 """
 
@@ -55,6 +56,19 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def resolve_run(spec: str | Path) -> str:
+    """A training run directory (with `latest` and `checkpoints/`) stands for its newest checkpoint;
+    any other spec is returned unchanged."""
+    path = Path(str(spec))
+    pointer = path / "latest"
+    if not (pointer.is_file() and (path / "checkpoints").is_dir() and not (path / "config.json").exists()):
+        return str(spec)
+    ckpt = path / "checkpoints" / pointer.read_text().strip()
+    if not ckpt.is_dir():
+        raise InputError(f"{pointer}: names {ckpt.name}, which is not a checkpoint of this run")
+    return str(ckpt)
+
+
 def checkpoint_kind(spec: str) -> str:
     """'preset', 'hf', 'peft', 'delta', 'json' (a config file) or 'hub'; InputError if none fits."""
     path = Path(spec)
@@ -65,9 +79,8 @@ def checkpoint_kind(spec: str) -> str:
             return "peft"
         if (path / "config.json").is_file():
             return "hf"
-        if (path / "latest").is_file() and (path / "checkpoints").is_dir():
-            latest = path / "checkpoints" / (path / "latest").read_text().strip()
-            raise InputError(f"{spec}: a training run directory; pass one of its checkpoints, e.g. {latest}")
+        if resolve_run(spec) != str(spec):
+            return checkpoint_kind(resolve_run(spec))
         raise InputError(
             f"{spec}: not a model checkpoint (no config.json, adapter_config.json or {delta_io.DELTA_FILE})"
         )
@@ -96,6 +109,7 @@ def read_json(path: Path) -> dict:
 
 def base_of(spec: str, base: str | None = None) -> str:
     """The base model spec of a PEFT adapter or delta directory (an explicit `base` wins)."""
+    spec = resolve_run(spec)
     path = Path(spec)
     kind = checkpoint_kind(spec)
     if kind == "delta":
@@ -108,6 +122,7 @@ def base_of(spec: str, base: str | None = None) -> str:
         raise InputError(f"{source}: names no base model (pass --base)")
     if not base and not Path(chosen).is_absolute() and (path / chosen).exists():
         chosen = str(path / chosen)  # a base recorded relative to the adapter
+    chosen = resolve_run(chosen)
     try:
         checkpoint_kind(chosen)
     except InputError:
@@ -117,6 +132,7 @@ def base_of(spec: str, base: str | None = None) -> str:
 
 def resolve_config(spec: str, *, online: bool = False, base: str | None = None) -> PretrainedConfig:
     """The model config of any spec, without loading weights."""
+    spec = resolve_run(spec)
     kind = checkpoint_kind(spec)
     if kind == "preset":
         return preset_config(spec)
@@ -190,7 +206,7 @@ def load(
 ) -> Loaded:
     """Load a model + processor from any spec (see module docstring). PEFT and LoRA-delta models are
     merged into plain modules unless `merge=False`."""
-    spec = str(spec)
+    spec = resolve_run(spec)
     kind = checkpoint_kind(spec)
     if kind in ("preset", "json"):
         raise InputError(f"{spec}: a {kind} has shapes but no weights; use a checkpoint directory")
