@@ -21,7 +21,9 @@ def eval_command(
     images: Annotated[
         str | None, typer.Option(help="Image folder (default: the benchmark's folder under --data).")
     ] = None,
-    template: Annotated[str, typer.Option(help="Chat template of the model.")] = "vicuna_v1",
+    template: Annotated[
+        str | None, typer.Option(help="Chat template (default: the training run's, else vicuna_v1).")
+    ] = None,
     prompt: Annotated[
         str | None,
         typer.Option(help="Human turn after the image; {question} is replaced (default: LLaVA-1.5's)."),

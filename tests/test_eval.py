@@ -327,3 +327,28 @@ def test_rescoring_saved_and_official_format_predictions(tiny_dir, tmp_path, mon
         str(tmp_path / "l"),
     ]
     assert cli.main(args) == 0
+
+
+def test_template_defaults_to_the_training_runs(tiny_dir, tmp_path, monkeypatch):
+    from lnprobe.eval.run import trained_template
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_dir, run / "checkpoints" / "step-000002")
+    (run / "latest").write_text("step-000002")
+    record = {"config_type": "TrainConfig", "config": {"template": "llama_2"}}
+    (run / "lnprobe_config.json").write_text(json.dumps(record))
+    assert trained_template(str(run)) == "llama_2"
+    assert trained_template(str(run / "checkpoints" / "step-000002")) == "llama_2"
+    assert trained_template(tiny_dir) == "vicuna_v1"
+    seen = {}
+
+    def fake(model, processor, prompts, template, **kw):
+        seen["template"] = template
+        return ["yes"] * len(prompts)
+
+    monkeypatch.setattr(eval_run, "generate", fake)
+    write_fixture("pope", tmp_path / "d", n=1)
+    out = run_eval(EvalConfig(str(run), "pope", str(tmp_path / "d"), str(tmp_path / "o")))
+    assert seen["template"] == "llama_2" == out["template"]
+    run_eval(EvalConfig(str(run), "pope", str(tmp_path / "d"), str(tmp_path / "o2"), template="plain"))
+    assert seen["template"] == "plain"

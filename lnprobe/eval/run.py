@@ -5,6 +5,7 @@ OUT/lnprobe_config.json; nothing is written when anything fails."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class EvalConfig:
     data: str
     out: str
     images: str | None = None  # default: the benchmark's folder under --data
-    template: str = "vicuna_v1"
+    template: str | None = None  # default: the training run's template, else vicuna_v1
     prompt: str | None = None  # default: the benchmark's; {question} is replaced
     batch_size: int = 8
     max_new_tokens: int | None = None  # default: the benchmark's
@@ -44,6 +45,27 @@ class EvalConfig:
             raise InputError("--batch-size and --max-new-tokens must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"--limit must be >= 1, got {self.limit}")
+
+
+def trained_template(spec: str) -> str:
+    """The chat template a checkpoint was trained with: from the lnprobe_config.json of its training run
+    (the spec itself, or the run two levels above a checkpoint), else vicuna_v1."""
+    path = Path(spec)
+    for candidate in (path, path.parent.parent):
+        config = candidate / "lnprobe_config.json"
+        if config.is_file():
+            try:
+                record = json.loads(config.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            template = (
+                record.get("config", {}).get("template")
+                if record.get("config_type") == "TrainConfig"
+                else None
+            )
+            if isinstance(template, str):
+                return template
+    return "vicuna_v1"
 
 
 def prepare(cfg: EvalConfig) -> tuple[list[EvalItem], list[Prompt]]:
@@ -88,7 +110,7 @@ def run_eval(cfg: EvalConfig) -> dict:
             loaded.model,
             loaded.processor,
             prompts,
-            template=cfg.template,
+            template=cfg.template or trained_template(cfg.ckpt),
             batch_size=cfg.batch_size,
             max_new_tokens=cfg.max_new_tokens or bench.max_new_tokens,
             progress=cfg.progress,
@@ -103,6 +125,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     record = {
         "bench": bench.name,
         "ckpt": cfg.ckpt,
+        "template": None if cfg.predictions else cfg.template or trained_template(cfg.ckpt),
         "predictions_from": cfg.predictions,
         "scores": scored["scores"],
         "items": rows,
