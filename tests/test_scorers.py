@@ -11,6 +11,9 @@ def test_pope_answer_parsing():
     assert pope_answer("There is not a dog.") == "no"
     assert pope_answer("There is a dog. No other animals are visible.") == "yes"  # first sentence only
     assert pope_answer("Nope") == "yes"  # only the words no / not / No count
+    assert pope_answer("No, it is not.") == "no" and pope_answer("no") == "no"
+    assert pope_answer("No!") == "yes"  # the reference deletes commas only, so "No!" is not the word No
+    assert pope_answer("NO") == "yes"  # and it is case-sensitive beyond No / no
 
 
 def test_pope_scores_hand_worked():

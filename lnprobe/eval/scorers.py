@@ -1,7 +1,9 @@
 """Benchmark scorers as pure functions of (prediction text, reference) pairs.
 
-POPE — each prediction is reduced to yes/no the way the POPE reference evaluation does: keep the first
-sentence, strip punctuation, split on spaces; "no" / "not" / "No" anywhere → no, otherwise yes. With "yes"
+POPE — each prediction is reduced to yes/no the way the POPE reference evaluation (POPE's evaluate.py, and
+LLaVA's eval_pope.py) does: keep the first sentence (up to the first "."), delete commas, split on single
+spaces; the word "no" / "not" / "No" → no, otherwise yes. Only commas are removed, so "No!" reads as yes,
+as there. With "yes"
 as the positive class: accuracy, precision, recall, F1 and the share of yes answers.
 
 MME — as MME's eval_tool/calculation.py: a response is yes / no when (lower-cased) it is exactly that word,
@@ -14,7 +16,6 @@ subtask score is 100 x (accuracy + accuracy+); perception and cognition totals s
 
 from __future__ import annotations
 
-import string
 from collections import defaultdict
 
 PERCEPTION = (
@@ -33,8 +34,8 @@ COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation
 
 
 def pope_answer(text: str) -> str:
-    first = text.split(".")[0] if "." in text else text
-    words = first.translate(str.maketrans("", "", string.punctuation)).split(" ")
+    first = text.split(".")[0]
+    words = first.replace(",", "").split(" ")
     return "no" if any(w in ("No", "not", "no") for w in words) else "yes"
 
 
