@@ -238,6 +238,9 @@ def similarity_command(
     save_activations: Annotated[
         str | None, typer.Option(help="Also write the captured rows (safetensors shards) here, for reuse.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an earlier `lnprobe similarity` output (nothing else).")
+    ] = False,
 ) -> None:
     """Layer x layer representation similarity within one checkpoint or between two, with 95% intervals."""
     from lnprobe.similarity import SimilarityConfig, run_similarity
@@ -261,6 +264,7 @@ def similarity_command(
         device=device,
         bootstrap=bootstrap,
         save_activations=save_activations,
+        force=force,
     )
     record = run_similarity(cfg)
     for name, entry in record["metrics"].items():

@@ -19,6 +19,9 @@ Template = Annotated[str, typer.Option(help="Chat template for the data.")]
 Images = Annotated[str | None, typer.Option(help="Image folder (default: the data file's).")]
 Seed = Annotated[int, typer.Option(help="Seed for the example order.")]
 Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+Force = Annotated[
+    bool, typer.Option("--force", help="Replace an earlier output of this command at --out (nothing else).")
+]
 
 
 def gradvar_command(
@@ -39,6 +42,7 @@ def gradvar_command(
     image_folder: Images = None,
     seed: Seed = 0,
     device: Device = "cpu",
+    force: Force = False,
 ) -> None:
     """Gradient variance per layer and parameter group on fixed, seeded data (nothing is updated)."""
     from lnprobe.gradvar import GradVarConfig, run_gradvar
@@ -58,6 +62,7 @@ def gradvar_command(
         image_folder=image_folder,
         seed=seed,
         device=device,
+        force=force,
     )
     record = run_gradvar(cfg)
     for kind, s in record["kinds"].items():
@@ -84,6 +89,7 @@ def lnshift_command(
     image_folder: Images = None,
     seed: Seed = 0,
     device: Device = "cpu",
+    force: Force = False,
 ) -> None:
     """How tuning moved each norm, and the image-vs-text gap before and after each norm, base vs tuned."""
     from lnprobe.lnshift import LnShiftConfig, run_lnshift
@@ -103,6 +109,7 @@ def lnshift_command(
         image_folder=image_folder,
         seed=seed,
         device=device,
+        force=force,
     )
     record = run_lnshift(cfg)
     s = record["summary"]
@@ -181,6 +188,7 @@ def claims_command(
     seed: Seed = 0,
     device: Device = "cpu",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 200,
+    force: Force = False,
 ) -> None:
     """Judge the paper's three mechanism claims (similarity, gradient variance, domain adaptation)."""
     from lnprobe.claims import ClaimsConfig, run_claims
@@ -197,7 +205,7 @@ def claims_command(
         base=base, ln=tuple(ln), full=tuple(full), others=others, data=data, out=str(out),
         ln_runs=tuple(ln_run or ()), full_runs=tuple(full_run or ()),
         n=n, batch_size=batch_size, tokens=tokens, template=template, image_folder=image_folder, seed=seed,
-        device=device, bootstrap=bootstrap,
+        device=device, bootstrap=bootstrap, force=force,
     )  # fmt: skip
     record = run_claims(cfg)
     for claim in record["claims"]:

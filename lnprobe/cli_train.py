@@ -125,6 +125,13 @@ def _floats(text: str, flag: str) -> list[float]:
         raise InputError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
 SWEEP_EXTRA = {
     "regimes": (Annotated[str, typer.Option(help="Comma-separated regimes.")], "ln,lora,full"),
     "lrs": (
@@ -165,7 +172,7 @@ def sweep_command(
         out,
         [r.strip() for r in regimes.split(",") if r.strip()],
         _floats(lrs, "--lrs") if lrs else list(PAPER_LRS),
-        [int(x) for x in _floats(seeds, "--seeds")],
+        _ints(seeds, "--seeds"),
     )
     if parallel < 1:
         raise InputError(f"--parallel must be >= 1, got {parallel}")

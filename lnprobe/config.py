@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +29,15 @@ def from_dict(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
     unknown = sorted(set(data) - names)
     if unknown:
         raise InputError(f"{source}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in data
+    ]
+    if missing:
+        raise InputError(f"{source}: missing field(s) {', '.join(missing)} for {cls.__name__}")
     return cls(**data)
 
 
@@ -38,3 +51,113 @@ def save_config(config: Any, out_dir: str | Path, **extra: Any) -> Path:
     }
     path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     return path
+
+
+# -- declared ranges ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: `lo <= x` (`lo < x` when `lo_open`), likewise `hi`."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def ok(self, x: float) -> bool:
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi))
+
+    def text(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {num(self.lo)}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {num(self.hi)}")
+        return " and ".join(parts)
+
+
+def ranged(default: Any = dataclasses.MISSING, lo=None, hi=None, *, lo_open=False, hi_open=False):
+    """A dataclass field whose value must lie in the range (None always passes: 'not set')."""
+    return dataclasses.field(default=default, metadata={"range": Range(lo, hi, lo_open, hi_open)})
+
+
+def positive(default: Any = dataclasses.MISSING):
+    """> 0 (and finite, as every float field)."""
+    return ranged(default, 0, lo_open=True)
+
+
+def at_least(lo: float, default: Any = dataclasses.MISSING):
+    return ranged(default, lo)
+
+
+def choice(default: Any, options: tuple[str, ...]):
+    """One of `options`."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(options)})
+
+
+SEED = (0, 2**32 - 1)  # numpy's and every framework's seed range
+
+
+def seed_field(default: int = 0):
+    return ranged(default, *SEED)
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _kind_ok(value: Any, hint: Any) -> bool:
+    """Does `value` fit the type hint (int is not bool; float takes int; tuple takes list)?"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or isinstance(hint, types.UnionType):
+        return any(_kind_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        return isinstance(value, tuple | list) and all(
+            _kind_ok(v, args[0]) for v in value if args and args[0] is not Ellipsis
+        )
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True  # other hints are not checked here
+
+
+def _kind_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args and (typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType)):
+        return " or ".join(_kind_name(a) for a in args)
+    return names.get(hint, "a list" if typing.get_origin(hint) in (tuple, list) else str(hint))
+
+
+def validate(config: Any) -> None:
+    """Check every field of a config dataclass against its type hint, finiteness (every float) and its
+    declared range; InputError names the flag: `--lr-norm -0.001: must be > 0`. Called first in each
+    config's `__post_init__`, so every command and the Python API apply the same rules before anything
+    is written."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints.get(f.name)
+        if hint is not None and not _kind_ok(value, hint):
+            raise InputError(f"{flag_of(f.name)} {value!r}: expected {_kind_name(hint)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{flag_of(f.name)} {value}: must be a finite number")
+        rng, options = f.metadata.get("range"), f.metadata.get("choices")
+        if rng is not None and value is not None and not rng.ok(value):
+            raise InputError(f"{flag_of(f.name)} {value!r}: must be {rng.text()}")
+        if options is not None and value is not None and value not in options:
+            raise InputError(f"{flag_of(f.name)} {value!r}: must be one of {', '.join(options)}")

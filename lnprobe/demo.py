@@ -25,6 +25,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from lnprobe.data.synth import SynthConfig, write_synth
+from lnprobe.errors import InputError
+from lnprobe.io import Output, make_parents, write_marker
 from lnprobe.models import TinyConfig
 from lnprobe.train import TrainConfig, train
 
@@ -44,7 +46,9 @@ def run_demo(
     lrs: tuple[float, ...] = SWEEP_LRS,
 ) -> dict:
     console = console or Console()
-    out.mkdir(parents=True, exist_ok=True)
+    if steps < 1:
+        raise InputError(f"--steps {steps}: must be >= 1")
+    _claim(Path(out))
     stages = ["data", "assemble", "text", "connector", "sweep", "accuracy", "claims"]
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("demo", total=len(stages))
@@ -81,6 +85,16 @@ def run_demo(
         f"report: {out / 'claims' / 'report.html'} (and report.md); results: {out / 'demo_results.json'}"
     )
     return {"rows": rows, "claims": [(c["id"], c["verdict"]) for c in claims["claims"]]}
+
+
+def _claim(out: Path) -> None:
+    """A new demo directory (marked as the demo's), or an earlier demo's to reuse; nothing else."""
+    if out.exists():
+        Output(out, "demo", force=True).check()
+        return
+    Output(out, "demo").check()
+    make_parents(out)
+    write_marker(out, "demo")
 
 
 def _data(out: Path, seed: int) -> Path:

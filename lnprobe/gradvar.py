@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import csv
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from lnprobe.config import at_least, seed_field, validate
 from lnprobe.data.llava import read_records
 from lnprobe.errors import InputError
 from lnprobe.inputs import config_batches, load_multimodal
-from lnprobe.io import atomic_dir, write_json
+from lnprobe.io import Output, write_json
 from lnprobe.probes.gradvar import (
     GradStats,
     group_kind,
@@ -51,30 +53,34 @@ class GradVarConfig:
     ckpt: str
     data: str
     out: str
-    n: int = 32  # examples (the first n of a seeded order)
-    batch_size: int = 4
+    n: int = at_least(2, 32)  # examples (the first n of a seeded order)
+    batch_size: int = at_least(1, 4)
     unit: str = "example"
     groups: tuple[str, ...] = ("norms", "attn", "mlp")
     activations: bool = False
     template: str = "vicuna_v1"
     image_folder: str | None = None
-    max_length: int = 2048
-    seed: int = 0
+    max_length: int = at_least(2, 2048)
+    seed: int = seed_field(0)
     device: str = "cpu"
     progress: bool = True
+    force: bool = False  # replace an earlier `lnprobe gradvar` output at `out`
+
+    def output(self) -> Output:
+        return Output(Path(self.out), "gradvar", self.force, (self.ckpt, self.data, self.image_folder))
 
     def __post_init__(self) -> None:
+        validate(self)
         if self.unit not in UNITS:
             raise InputError(f"unknown --unit {self.unit!r} (example or batch)")
         unknown = [g for g in self.groups if g not in GROUP_KINDS]
         if unknown or not self.groups:
             raise InputError(f"unknown --group {', '.join(unknown)} (known: {', '.join(GROUP_KINDS)})")
-        if self.n < 2 or self.batch_size < 1:
-            raise InputError("--n must be >= 2, --batch-size >= 1")
 
 
 def run_gradvar(cfg: GradVarConfig) -> dict:
     """Compute and write OUT/gradvar.{json,csv}, the norm-gradient trace and figures; return the record."""
+    cfg.output().check()
     read_records(cfg.data)  # bad data fails before any weights are loaded
     loaded = load_multimodal(cfg.ckpt, cfg.device)
     model, sites = loaded.model, loaded.sites
@@ -214,7 +220,7 @@ def _only_row(real: torch.Tensor, e: int) -> torch.Tensor:
 def _write(cfg: GradVarConfig, record: dict, acc: _Accumulator) -> None:
     from lnprobe.report.lines import gradvar_figures
 
-    with atomic_dir(cfg.out, overwrite=True) as tmp:
+    with cfg.output().build() as tmp:
         write_json(tmp / "gradvar.json", record)
         with (tmp / "gradvar.csv").open("w", newline="") as fh:
             fields = ["group", "kind", "layer", "count", "numel", "variance", "mean_sq", "noise_scale"]

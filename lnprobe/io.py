@@ -1,4 +1,10 @@
-"""Atomic output directories: write into a temporary sibling, then rename into place."""
+"""The one output policy, and atomic output directories.
+
+Every command that writes goes through `Output`: an existing output is never deleted or overwritten unless
+`--force`; `--force` replaces only what lnprobe itself wrote for the same command (a marker file inside it);
+an output that is, contains or (when it would be replaced) lies inside an input of the command is refused;
+new outputs are built in a temporary sibling and moved into place, so a failure leaves nothing behind
+(parent directories the command created are removed again)."""
 
 from __future__ import annotations
 
@@ -8,34 +14,202 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from lnprobe.errors import InputError
 
+MARKER = ".lnprobe_output.json"  # {"command": ...}: lnprobe wrote this directory for that command
+
+
+def marker_command(path: Path) -> str | None:
+    """The command recorded in `path`'s marker (a directory's marker file, a file's `.meta.json`)."""
+    marker = path / MARKER if path.is_dir() else path.with_suffix(".meta.json")
+    try:
+        return json.loads(marker.read_text()).get("command")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        return None
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def _input_paths(inputs: Iterable[str | Path | None]) -> list[Path]:
+    """The inputs that are local paths (presets and hub ids are not), resolved."""
+    return [_resolved(p) for p in inputs if p and Path(p).expanduser().exists()]
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a command writes. `check()` applies the policy and touches nothing; `build()` yields a
+    temporary directory that becomes `path` when the block succeeds."""
+
+    path: Path
+    command: str
+    force: bool = False
+    inputs: tuple[str, ...] = ()
+    flag: str = "--out"
+    is_file: bool = False  # a single file (its marker is FILE.meta.json, written by the command)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "inputs", tuple(str(p) for p in self.inputs if p))
+
+    def _where(self) -> str:
+        return f"{self.flag} {self.path}"
+
+    def check(self) -> None:
+        """InputError (one line naming the path) unless writing here is allowed."""
+        out = _resolved(self.path)
+        for inp in _input_paths(self.inputs):
+            if out == inp:
+                raise InputError(f"{self._where()}: is an input of this command; choose another output")
+            if out in inp.parents:
+                raise InputError(f"{self._where()}: contains the input {inp}; choose another output")
+        self._check_location(out)
+        if self.path.is_symlink() or self.path.exists():
+            self._check_replaceable(out)
+
+    def _check_location(self, out: Path) -> None:
+        anchor = _first_existing(out.parent)
+        if not anchor.is_dir():
+            raise InputError(f"{self._where()}: {anchor} is not a directory")
+        try:  # the only sure test of writability (root ignores permission bits; /proc refuses anyway)
+            os.rmdir(tempfile.mkdtemp(prefix=".lnprobe-probe.", dir=anchor))
+        except OSError as exc:
+            raise InputError(f"{self._where()}: cannot write under {anchor} ({exc.strerror})") from None
+
+    def _check_replaceable(self, out: Path) -> None:
+        if self.path.is_symlink():
+            raise InputError(f"{self._where()}: is a symbolic link; name the real path")
+        if not self.force:
+            raise InputError(f"{self._where()}: already exists (pass --force to replace it)")
+        if self.is_file != self.path.is_file() or marker_command(self.path) != self.command:
+            raise InputError(
+                f"{self._where()}: was not written by `lnprobe {self.command}`; --force replaces only "
+                "such outputs (remove it yourself or choose another output)"
+            )
+        for inp in _input_paths(self.inputs):
+            if inp in out.parents:
+                raise InputError(f"{self._where()}: lies inside the input {inp}; choose another output")
+
+    @contextlib.contextmanager
+    def build(self) -> Iterator[Path]:
+        """A temporary sibling directory (or, for a file output, a temporary folder holding the file under
+        its final name and its `.meta.json`) moved into place when the block succeeds."""
+        self.check()
+        replacing = self.path.exists()
+        with made_parents(self.path.parent), staging(self.path.parent, self.path.name) as tmp:
+            yield tmp
+            if replacing:
+                self.check()  # still ours to replace
+            if self.is_file:
+                self._publish_file(tmp, replacing)
+            else:
+                write_marker(tmp, self.command)
+                publish(tmp, self.path, replace=replacing, where=self._where())
+
+    def _publish_file(self, tmp: Path, replacing: bool) -> None:
+        meta = self.path.with_suffix(".meta.json")
+        if not replacing and (self.path.exists() or meta.exists()):
+            raise InputError(f"{self._where()}: appeared while this command ran; nothing was written")
+        os.replace(tmp / meta.name, meta)
+        os.replace(tmp / self.path.name, self.path)
+
+
+def write_marker(directory: Path, command: str) -> None:
+    record = {"command": command, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    (directory / MARKER).write_text(json.dumps(record) + "\n")
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create directory `path` and its missing parents; returns those created, deepest first."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create directory ({exc.strerror})") from None
+    return missing
+
+
+def remove_if_empty(dirs: list[Path]) -> None:
+    for p in dirs:  # deepest first
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
 
 @contextlib.contextmanager
-def atomic_dir(out: str | Path, overwrite: bool = False, flag: str = "overwrite") -> Iterator[Path]:
-    """Yield a temporary directory that replaces `out` when the block succeeds and vanishes when it
-    fails, so a crash never leaves a half-written output. Refuses an existing `out` unless `overwrite`
-    (`flag` names the option in the error)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (pass {flag} to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+def made_parents(path: Path) -> Iterator[None]:
+    """Create `path` and its missing parents; remove the ones created here if the block fails."""
+    created = make_parents(path)
+    try:
+        yield
+    except BaseException:
+        remove_if_empty(created)
+        raise
+
+
+def staging_dir(parent: Path, name: str) -> Path:
+    """A fresh temporary directory in `parent` (same filesystem, so a rename into place is atomic)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+    except OSError as exc:
+        raise InputError(f"{parent}: cannot write here ({exc.strerror})") from None
+
+
+@contextlib.contextmanager
+def staging(parent: Path, name: str) -> Iterator[Path]:
+    """`staging_dir`, removed unless the block moved it away."""
+    tmp = staging_dir(parent, name)
     try:
         yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(tmp: Path, out: Path, replace: bool = True, where: str = "") -> None:
+    """Move the directory `tmp` to `out`. With `replace`, an existing `out` (already checked replaceable)
+    is moved aside first and removed only once the new one is in place; without, an `out` that appeared
+    meanwhile (another writer) is left alone and the move fails."""
+    if not replace:
+        try:
+            os.rename(tmp, out)  # fails on an existing non-empty directory or a file
+        except OSError:
+            raise InputError(f"{where or out}: appeared while this command ran; not replaced") from None
+        return
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """Internal outputs inside a directory lnprobe owns (a run's checkpoints): build beside, move in,
+    replacing a previous one of the same name. Not for user-named outputs (use `Output`)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging(out.parent, out.name) as tmp:
+        yield tmp
+        publish(tmp, out)
 
 
 def json_safe(value):

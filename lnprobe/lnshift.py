@@ -13,14 +13,16 @@ from __future__ import annotations
 import csv
 import gc
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from lnprobe.capture import Capture, select_sites
+from lnprobe.config import at_least, positive, seed_field, validate
 from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
 from lnprobe.inputs import config_batches, load_multimodal
-from lnprobe.io import atomic_dir, write_json
+from lnprobe.io import Output, write_json
 from lnprobe.probes.lnstats import Moments, modality_gap, summarize_moments, weight_shift
 from lnprobe.provenance import provenance
 
@@ -33,25 +35,30 @@ class LnShiftConfig:
     base: str
     data: str
     out: str
-    n: int = 32
-    batch_size: int = 4
+    n: int = at_least(1, 32)
+    batch_size: int = at_least(1, 4)
     modality_split: bool = True
-    outlier_factor: float = 6.0
-    top_k: int = 5
+    outlier_factor: float = positive(6.0)
+    top_k: int = at_least(1, 5)
     template: str = "vicuna_v1"
     image_folder: str | None = None
-    max_length: int = 2048
-    seed: int = 0
+    max_length: int = at_least(2, 2048)
+    seed: int = seed_field(0)
     device: str = "cpu"
     progress: bool = True
+    force: bool = False  # replace an earlier `lnprobe lnshift` output at `out`
+
+    def output(self) -> Output:
+        inputs = (self.ckpt, self.base, self.data, self.image_folder)
+        return Output(Path(self.out), "lnshift", self.force, inputs)
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.batch_size < 1 or self.outlier_factor <= 0 or self.top_k < 1:
-            raise InputError("--n, --batch-size, --top-k must be >= 1 and --outlier-factor > 0")
+        validate(self)
 
 
 def run_lnshift(cfg: LnShiftConfig) -> dict:
     """Compute and write OUT/lnshift.json, the CSV tables and figures; return the record."""
+    cfg.output().check()
     records = read_records(cfg.data)
     if cfg.modality_split and not any(r.image for r in records):
         raise InputError(
@@ -183,7 +190,7 @@ def _summary(record: dict) -> dict:
 def _write(cfg: LnShiftConfig, record: dict) -> None:
     from lnprobe.report.lines import lnshift_figures
 
-    with atomic_dir(cfg.out, overwrite=True) as tmp:
+    with cfg.output().build() as tmp:
         write_json(tmp / "lnshift.json", record)
         with (tmp / "lnshift_weights.csv").open("w", newline="") as fh:
             w = csv.writer(fh)

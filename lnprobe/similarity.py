@@ -15,6 +15,8 @@ Intervals: percentile bootstrap over minibatches.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
 import json
 import tempfile
@@ -27,12 +29,14 @@ from safetensors.torch import load_file, save_file
 
 from lnprobe.capture import Capture, select_sites, stream
 from lnprobe.capture.tokens import MODES
+from lnprobe.config import at_least, seed_field, validate
 from lnprobe.data.llava import LlavaDataset, collate
 from lnprobe.errors import InputError
-from lnprobe.io import atomic_dir
+from lnprobe.io import Output
 from lnprobe.models import load
 from lnprobe.probes.minibatch import MinibatchCKA, grams, off_diagonal_mean
 from lnprobe.provenance import provenance
+from lnprobe.textio import parse_json, read_text
 
 SIM_METRICS = ("cka", "cka_biased", "rbf_cka", "cosine")
 
@@ -46,27 +50,44 @@ class SimilarityConfig:
     metrics: tuple[str, ...] = ("cka", "cosine")
     sites: tuple[str, ...] = ("layer.*",)
     tokens: str = "all"
-    n: int = 64  # examples
-    batch_size: int = 8
-    max_rows: int = 512  # rows per minibatch (a random subset when more tokens are selected)
-    text_max_length: int = 128  # tokens per text, for text models
+    n: int = at_least(1, 64)  # examples
+    batch_size: int = at_least(1, 8)
+    max_rows: int = at_least(4, 512)  # rows per minibatch (a random subset when more tokens are selected)
+    text_max_length: int = at_least(2, 128)  # tokens per text, for text models
     template: str = "vicuna_v1"
     image_folder: str | None = None
-    seed: int = 0
+    seed: int = seed_field(0)
     device: str = "cpu"
-    bootstrap: int = 200
+    bootstrap: int = at_least(2, 200)
     save_activations: str | None = None  # write each checkpoint's captured rows here (a/ and b/ shards)
     progress: bool = True
+    force: bool = False  # replace an earlier `lnprobe similarity` output at `out`
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        validate(self)
         unknown = [m for m in self.metrics if m not in SIM_METRICS]
         if unknown:
             raise InputError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(SIM_METRICS)})")
         if self.tokens not in MODES:
             raise InputError(f"unknown token selection {self.tokens!r} (known: {', '.join(MODES)})")
-        if self.n < 1 or self.batch_size < 1 or self.max_rows < 4:
-            raise InputError("--n and --batch-size must be >= 1 and --max-rows >= 4")
+
+    def output(self) -> Output:
+        return Output(
+            Path(self.out), "similarity", self.force, (self.a, self.b, self.data, self.image_folder)
+        )
+
+    def activations_output(self) -> Output | None:
+        if not self.save_activations:
+            return None
+        inputs = (self.a, self.b, self.data, self.image_folder, self.out)
+        return Output(
+            Path(self.save_activations),
+            "similarity activations",
+            self.force,
+            inputs,
+            flag="--save-activations",
+        )
 
 
 class _Pass:
@@ -121,10 +142,8 @@ def read_texts(path: str | Path) -> list[str]:
     """Texts for a text model: a JSONL of {"text": ...} lines, or the turns of LLaVA records."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        try:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: unreadable text data ({exc})") from None
+        lines = read_text(path, "text data").splitlines()
+        rows = [parse_json(line, f"{path}: line {i}") for i, line in enumerate(lines, 1) if line.strip()]
         if rows and all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in rows):
             return [r["text"] for r in rows]
     from lnprobe.data.llava import IMAGE, read_records
@@ -207,7 +226,20 @@ def _validate(cfg: SimilarityConfig) -> None:
 
 def run_similarity(cfg: SimilarityConfig) -> dict:
     """Compute, write OUT/similarity.{json,npz} + heatmap PNG/HTML atomically, and return the record."""
+    output, acts = cfg.output(), cfg.activations_output()
+    output.check()
+    if acts:
+        acts.check()
     _validate(cfg)
+    with acts.build() if acts else contextlib.nullcontext(None) as act_tmp:
+        work = dataclasses.replace(cfg, save_activations=str(act_tmp)) if act_tmp else cfg
+        record, accs = _compute(work)
+        record["config"] = _jsonable(asdict(cfg))
+        _write(output, record, accs)
+    return record
+
+
+def _compute(cfg: SimilarityConfig) -> tuple[dict, dict]:
     accs = {m: _accumulator(m) for m in cfg.metrics}
     baseline = MinibatchCKA(debiased=False) if "cka_biased" in cfg.metrics else None
     shared = shared_base(cfg.a, cfg.b) if cfg.b else None
@@ -230,9 +262,7 @@ def run_similarity(cfg: SimilarityConfig) -> dict:
                 second = _Pass(cfg.b, cfg)
             names_b = [s.name for s in second.sites]
             _second_pass(cfg, second, batches, Path(shards), names_a, accs, baseline)
-    record = _summarise(cfg, accs, baseline, names_a, names_b)
-    _write(cfg, record, accs)
-    return record
+    return _summarise(cfg, accs, baseline, names_a, names_b), accs
 
 
 def _delta_side(spec: str) -> tuple[str, dict[str, torch.Tensor]] | None:
@@ -385,10 +415,10 @@ def _jsonable(d: dict) -> dict:
     }
 
 
-def _write(cfg: SimilarityConfig, record: dict, accs) -> None:
+def _write(output: Output, record: dict, accs) -> None:
     from lnprobe.report.heatmaps import similarity_figures
 
-    with atomic_dir(cfg.out, overwrite=True) as tmp:
+    with output.build() as tmp:
         (tmp / "similarity.json").write_text(json.dumps(record, indent=2) + "\n")
         np.savez(tmp / "similarity.npz", **{m: acc.compute().numpy() for m, acc in accs.items()})
         similarity_figures(record, tmp)

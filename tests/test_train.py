@@ -4,10 +4,11 @@ kill -9), divergence, callbacks and bad input."""
 import json
 import math
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -122,25 +123,116 @@ def test_resume_is_bitwise_exact(synth, tmp_path, regime):
     assert metrics == list(range(1, 7))  # replayed steps are not logged twice
 
 
-def test_resume_after_kill_9(synth, tmp_path):
+KILL_SCRIPT = """
+import os, signal, sys
+import lnprobe.train.state as state
+from lnprobe.train import Callback, TrainConfig, train
+point, regime, data, out = sys.argv[1:5]
+if point == "during_save":  # die inside the step-4 checkpoint write, after its model part is on disk
+    write = state._save_model_part
+    def dying(tmp, step, trainer):
+        write(tmp, step, trainer)
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+    state._save_model_part = dying
+class Kill(Callback):
+    def on_step_end(self, trainer, step, metrics):
+        if point == "after_checkpoint" and step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+train(TrainConfig(data=data, out=out, regime=regime, max_steps=6, batch_size=2, grad_accum=2, lr=1e-2,
+                  lora_rank=4, progress=False, save_every=2), [Kill()])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after_checkpoint", "during_save"])
+@pytest.mark.parametrize("regime", ["ln-simp", "lora", "full"])
+def test_resume_after_kill_9(synth, tmp_path, regime, point):
+    """kill -9 right after a checkpoint, or in the middle of writing one: the resumed run takes over the
+    dead writer's lock, removes the half-written checkpoint, and ends bit for bit where an uninterrupted
+    run does (the in-process interruption at step 5 is test_resume_is_bitwise_exact)."""
     out = tmp_path / "killed"
-    script = textwrap.dedent(f"""
-        import os, signal
-        from lnprobe.train import Callback, TrainConfig, train
-        class Kill(Callback):
-            def on_step_end(self, trainer, step, metrics):
-                if step == 5:
-                    os.kill(os.getpid(), signal.SIGKILL)
-        train(TrainConfig(data={str(synth / "instruct.json")!r}, out={str(out)!r}, regime="ln-simp",
-                          max_steps=6, batch_size=4, lr=1e-2, progress=False, save_every=2), [Kill()])
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
-    assert done.returncode == -signal.SIGKILL
-    assert (out / "latest").read_text().strip() == "step-000004"
-    resumed = train(cfg(synth, "runs/train", resume=str(out), save_every=2))  # --resume alone names the run
-    straight = train(cfg(synth, tmp_path / "straight", save_every=2))
-    a, b = trained_tensors(straight), trained_tensors(resumed)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    argv = [sys.executable, "-c", KILL_SCRIPT, point, regime, str(synth / "instruct.json"), str(out)]
+    done = subprocess.run(argv, capture_output=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert (out / ".lnprobe.lock").is_file()  # the dead writer's
+    expected_latest = "step-000004" if point == "after_checkpoint" else "step-000002"
+    assert (out / "latest").read_text().strip() == expected_latest
+    leftovers = list((out / "checkpoints").glob(".step-*"))
+    assert bool(leftovers) == (point == "during_save")
+    kw = dict(regime=regime, save_every=2, lora_rank=4, grad_accum=2, batch_size=2)
+    with pytest.warns(UserWarning, match="stale lock"):
+        resumed = train(cfg(synth, "runs/train", resume=str(out), **kw))  # --resume alone names the run
+    assert not list((out / "checkpoints").glob(".step-*")) and not (out / ".lnprobe.lock").exists()
+    straight = train(cfg(synth, tmp_path / "straight", **kw))
+    if regime == "full":
+        a, b = load(straight.checkpoint).model.state_dict(), load(resumed.checkpoint).model.state_dict()
+    else:
+        a, b = trained_tensors(straight), trained_tensors(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_writer_is_refused(synth, tmp_path):
+    """While one process holds a run, another `train --resume` on it exits 2 naming the holder; a fresh
+    run cannot be started into it either."""
+    first = train(cfg(synth, tmp_path / "r", max_steps=2))
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (first.run / ".lnprobe.lock").write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname()})
+        )
+        with pytest.raises(InputError, match=f"in use by process {holder.pid}"):
+            train(cfg(synth, first.run, max_steps=4, resume=str(first.run)))
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.warns(UserWarning, match="stale lock"):  # the holder is gone now
+        assert train(cfg(synth, first.run, max_steps=4, resume=str(first.run))).steps == 4
+
+
+def test_two_concurrent_fresh_runs_into_one_out(synth, tmp_path):
+    """Two `lnprobe train` started at once with one --out: exactly one exits 0, the other exits 2 and
+    the run holds one seed's config and checkpoints."""
+    out = tmp_path / "shared"
+    common = [sys.executable, "-m", "lnprobe.cli", "train", "--data", str(synth / "instruct.json")]
+    common += ["--out", str(out), "--regime", "ln-simp", "--max-steps", "2", "--no-progress"]
+    procs = [
+        subprocess.Popen([*common, "--seed", str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for s in (0, 1)
+    ]
+    codes = [p.wait(timeout=300) for p in procs]
+    errs = [p.stderr.read().decode() for p in procs]
+    assert sorted(codes) == [0, 2], errs
+    loser = errs[codes.index(2)].strip().splitlines()
+    assert len(loser) == 1 and loser[0].startswith("lnprobe: error:"), loser
+    seed = codes.index(0)
+    config = json.loads((out / "lnprobe_config.json").read_text())["config"]
+    state = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+    assert config["seed"] == state["config"]["seed"] == seed
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # no staging left by the loser
+
+
+def test_python_random_is_seeded(synth, tmp_path):
+    a = train(cfg(synth, tmp_path / "a", max_steps=1))
+    b = train(cfg(synth, tmp_path / "b", max_steps=1))
+    state = [json.loads((r.checkpoint / "trainer_state.json").read_text())["python_rng"] for r in (a, b)]
+    assert state[0] == state[1]
+    c = train(cfg(synth, tmp_path / "c", max_steps=1, seed=1))
+    assert json.loads((c.checkpoint / "trainer_state.json").read_text())["python_rng"] != state[0]
+
+
+def test_failed_set_up_leaves_nothing(synth, tmp_path):
+    """A broken image is found before training: no run directory, no parent created for it, no staging."""
+    work = tmp_path / "w"
+    shutil.copytree(synth, work)
+    broken = json.loads((work / "instruct.json").read_text())[-1]["image"]
+    (work / broken).write_bytes(b"not a png")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(InputError, match=f"{broken}: unreadable image"):
+        train(cfg(work, tmp_path / "new" / "deep" / "run"))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 class Poison(Callback):
@@ -152,7 +244,8 @@ class Poison(Callback):
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(synth, tmp_path):
     with pytest.raises(
-        TrainingDiverged, match="loss became nan at step 3; the last good checkpoint is .*step-000002"
+        TrainingDiverged,
+        match="loss became nan at step 3; .* keeps what was written, its last good checkpoint is .*step-0+2",
     ):
         train(cfg(synth, tmp_path / "r", save_every=1), [Poison()])
     tensors = load_file(str(tmp_path / "r" / "checkpoints" / "step-000002" / "delta.safetensors"))

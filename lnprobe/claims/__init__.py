@@ -25,8 +25,9 @@ import torch
 
 from lnprobe.claims.pool import pool
 from lnprobe.claims.verdicts import interval_verdict, sign_verdict
+from lnprobe.config import at_least, seed_field, validate
 from lnprobe.errors import InputError
-from lnprobe.io import atomic_dir, write_json
+from lnprobe.io import Output, write_json
 from lnprobe.provenance import provenance
 
 
@@ -40,21 +41,27 @@ class ClaimsConfig:
     others: dict[str, str] = field(default_factory=dict)  # e.g. {"lora": ..., "ln-simp": ...}
     ln_runs: tuple[str, ...] = ()  # training run directories, aligned with `ln` (gradient traces)
     full_runs: tuple[str, ...] = ()
-    n: int = 32
-    batch_size: int = 8
+    n: int = at_least(8, 32)
+    batch_size: int = at_least(4, 8)
     tokens: str = "text"  # rows for the similarity claim (image tokens' scale would dominate a linear kernel)
-    seed: int = 0
+    seed: int = seed_field(0)
     device: str = "cpu"
-    bootstrap: int = 200
+    bootstrap: int = at_least(2, 200)
     template: str = "vicuna_v1"
     image_folder: str | None = None
-    max_length: int = 2048
+    max_length: int = at_least(2, 2048)
     progress: bool = True
+    force: bool = False  # replace an earlier `lnprobe claims` output at `out`
+
+    def output(self) -> Output:
+        inputs = (*self.models.values(), *self.ln_runs, *self.full_runs, self.data, self.image_folder)
+        return Output(Path(self.out), "claims", self.force, inputs)
 
     def __post_init__(self) -> None:
         for name in ("ln", "full", "ln_runs", "full_runs"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        validate(self)
         if not self.ln or not self.full:
             raise InputError("--ln and --full need at least one checkpoint each")
         for runs, specs, flag in (
@@ -65,8 +72,6 @@ class ClaimsConfig:
                 raise InputError(
                     f"{flag}: {len(runs)} run(s) for {len(specs)} checkpoint(s); give one per seed"
                 )
-        if self.n < 8 or self.batch_size < 4:
-            raise InputError("--n must be >= 8 and --batch-size >= 4 (CKA needs several minibatches of rows)")
         clash = set(self.seeds("ln")) | set(self.seeds("full")) | {"base"}
         clash &= set(self.others)
         if clash:
@@ -87,7 +92,7 @@ def run_claims(cfg: ClaimsConfig) -> dict:
     from lnprobe.claims.report import write_report
 
     _check_inputs(cfg)
-    with atomic_dir(cfg.out, overwrite=True) as tmp:
+    with cfg.output().build() as tmp:
         probes = tmp / "probes"
         sims = {
             name: _similarity(cfg, spec, probes / f"similarity-{name}") for name, spec in cfg.models.items()

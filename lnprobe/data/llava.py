@@ -12,7 +12,6 @@ opened, so bad input fails before training starts, naming the file and the recor
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterator
@@ -20,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from lnprobe.data.images import check_images, decode
 from lnprobe.data.templates import TEMPLATES, Turn
 from lnprobe.errors import InputError
+from lnprobe.textio import parse_json, read_text
 
 IMAGE = "<image>"
 IGNORE = -100
@@ -44,11 +44,7 @@ def _where(path: Path, index: int, rid: object = None) -> str:
 def read_records(path: str | Path) -> list[Record]:
     """Parse and validate a LLaVA JSON / JSONL file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read data file ({exc.strerror})") from None
-    raw = _parse(path, text)
+    raw = _parse(path, read_text(path, "data file"))
     if not raw:
         raise InputError(f"{path}: the dataset is empty")
     return [_record(path, i, item) for i, item in enumerate(raw)]
@@ -56,18 +52,12 @@ def read_records(path: str | Path) -> list[Record]:
 
 def _parse(path: Path, text: str) -> list:
     if path.suffix == ".jsonl":
-        items = []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}: line {line_no}: malformed JSON ({exc.msg})") from None
-        return items
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: malformed JSON at line {exc.lineno} ({exc.msg})") from None
+        return [
+            parse_json(line, f"{path}: line {line_no}")
+            for line_no, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
+    data = parse_json(text, str(path))
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of records")
     return data
@@ -206,18 +196,23 @@ class LlavaDataset(torch.utils.data.Dataset):
         max_length: int = 2048,
         image_folder: str | Path | None = None,
         skip_missing: bool = False,
+        progress: bool = False,
     ) -> None:
         self.path = Path(data)
         self.image_root = Path(image_folder) if image_folder else self.path.parent
         self.processor = processor
         self.encoder = Encoder(processor, template, max_length)
         records = read_records(self.path)
-        self.records, self.skipped = self._check_images(records, skip_missing)
+        self.records, self.skipped = self._check_images(records, skip_missing, progress)
         if not self.records:
             raise InputError(f"{self.path}: no usable records ({self.skipped} skipped for missing images)")
         self.lengths = [len(self._encode(r)[0]) for r in self.records]
 
-    def _check_images(self, records: list[Record], skip_missing: bool) -> tuple[list[Record], int]:
+    def _check_images(
+        self, records: list[Record], skip_missing: bool, progress: bool
+    ) -> tuple[list[Record], int]:
+        """Records whose image exists (a missing one stops unless `skip_missing`); every image is
+        decoded here, so a broken file is named before any work starts."""
         kept = []
         for r in records:
             if r.image and not (self.image_root / r.image).is_file():
@@ -228,6 +223,10 @@ class LlavaDataset(torch.utils.data.Dataset):
                     )
                 continue
             kept.append(r)
+        where = f"{self.path}: record {{}}, id {{}}"
+        check_images(
+            ((self.image_root / r.image, where.format(r.index, r.id)) for r in kept if r.image), progress
+        )
         return kept, len(records) - len(kept)
 
     def _encode(self, record: Record) -> tuple[list[int], list[int]]:
@@ -248,14 +247,10 @@ class LlavaDataset(torch.utils.data.Dataset):
         return item
 
     def _image(self, record: Record) -> torch.Tensor:
-        path = self.image_root / record.image
         try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise InputError(
-                f"{path}: unreadable image (record {record.index}, id {record.id}: {exc})"
-            ) from None
+            rgb = decode(self.image_root / record.image)
+        except InputError as exc:
+            raise InputError(f"{exc} (record {record.index}, id {record.id})") from None
         return self.processor.image_processor(images=[rgb], return_tensors="pt")["pixel_values"][0]
 
 

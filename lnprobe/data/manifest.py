@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from lnprobe.errors import InputError
+from lnprobe.textio import read_yaml
 
 FIELDS = {"name", "description", "source", "license", "format", "reader", "files", "notes"}
 REQUIRED = {"name", "description", "source", "license", "format", "reader", "files"}
@@ -59,10 +58,7 @@ def manifest_path(spec: str | Path) -> Path:
 
 def read_manifest(spec: str | Path) -> Manifest:
     path = manifest_path(spec)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: unreadable YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "manifest")
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
     unknown = sorted(set(data) - FIELDS)

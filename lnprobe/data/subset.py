@@ -14,30 +14,36 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lnprobe.config import at_least, seed_field, validate
 from lnprobe.data.llava import IMAGE, _parse, _record
 from lnprobe.errors import InputError
+from lnprobe.io import Output
 from lnprobe.provenance import provenance
+from lnprobe.textio import read_text
 
 
 @dataclass(frozen=True)
 class SubsetConfig:
     data: tuple[str, ...]
     out: str
-    per_kind: int | None = None  # records per kind
-    tokens_per_kind: int | None = None  # tokens per kind (needs `model`)
+    per_kind: int | None = at_least(1, None)  # records per kind
+    tokens_per_kind: int | None = at_least(1, None)  # tokens per kind (needs `model`)
     model: str | None = None  # whose tokenizer counts tokens
-    seed: int = 0
+    seed: int = seed_field(0)
     force: bool = False
 
     def __post_init__(self) -> None:
+        validate(self)
         if (self.per_kind is None) == (self.tokens_per_kind is None):
             raise InputError("give exactly one of --per-kind and --tokens-per-kind")
         if (self.per_kind or self.tokens_per_kind or 0) < 1:
             raise InputError("--per-kind / --tokens-per-kind must be >= 1")
         if self.tokens_per_kind is not None and not self.model:
             raise InputError("--tokens-per-kind needs --model (its tokenizer counts the tokens)")
-        if Path(self.out).exists() and not self.force:
-            raise InputError(f"{self.out}: already exists (pass --force to replace it)")
+        self.output().check()
+
+    def output(self) -> Output:
+        return Output(Path(self.out), "data subset", self.force, (*self.data, self.model), is_file=True)
 
 
 def read_kinds(paths: tuple[str, ...]) -> dict[str, list[dict]]:
@@ -45,10 +51,7 @@ def read_kinds(paths: tuple[str, ...]) -> dict[str, list[dict]]:
     kinds: dict[str, list[dict]] = {}
     for name in paths:
         path = Path(name)
-        try:
-            items = _parse(path, path.read_text())
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        items = _parse(path, read_text(path, "data file"))
         for i, item in enumerate(items):
             _record(path, i, item)
             kinds.setdefault(str(item.get("kind") or path.stem), []).append(item)
@@ -87,10 +90,15 @@ def make_subset(cfg: SubsetConfig) -> dict:
         summary[kind] = {"records": len(picked), "tokens": tokens, "available": len(order)}
         chosen += picked
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(chosen, indent=1) + "\n")
-    meta = {"config": asdict(cfg), "kinds": summary, "provenance": provenance(seed=cfg.seed)}
-    out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = {
+        "command": "data subset",
+        "config": asdict(cfg),
+        "kinds": summary,
+        "provenance": provenance(seed=cfg.seed),
+    }
+    with cfg.output().build() as tmp:
+        (tmp / out.name).write_text(json.dumps(chosen, indent=1) + "\n")
+        (tmp / out.with_suffix(".meta.json").name).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 

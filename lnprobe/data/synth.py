@@ -22,6 +22,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from lnprobe.config import at_least, ranged, seed_field, validate
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 PLACES = {"top left": (0, 0), "top right": (1, 0), "bottom left": (0, 1), "bottom right": (1, 1)}
@@ -32,10 +34,13 @@ SIZE = 64
 
 @dataclass(frozen=True)
 class SynthConfig:
-    n: int = 400
-    seed: int = 0
-    eval_fraction: float = 0.2
-    text_per_image: int = 3
+    n: int = at_least(5, 400)
+    seed: int = seed_field(0)
+    eval_fraction: float = ranged(0.2, 0, 1, lo_open=True, hi_open=True)
+    text_per_image: int = at_least(1, 3)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,14 @@ def _conv(question: str, answer: str, image: bool = True) -> list[dict]:
 def write_synth(out: str | Path, config: SynthConfig | None = None, overwrite: bool = False) -> Path:
     """Write the synthetic dataset to OUT (atomically)."""
     from lnprobe.config import save_config
-    from lnprobe.io import atomic_dir
+    from lnprobe.io import Output
 
     config = config or SynthConfig()
+    output = Output(Path(out), "data synth", force=overwrite)
     rng = random.Random(config.seed)
     n_eval = int(round(config.n * config.eval_fraction))
     pretrain, instruct, evaluation, text = [], [], [], []
-    with atomic_dir(out, overwrite, flag="--force") as tmp:
+    with output.build() as tmp:
         (tmp / "images").mkdir()
         for i in range(config.n):
             items = scene(rng)

@@ -137,12 +137,12 @@ WRITERS = {
 
 
 def write_fixture(bench: str, out: str | Path, n: int = 4, seed: int = 0, force: bool = False) -> Path:
-    from lnprobe.io import atomic_dir
+    from lnprobe.io import Output
 
     if bench not in WRITERS:
         raise InputError(f"unknown benchmark {bench!r} (known: {', '.join(WRITERS)})")
     if n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
-    with atomic_dir(out, overwrite=force, flag="--force") as tmp:
+    with Output(Path(out), "data fixture", force=force).build() as tmp:
         WRITERS[bench](tmp, n, random.Random(seed))
     return Path(out)

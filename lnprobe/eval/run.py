@@ -9,11 +9,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lnprobe.config import at_least, choice, validate
 from lnprobe.errors import InputError
 from lnprobe.eval.bench import BENCHES, EvalItem
 from lnprobe.eval.generate import Prompt, generate
 from lnprobe.eval.predictions import read_predictions
-from lnprobe.io import atomic_dir, write_json
+from lnprobe.io import Output, write_json
 from lnprobe.provenance import provenance
 
 
@@ -26,25 +27,24 @@ class EvalConfig:
     images: str | None = None  # default: the benchmark's folder under --data
     template: str | None = None  # default: the training run's template, else vicuna_v1
     prompt: str | None = None  # default: the benchmark's; {question} is replaced
-    batch_size: int = 8
-    max_new_tokens: int | None = None  # default: the benchmark's
-    limit: int | None = None  # the first N items only
+    batch_size: int = at_least(1, 8)
+    max_new_tokens: int | None = at_least(1, None)  # default: the benchmark's
+    limit: int | None = at_least(1, None)  # the first N items only
     device: str = "cpu"
-    dtype: str | None = None  # default: the checkpoint's own
+    dtype: str | None = choice(None, ("fp32", "bf16", "fp16"))  # default: the checkpoint's own
     online: bool = False  # allow downloading a hub id
     predictions: str | None = None  # score these instead of generating (see lnprobe.eval.predictions)
     force: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
+        validate(self)
         if (self.ckpt is None) == (self.predictions is None):
             raise InputError("give a checkpoint to generate answers, or --predictions FILE, not both")
-        if self.dtype is not None and self.dtype not in ("fp32", "bf16", "fp16"):
-            raise InputError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
-        if self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
-            raise InputError("--batch-size and --max-new-tokens must be >= 1")
-        if self.limit is not None and self.limit < 1:
-            raise InputError(f"--limit must be >= 1, got {self.limit}")
+
+    def output(self) -> Output:
+        inputs = (self.ckpt, self.data, self.images, self.predictions)
+        return Output(Path(self.out), "eval", force=self.force, inputs=inputs)
 
 
 def trained_template(spec: str) -> str:
@@ -99,8 +99,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     from lnprobe.inputs import load_multimodal
 
     bench = BENCHES.get(cfg.bench)
-    if Path(cfg.out).exists() and not cfg.force:
-        raise InputError(f"{cfg.out}: already exists (pass --force to replace it)")
+    output = cfg.output()
+    output.check()
     items, prompts = prepare(cfg)
     if cfg.predictions is not None:
         predictions = read_predictions(cfg.predictions, items, strict=cfg.limit is None)
@@ -132,7 +132,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         "config": asdict(cfg),
         "provenance": provenance(),
     }
-    with atomic_dir(cfg.out, overwrite=cfg.force, flag="--force") as tmp:
+    with output.build() as tmp:
         write_json(tmp / "results.json", record)
         for name, value in (bench.extra_files(items, predictions) if bench.extra_files else {}).items():
             write_json(tmp / name, value)

@@ -29,6 +29,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, LlavaConfig
 from transformers.utils import logging as hf_logging
 
+from lnprobe.config import seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.models.connector import CONNECTORS, LinearConnector, set_connector_kind
 from lnprobe.models.hf import quiet_transformers
@@ -44,11 +45,12 @@ class AssembleConfig:
     vision: str
     out: str
     connector: str = "mlp2x_gelu"
-    seed: int = 0
+    seed: int = seed_field(0)
     online: bool = False
     force: bool = False
 
     def __post_init__(self) -> None:
+        validate(self)
         if self.connector not in CONNECTORS:
             raise InputError(f"unknown --connector {self.connector!r} (known: {', '.join(CONNECTORS)})")
 
@@ -124,15 +126,19 @@ def check_inputs(cfg: AssembleConfig):
             f"({', '.join(DECODERS)})"
         )
     vision = vision_config_of(_config(cfg.vision, cfg.online, "--vision"), cfg.vision)
-    if Path(cfg.out).exists() and not cfg.force:
-        raise InputError(f"{cfg.out}: already exists (pass --force to replace it)")
+    output(cfg).check()
     return llm, vision, _tokenizer(cfg.llm, cfg.online)
+
+
+def output(cfg: AssembleConfig):
+    from lnprobe.io import Output
+
+    return Output(Path(cfg.out), "assemble", force=cfg.force, inputs=(cfg.llm, cfg.vision))
 
 
 def assemble(cfg: AssembleConfig) -> Path:
     """Build and save the assembled checkpoint to `cfg.out` (atomically); returns its path."""
     from lnprobe.config import save_config
-    from lnprobe.io import atomic_dir
     from lnprobe.models.load import build_from_config
     from lnprobe.models.sites import resolve_sites
 
@@ -155,7 +161,7 @@ def assemble(cfg: AssembleConfig) -> Path:
     model.config.dtype = dtype
     setattr(model.config, ASSEMBLE_KEY, {**asdict(cfg), "image_token_rows_added": resized})
     processor = _processor(cfg, vision_config, tok)
-    with atomic_dir(cfg.out, overwrite=cfg.force, flag="--force") as tmp, quiet_transformers():
+    with output(cfg).build() as tmp, quiet_transformers():
         hf_logging.disable_progress_bar()
         try:
             model.save_pretrained(tmp, max_shard_size="2GB")

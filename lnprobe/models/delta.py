@@ -28,7 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lnprobe.errors import InputError
-from lnprobe.io import atomic_dir
+from lnprobe.io import Output
+from lnprobe.textio import read_json
 
 DELTA_FILE = "lnprobe_delta.json"
 TENSORS_FILE = "delta.safetensors"
@@ -81,10 +82,7 @@ def is_delta(path: str | Path) -> bool:
 def read_delta(path: str | Path) -> DeltaInfo:
     """Read and validate DELTA_FILE; InputError names the file and the problem."""
     meta = Path(path) / DELTA_FILE
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{meta}: unreadable delta description ({exc})") from None
+    data = read_json(meta, "delta description")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{meta}: not an lnprobe delta (format must be {FORMAT!r})")
     if data.get("version") != VERSION:
@@ -111,7 +109,7 @@ def save_delta(
     overwrite: bool = False,
 ) -> Path:
     """Write a delta atomically: into a temporary sibling directory, then renamed into place."""
-    with atomic_dir(out_dir, overwrite) as tmp:
+    with Output(Path(out_dir), "delta", force=overwrite).build() as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / info.tensors))
         (tmp / DELTA_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
     return Path(out_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.io import atomic_dir
+from lnprobe.io import Output
 from lnprobe.models.delta import load_delta_tensors, read_delta
 from lnprobe.models.hf import quiet_transformers
 from lnprobe.models.load import base_of, load
@@ -26,6 +26,8 @@ def export_peft(delta_dir: str | Path, out: str | Path, overwrite: bool = False)
     from peft import LNTuningConfig, get_peft_model
 
     info = read_delta(delta_dir)
+    output = Output(Path(out), "export", force=overwrite, inputs=(str(delta_dir), info.base), flag="--peft")
+    output.check()
     if info.regime not in EXPORTABLE:
         raise InputError(
             f"{delta_dir}: regime {info.regime!r} has no PEFT LN-tuning form (only {EXPORTABLE})"
@@ -48,7 +50,7 @@ def export_peft(delta_dir: str | Path, out: str | Path, overwrite: bool = False)
                 tensor
             )
     peft_model.peft_config["default"].base_model_name_or_path = base.spec
-    with atomic_dir(out, overwrite, flag="--force") as tmp, warnings.catch_warnings():
+    with output.build() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PEFT notes that targeted embeddings are saved too
         peft_model.save_pretrained(tmp)
     return Path(out)

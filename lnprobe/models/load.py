@@ -9,7 +9,6 @@ checkpoint, as named by its `latest` file). Weights are read from safetensors on
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PretrainedConfig
 
+from lnprobe import textio
 from lnprobe.errors import InputError
 from lnprobe.models import delta as delta_io
 from lnprobe.models.connector import connector_kind, install_connector
@@ -96,12 +96,9 @@ def checkpoint_kind(spec: str) -> str:
 
 
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: corrupt JSON ({exc})") from None
+    if not path.exists():
+        raise InputError(f"{path}: missing")
+    data = textio.read_json(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object")
     return data
@@ -143,19 +140,45 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
         if "model_type" not in data:
             raise InputError(f"{spec}: config has no 'model_type'")
         try:
-            return AutoConfig.for_model(**data)
-        except (ValueError, TypeError, KeyError) as exc:
+            return check_shapes(AutoConfig.for_model(**data), spec)
+        except CONFIG_ERRORS as exc:
             raise InputError(f"{spec}: invalid model config ({str(exc).splitlines()[0]})") from None
     if kind == "hf":
         read_json(Path(spec) / "config.json")  # corrupt-file errors name the file
     try:
-        return AutoConfig.from_pretrained(spec, local_files_only=not online, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
+        config = AutoConfig.from_pretrained(spec, local_files_only=not online, trust_remote_code=False)
+    except CONFIG_ERRORS as exc:
         if kind == "hub" and not online:
             raise InputError(
                 f"{spec}: not in the local Hugging Face cache (pass --online to download)"
             ) from None
         raise InputError(f"{spec}: cannot read model config ({_first_line(exc)})") from None
+    return check_shapes(config, spec)
+
+
+# transformers' config validation raises these (and huggingface_hub's strict dataclasses their own)
+CONFIG_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, TypeError)
+try:
+    from huggingface_hub.errors import StrictDataclassError
+
+    CONFIG_ERRORS += (StrictDataclassError,)
+except ImportError:  # pragma: no cover - older huggingface_hub
+    pass
+SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def check_shapes(config: PretrainedConfig, spec: str) -> PretrainedConfig:
+    """InputError naming `spec` when a shape field of the config (or its text/vision part) is not a
+    positive integer, before anything is built from it."""
+    for part in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None)):
+        for name in SHAPE_FIELDS:
+            value = getattr(part, name, None) if part is not None else None
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                where = (
+                    "" if part is config else f"{'text' if part is config.text_config else 'vision'}_config."
+                )
+                raise InputError(f"{spec}: config field {where}{name} = {value!r} must be a positive integer")
+    return config
 
 
 def auto_class(config: PretrainedConfig):

@@ -25,6 +25,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from lnprobe.config import at_least, seed_field, validate
 from lnprobe.models.connector import install_connector, set_connector_kind
 from lnprobe.models.hf import quiet_transformers
 
@@ -50,20 +51,23 @@ class TinyConfig:
 
     lm: str = "llama"  # llama | mistral | qwen2
     connector: str = "linear"  # linear (LLaVA-1, the paper) | mlp2x_gelu (LLaVA-1.5)
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    vision_hidden_size: int = 32
-    vision_intermediate_size: int = 64
-    vision_layers: int = 2
-    vision_heads: int = 2
-    image_size: int = 32
-    patch_size: int = 8
-    vocab_size: int = 512
-    max_position_embeddings: int = 512
-    seed: int = 0
+    hidden_size: int = at_least(1, 64)
+    intermediate_size: int = at_least(1, 128)
+    num_layers: int = at_least(1, 4)
+    num_heads: int = at_least(1, 4)
+    num_kv_heads: int = at_least(1, 2)
+    vision_hidden_size: int = at_least(1, 32)
+    vision_intermediate_size: int = at_least(1, 64)
+    vision_layers: int = at_least(1, 2)
+    vision_heads: int = at_least(1, 2)
+    image_size: int = at_least(1, 32)
+    patch_size: int = at_least(1, 8)
+    vocab_size: int = at_least(1, 512)
+    max_position_embeddings: int = at_least(1, 512)
+    seed: int = seed_field(0)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @property
     def image_tokens(self) -> int:
@@ -174,11 +178,13 @@ def build_tiny(cfg: TinyConfig | None = None) -> tuple[LlavaForConditionalGenera
 def save_tiny(out_dir: str | Path, cfg: TinyConfig | None = None, overwrite: bool = False) -> Path:
     """Build a tiny model and save it (safetensors + processor + lnprobe config) to OUT_DIR, atomically."""
     from lnprobe.config import save_config
-    from lnprobe.io import atomic_dir
+    from lnprobe.io import Output
 
     cfg = cfg or TinyConfig()
+    output = Output(Path(out_dir), "tiny", force=overwrite)
+    output.check()
     model, processor = build_tiny(cfg)
-    with atomic_dir(out_dir, overwrite, flag="--force") as tmp, quiet_transformers():
+    with output.build() as tmp, quiet_transformers():
         hf_logging.disable_progress_bar()
         try:
             model.save_pretrained(tmp)
@@ -199,12 +205,14 @@ def save_tiny_part(out_dir: str | Path, cfg: TinyConfig, part: str, overwrite: b
     from transformers import AutoModelForCausalLM, CLIPVisionModel
 
     from lnprobe.config import save_config
-    from lnprobe.io import atomic_dir
+    from lnprobe.io import Output
 
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r} (known: {', '.join(PARTS)})")
     if part == "llava":
         return save_tiny(out_dir, cfg, overwrite)
+    output = Output(Path(out_dir), "tiny", force=overwrite)
+    output.check()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if part == "lm":
@@ -213,7 +221,7 @@ def save_tiny_part(out_dir: str | Path, cfg: TinyConfig, part: str, overwrite: b
         else:
             extra = build_processor(cfg).image_processor
             model = CLIPVisionModel(vision_config(cfg))
-    with atomic_dir(out_dir, overwrite, flag="--force") as tmp, quiet_transformers():
+    with output.build() as tmp, quiet_transformers():
         hf_logging.disable_progress_bar()
         try:
             model.save_pretrained(tmp)

@@ -38,7 +38,7 @@ def save_checkpoint(run: Path, step: int, trainer) -> Path:
     out = checkpoint_dir(run, step)
     rng_states = gather_object([_rng_tensors(trainer.rank)]) if trainer.world > 1 else [_rng_tensors(0)]
     if trainer.accelerator.is_main_process:
-        with atomic_dir(out, overwrite=True) as tmp:
+        with atomic_dir(out) as tmp:
             _save_model_part(tmp, step, trainer)
             save_file(_optimizer_tensors(trainer.optimizer, trainer.param_names), str(tmp / OPTIMIZER_FILE))
             save_file({k: v for state in rng_states for k, v in state.items()}, str(tmp / RNG_FILE))

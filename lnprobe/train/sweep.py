@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from lnprobe.data.llava import read_records
 from lnprobe.errors import InputError
+from lnprobe.io import MARKER, Output, make_parents, remove_if_empty, write_marker
 from lnprobe.regimes import REGIMES
 from lnprobe.train.config import TrainConfig
 from lnprobe.train.trainer import RESULT_FILE, train
@@ -42,13 +45,43 @@ def plan(
 ) -> list[SweepRun]:
     for regime in regimes:
         REGIMES.get(regime)
-    if not lrs or any(lr <= 0 for lr in lrs):
+    if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
         raise InputError(f"--lrs must be positive numbers, got {lrs}")
+    if not regimes or not seeds:
+        raise InputError("--regimes and --seeds need at least one value each")
+    for seed in seeds:
+        base.replace(seed=seed)  # the seed's range is checked by TrainConfig
     return [SweepRun(r, lr, s, out / r / f"lr{lr:g}-seed{s}") for r in regimes for lr in lrs for s in seeds]
 
 
+def claim_out(base: TrainConfig, out: Path) -> list[Path]:
+    """A new sweep directory (with its marker), or an earlier sweep's to continue; anything else at `out`
+    is refused. Returns the directories created here."""
+    inputs = (base.model, base.data, base.eval_data, base.image_folder)
+    continuing = out.exists()
+    Output(out, "sweep", force=continuing, inputs=inputs).check()
+    if continuing:
+        return []
+    created = make_parents(out)
+    write_marker(out, "sweep")
+    return created
+
+
 def run_sweep(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int = 1) -> list[dict]:
-    """Run what is not finished yet, then collect every run's result into OUT/sweep.{csv,json}."""
+    """Run what is not finished yet, then collect every run's result into OUT/sweep.{csv,json}. A new
+    sweep that fails before any run finished leaves nothing behind."""
+    read_records(base.data)  # bad data stops before anything is written
+    created = claim_out(base, out)
+    try:
+        return _run(base, out, runs, parallel)
+    except BaseException:
+        if created and not any(p.name != MARKER for p in out.iterdir()):
+            (out / MARKER).unlink()
+            remove_if_empty(created)
+        raise
+
+
+def _run(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int) -> list[dict]:
     todo = [r for r in runs if not (r.out / RESULT_FILE).is_file()]
     if parallel <= 1:
         for run in todo:

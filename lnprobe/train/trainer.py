@@ -15,8 +15,9 @@ import functools
 import importlib.util
 import json
 import math
-import shutil
+import random
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -29,12 +30,14 @@ from lnprobe.config import save_config
 from lnprobe.data.llava import LengthGroupedBatches, LlavaDataset, collate, read_records
 from lnprobe.data.templates import TEMPLATES
 from lnprobe.errors import InputError
+from lnprobe.io import Output
 from lnprobe.models.tiny import TinyConfig, save_tiny
 from lnprobe.regimes import REGIMES, RegimeOptions
 from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
 from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
 from lnprobe.train.loss import loss_sum
+from lnprobe.train.rundir import FreshRun, RunLock, remove_stale_temps
 from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
 
 METRICS_FILE, RESULT_FILE = ckpt_io.METRICS_FILE, ckpt_io.RESULT_FILE
@@ -88,12 +91,24 @@ class Trainer:
         self.config, self.callbacks, self.run = config, list(callbacks), Path(config.out)
         REGIMES.get(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
         self.resume_from = self._check_run_dir()
-        read_records(config.data)  # fail on bad data before anything is loaded or written
+        for path in filter(None, (config.data, config.eval_data)):
+            read_records(path)  # fail on bad data before anything is loaded or written
         self.accelerator = make_accelerator(config)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
         self.dtype = model_dtype(config, self.device)
+        random.seed(config.seed)
         torch.manual_seed(config.seed)
+        self.fresh, self.lock = None, None
+        self.setup_dir = self._claim_run_dir()
+        try:
+            self._set_up()
+        except BaseException:
+            self.release()
+            raise
+
+    def _set_up(self) -> None:
+        config = self.config
         self.base_spec = self._base_spec()
         self.regime_options = RegimeOptions(config.lora_rank, config.lora_alpha, config.lora_dropout)
         self._setup_model()
@@ -116,6 +131,39 @@ class Trainer:
         self.step = ckpt_io.restore(self.resume_from, self) if self.resume_from else 0
         self.best_eval: float | None = None
         self._epoch_cache: tuple[int, list] = (-1, [])
+        if self.fresh is not None:  # set-up passed: the run directory appears now, complete
+            save_config(config, self.fresh.dir, seed=config.seed, base=self.base_spec, processes=self.world)
+            self.fresh.publish()
+        self.accelerator.wait_for_everyone()
+
+    def _claim_run_dir(self) -> Path:
+        """The directory set-up writes into. A new run is staged beside `out` (main process; the others
+        are told where); a resumed run is locked against a second writer and cleared of temporary
+        directories a killed checkpoint write left."""
+        main = self.accelerator.is_main_process
+        if self.resume_from is not None:
+            if main:
+                self.lock = RunLock(self.run)
+                self.lock.acquire()
+                for path in remove_stale_temps(self.run):
+                    warnings.warn(f"removed {path}, left by an interrupted checkpoint write", stacklevel=2)
+            return self.run
+        if main:
+            self.fresh = FreshRun(self.run)
+            self.lock = self.fresh.lock
+        staged = [str(self.fresh.dir) if main else None]
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(staged)
+        return Path(staged[0])
+
+    def release(self) -> None:
+        """Give up the run directory: unlock it, and remove an unpublished set-up."""
+        if self.fresh is not None:
+            self.fresh.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _check_run_dir(self) -> Path | None:
@@ -125,6 +173,8 @@ class Trainer:
                 raise InputError(
                     f"{self.run}: already holds a run (--resume {self.run} continues it; or another --out)"
                 )
+            c = self.config
+            Output(self.run, "train", inputs=(c.model, c.data, c.eval_data, c.image_folder)).check()
             return None
         if latest is None:
             raise InputError(f"{self.run}: no checkpoint to resume from")
@@ -136,18 +186,22 @@ class Trainer:
         return latest
 
     def _base_spec(self) -> str:
+        """The base model's spec as checkpoints record it; `base_source` is where set-up reads it from
+        (a fresh run's tiny base is written into the staging directory, which becomes the run)."""
         if self.config.model != "tiny":
             path = Path(self.config.model)
-            return str(path.resolve()) if path.exists() else self.config.model
-        base = self.run / "base"
-        if self.accelerator.is_main_process and not base.is_dir():
-            save_tiny(base, TinyConfig(seed=self.config.seed))
+            self.base_source = str(path.resolve()) if path.exists() else self.config.model
+            return self.base_source
+        staged = self.setup_dir / "base"
+        if self.accelerator.is_main_process and not staged.is_dir():
+            save_tiny(staged, TinyConfig(seed=self.config.seed))
         self.accelerator.wait_for_everyone()
-        return str(base.resolve())
+        self.base_source = str(staged.resolve())
+        return str((self.run / "base").resolve())
 
     def _setup_model(self) -> None:
         full_resume = self.resume_from is not None and self.config.regime == "full"
-        source = str(self.resume_from) if full_resume else self.base_spec
+        source = str(self.resume_from) if full_resume else self.base_source
         delta = self.resume_from if self.resume_from is not None and not full_resume else None
         loaded, applied = build_model(
             self.config, source, self.regime_options, self.dtype, self.device, delta
@@ -209,9 +263,6 @@ class Trainer:
         cfg, main = self.config, self.accelerator.is_main_process
         self.tensorboard = tensorboard_writer(self.run / "tensorboard") if main else None
         if main:
-            self.run.mkdir(parents=True, exist_ok=True)
-            if self.resume_from is None:
-                save_config(cfg, self.run, seed=cfg.seed, base=self.base_spec, processes=self.world)
             self._trim_metrics()
             (self.run / RESULT_FILE).unlink(missing_ok=True)  # present only once this run has finished
         for cb in self.callbacks:
@@ -286,8 +337,8 @@ class Trainer:
         loss = self._sum(total) / n_total
         if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"loss became {loss} at step {self.step + 1}; the last good checkpoint is "
-                f"{ckpt_io.latest_checkpoint(self.run) or 'none'} (lower --lr?)"
+                f"loss became {loss} at step {self.step + 1}; {self.run} keeps what was written, its "
+                f"last good checkpoint is {ckpt_io.latest_checkpoint(self.run) or 'none'} (lower --lr?)"
             )
         for cb in self.callbacks:
             cb.on_before_optimizer_step(self, self.step)
@@ -384,16 +435,12 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResul
     if torch.cuda.is_available() and config.device in ("auto", "cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    run = Path(config.resolved().out)
-    fresh = not run.exists()
     if config.gradvar_every:
         from lnprobe.train.gradvar_callback import GradVarCallback
 
         callbacks = [*callbacks, GradVarCallback(config.gradvar_every)]
+    trainer = Trainer(config, callbacks)  # a failed set-up leaves nothing behind
     try:
-        trainer = Trainer(config, callbacks)
-    except BaseException:
-        if fresh and run.exists():
-            shutil.rmtree(run, ignore_errors=True)
-        raise
-    return trainer.train()
+        return trainer.train()
+    finally:
+        trainer.release()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lnprobe.errors import InputError
 from lnprobe.registry import Registry
+from lnprobe.textio import parse_json, read_text
+from lnprobe.textio import read_json as read_json  # re-exported for the benchmark readers
 
 
 @dataclass(frozen=True)
@@ -42,28 +42,7 @@ def folder(data: Path) -> Path:
     return data if data.is_dir() else data.parent
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: malformed JSON ({exc})") from None
-
-
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:
     """(line number, value) for each non-empty line."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not text ({exc.reason})") from None
-    out = []
-    for no, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                out.append((no, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {no}: malformed JSON ({exc.msg})") from None
-    return out
+    lines = read_text(path).splitlines()
+    return [(no, parse_json(line, f"{path}: line {no}")) for no, line in enumerate(lines, 1) if line.strip()]

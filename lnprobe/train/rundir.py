@@ -1,0 +1,114 @@
+"""A training run's directory: one writer at a time (a lock file naming its holder), and a fresh run that
+appears only once its set-up has passed (it is prepared in a staging sibling and renamed into place)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import warnings
+from pathlib import Path
+
+from lnprobe.errors import InputError
+from lnprobe.io import make_parents, publish, remove_if_empty, staging_dir, write_marker
+
+LOCK = ".lnprobe.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """`run/.lnprobe.lock` holding {"pid", "host"}, created exclusively. A second writer gets InputError
+    naming the holder; a lock whose process is gone (same host) is taken over with a warning."""
+
+    def __init__(self, run: Path) -> None:
+        self.path, self.held = Path(run) / LOCK, False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
+                    warnings.warn(
+                        f"{self.path}: taking over the stale lock of process {holder.get('pid')}",
+                        stacklevel=2,
+                    )
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise InputError(
+                    f"{self.path.parent}: in use by process {holder.get('pid')} on {holder.get('host')} "
+                    f"(remove {self.path} if that process is gone)"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return
+        raise InputError(f"{self.path}: could not take the lock")
+
+    def _holder(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def remove_stale_temps(run: Path) -> list[Path]:
+    """Temporary directories a killed checkpoint write left behind (`checkpoints/.step-*`) and a stale
+    `latest` pointer temp: lnprobe wrote them, nothing else names them."""
+    stale = [p for p in (Path(run) / "checkpoints").glob(".step-*") if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    pointer = Path(run) / ".latest.tmp"
+    if pointer.is_file():
+        pointer.unlink()
+        stale.append(pointer)
+    return stale
+
+
+class FreshRun:
+    """Set-up of a new run inside a staging directory beside `run`: `dir` is where set-up writes (the tiny
+    base, the config); `publish()` renames it to `run` (failing, and leaving `run` alone, if another
+    writer created it meanwhile); `close()` without publishing removes everything set-up wrote, the
+    parent directories it created included."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = Path(run)
+        self._created = make_parents(self.run.parent)
+        try:
+            self.dir = staging_dir(self.run.parent, self.run.name)
+        except InputError:
+            remove_if_empty(self._created)
+            raise
+        self.lock = RunLock(self.dir)
+        self.lock.acquire()
+        self.lock.path = self.run / LOCK  # where the lock lives once published
+        self.published = False
+
+    def publish(self) -> None:
+        write_marker(self.dir, "train")
+        publish(self.dir, self.run, replace=False, where=f"--out {self.run}")
+        self.published = True
+
+    def close(self) -> None:
+        """Undo an unpublished set-up (a failure before training started)."""
+        if not self.published:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            remove_if_empty(self._created)
