@@ -129,13 +129,12 @@ def _batches(cfg: SimilarityConfig, processor) -> list[dict]:
             )
             for c in _chunks(cfg, len(texts))
         ]
-    data = LlavaDataset(cfg.data, processor, cfg.template, image_folder=cfg.image_folder)
+    data = LlavaDataset(cfg.data, processor, cfg.template, image_folder=cfg.image_folder, decode_all=False)
     enc = data.encoder
     pad = processor.tokenizer.pad_token_id
-    return [
-        collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens)
-        for c in _chunks(cfg, len(data))
-    ]
+    chunks = _chunks(cfg, len(data))
+    data.check([i for c in chunks for i in c])  # only the images these examples use
+    return [collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens) for c in chunks]
 
 
 def read_texts(path: str | Path) -> list[str]:

@@ -25,6 +25,12 @@ SMALL_TEXT = dict(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _image_cache(tmp_path_factory):
+    """Decoded-image records go to a per-session folder, never the user's cache."""
+    os.environ["LNPROBE_CACHE_DIR"] = str(tmp_path_factory.mktemp("lnprobe-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> str:
     """A saved tiny LLaVA (llama decoder, linear connector), seed 0."""

@@ -206,7 +206,10 @@ def test_bad_input_exits_2(sources, tmp_path, capsys):
     existing = tmp_path / "exists"
     existing.mkdir()
     one_line(_assemble(sources["llama"], sources["clip"], existing), "already exists")
-    assert _assemble(sources["llama"], sources["clip"], existing, "linear", "--force") == 0
+    one_line(_assemble(sources["llama"], sources["clip"], existing, "linear", "--force"), "not written by")
+    assert _assemble(sources["llama"], sources["clip"], tmp_path / "f", "linear") == 0
+    assert _assemble(sources["llama"], sources["clip"], tmp_path / "f", "linear", "--force") == 0
+    one_line(_assemble(sources["llama"], sources["clip"], sources["llama"], "linear", "--force"), "an input")
     one_line(cli.main(["assemble", "--llm", str(sources["llama"])]), "--vision are required")
     for name in "abcd":
         assert not (tmp_path / name).exists()

@@ -197,22 +197,22 @@ class LlavaDataset(torch.utils.data.Dataset):
         image_folder: str | Path | None = None,
         skip_missing: bool = False,
         progress: bool = False,
+        decode_all: bool = True,
     ) -> None:
         self.path = Path(data)
         self.image_root = Path(image_folder) if image_folder else self.path.parent
         self.processor = processor
         self.encoder = Encoder(processor, template, max_length)
         records = read_records(self.path)
-        self.records, self.skipped = self._check_images(records, skip_missing, progress)
+        self.records, self.skipped = self._check_images(records, skip_missing)
+        if decode_all:  # a broken file is named before any work starts (`check` does a subset)
+            self.check(range(len(self.records)), progress)
         if not self.records:
             raise InputError(f"{self.path}: no usable records ({self.skipped} skipped for missing images)")
         self.lengths = [len(self._encode(r)[0]) for r in self.records]
 
-    def _check_images(
-        self, records: list[Record], skip_missing: bool, progress: bool
-    ) -> tuple[list[Record], int]:
-        """Records whose image exists (a missing one stops unless `skip_missing`); every image is
-        decoded here, so a broken file is named before any work starts."""
+    def _check_images(self, records: list[Record], skip_missing: bool) -> tuple[list[Record], int]:
+        """Records whose image exists (a missing one stops unless `skip_missing`)."""
         kept = []
         for r in records:
             if r.image and not (self.image_root / r.image).is_file():
@@ -223,11 +223,15 @@ class LlavaDataset(torch.utils.data.Dataset):
                     )
                 continue
             kept.append(r)
+        return kept, len(records) - len(kept)
+
+    def check(self, indices, progress: bool = False) -> None:
+        """Decode the images of these records (InputError names the first broken one)."""
+        chosen = [self.records[i] for i in indices]
         where = f"{self.path}: record {{}}, id {{}}"
         check_images(
-            ((self.image_root / r.image, where.format(r.index, r.id)) for r in kept if r.image), progress
+            ((self.image_root / r.image, where.format(r.index, r.id)) for r in chosen if r.image), progress
         )
-        return kept, len(records) - len(kept)
 
     def _encode(self, record: Record) -> tuple[list[int], list[int]]:
         try:
@@ -311,8 +315,9 @@ def seeded_batches(
 ) -> list[dict]:
     """The first `n` examples of a seeded order, collated into batches of `batch_size` (for probes: the
     same seed gives the same inputs for every checkpoint)."""
-    ds = LlavaDataset(data, processor, template, max_length=max_length, image_folder=image_folder)
+    ds = LlavaDataset(data, processor, template, max_length, image_folder, decode_all=False)
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    ds.check(order)  # only the images these examples use
     enc, pad = ds.encoder, processor.tokenizer.pad_token_id
     return [
         collate([ds[i] for i in order[s : s + batch_size]], pad, enc.image_token_id, enc.n_image_tokens)

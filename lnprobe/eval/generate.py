@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from lnprobe.data.images import decode
 from lnprobe.data.llava import IMAGE, Encoder
-from lnprobe.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -22,13 +21,7 @@ class Prompt:
 
 
 def _pixels(processor, paths: list[Path], dtype: torch.dtype, device) -> torch.Tensor:
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                images.append(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise InputError(f"{path}: unreadable image ({exc})") from None
+    images = [decode(path) for path in paths]
     pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
     return pixels.to(device=device, dtype=dtype)
 

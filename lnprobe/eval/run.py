@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lnprobe.config import at_least, choice, validate
+from lnprobe.data.images import check_images
 from lnprobe.errors import InputError
 from lnprobe.eval.bench import BENCHES, EvalItem
 from lnprobe.eval.generate import Prompt, generate
@@ -102,6 +103,9 @@ def run_eval(cfg: EvalConfig) -> dict:
     output = cfg.output()
     output.check()
     items, prompts = prepare(cfg)
+    if cfg.predictions is None:  # answers will be generated: every image must decode
+        pairs = zip(items, prompts, strict=True)
+        check_images(((p.image, f"item {it.id}") for it, p in pairs if p.image), cfg.progress)
     if cfg.predictions is not None:
         predictions = read_predictions(cfg.predictions, items, strict=cfg.limit is None)
     else:

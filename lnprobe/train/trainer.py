@@ -211,7 +211,9 @@ class Trainer:
 
     def _dataset(self, path: str) -> LlavaDataset:
         c = self.config
-        return LlavaDataset(path, self.processor, c.template, c.max_length, c.image_folder, c.skip_missing)
+        return LlavaDataset(
+            path, self.processor, c.template, c.max_length, c.image_folder, c.skip_missing, c.progress
+        )
 
     # -- data -----------------------------------------------------------------------------------------
     def _collate(self, dataset: LlavaDataset, indices: list[int]) -> dict:
