@@ -265,7 +265,7 @@ def test_bad_input(tiny_dir, tmp_path, capsys):
     _one_line_error(capsys, [*base, "--bench", "gqa"], "unknown benchmark 'gqa'")
     _one_line_error(capsys, ["eval", tiny_dir, "--bench", "pope"], "--data are required")
     _one_line_error(capsys, [*base, "--bench", "pope", "--prompt", "Answer yes or no."], "{question}")
-    _one_line_error(capsys, [*base, "--bench", "pope", "--limit", "0"], "--limit must be >= 1")
+    _one_line_error(capsys, [*base, "--bench", "pope", "--limit", "0"], "--limit 0: must be >= 1")
     (tmp_path / "d" / "val2014" / sorted(p.name for p in (tmp_path / "d" / "val2014").iterdir())[0]).unlink()
     _one_line_error(capsys, [*base, "--bench", "pope"], "images missing")
     assert not (tmp_path / "o").exists()

@@ -136,7 +136,7 @@ def test_batch_unit_counts_batches_and_cli_writes_outputs(tiny_dir, synth, tmp_p
     [
         (["--unit", "token"], "unknown --unit"),
         (["-g", "vision"], "unknown --group"),
-        (["--n", "1"], "--n must be >= 2"),
+        (["--n", "1"], "--n 1: must be >= 2"),
         (["--data", "nope.json"], "nope.json"),
     ],
 )

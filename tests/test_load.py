@@ -184,7 +184,7 @@ def test_delta_save_refuses_overwrite(tiny_dir, tmp_path):
 @pytest.mark.parametrize(
     "corrupt, message",
     [
-        (lambda d: (d / DELTA_FILE).write_text("{not json"), "unreadable delta description"),
+        (lambda d: (d / DELTA_FILE).write_text("{not json"), "lnprobe_delta.json: malformed JSON"),
         (lambda d: (d / DELTA_FILE).write_text('{"format": "other"}'), "not an lnprobe delta"),
         (lambda d: (d / "delta.safetensors").write_bytes(b"\x00" * 20), "corrupt delta tensors"),
         (lambda d: (d / "delta.safetensors").unlink(), "delta tensors file is missing"),
@@ -206,7 +206,7 @@ def test_missing_and_corrupt_checkpoints(tiny_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dir, bad)
     (bad / "config.json").write_text("{")
-    with pytest.raises(InputError, match=r"bad/config.json: corrupt JSON"):
+    with pytest.raises(InputError, match=r"bad/config.json: malformed JSON"):
         load(bad)
     trunc = tmp_path / "trunc"
     shutil.copytree(tiny_dir, trunc)

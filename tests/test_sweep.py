@@ -9,7 +9,7 @@ import pytest
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.errors import InputError
 from lnprobe.train import Callback, TrainConfig, train
-from lnprobe.train.sweep import best_lrs, plan, run_sweep
+from lnprobe.train.sweep import best_lrs, claim_out, plan, run_sweep
 
 
 @pytest.fixture(scope="module")
@@ -34,29 +34,31 @@ class StopAfterOne(Callback):
 
 
 def test_sweep_grid_skip_and_resume(synth, tmp_path):
-    cfg = base(synth, tmp_path)
-    runs = plan(cfg, tmp_path, ["ln-simp", "ln"], [1e-2, 1e-3], [0])
+    out = tmp_path / "sweep"
+    cfg = base(synth, out)
+    runs = plan(cfg, out, ["ln-simp", "ln"], [1e-2, 1e-3], [0])
     assert [(r.regime, r.lr) for r in runs] == [
         ("ln-simp", 1e-2),
         ("ln-simp", 1e-3),
         ("ln", 1e-2),
         ("ln", 1e-3),
     ]
-    with pytest.raises(KeyboardInterrupt):  # one run interrupted after its first (saved) step
+    claim_out(cfg, out)  # an earlier sweep whose first run was interrupted after its first (saved) step
+    with pytest.raises(KeyboardInterrupt):
         train(runs[0].config(cfg).replace(save_every=1), [StopAfterOne()])
-    rows = run_sweep(cfg, tmp_path, runs)
+    rows = run_sweep(cfg, out, runs)
     assert len(rows) == 4 and all(r["steps"] == 2 for r in rows)
     metrics = (runs[0].out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in metrics] == [0, 1, 2]  # resumed, not restarted
     stamps = [(r.out / "result.json").stat().st_mtime_ns for r in runs]
-    run_sweep(cfg, tmp_path, runs)
+    run_sweep(cfg, out, runs)
     assert stamps == [(r.out / "result.json").stat().st_mtime_ns for r in runs]  # finished runs skipped
-    summary = json.loads((tmp_path / "sweep.json").read_text())
+    summary = json.loads((out / "sweep.json").read_text())
     for regime in ("ln", "ln-simp"):
         mine = [r for r in rows if r["regime"] == regime]
         expected = min(mine, key=lambda r: r["best_eval_loss"])["lr"]
         assert summary["best"][regime]["lr"] == expected
-    assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith("regime,lr,seed")
+    assert (out / "sweep.csv").read_text().splitlines()[0].startswith("regime,lr,seed")
 
 
 def test_best_lr_averages_seeds():
@@ -70,9 +72,18 @@ def test_best_lr_averages_seeds():
 
 @pytest.mark.slow
 def test_parallel_sweep_in_processes(synth, tmp_path):
-    cfg = base(synth, tmp_path)
-    rows = run_sweep(cfg, tmp_path, plan(cfg, tmp_path, ["ln-simp"], [1e-2, 1e-3], [0]), parallel=2)
+    out = tmp_path / "sweep"
+    cfg = base(synth, out)
+    rows = run_sweep(cfg, out, plan(cfg, out, ["ln-simp"], [1e-2, 1e-3], [0]), parallel=2)
     assert [r["steps"] for r in rows] == [2, 2] and all(r["eval_loss"] is not None for r in rows)
+
+
+def test_a_sweep_never_writes_into_a_foreign_directory(synth, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    cfg = base(synth, tmp_path)
+    with pytest.raises(InputError, match="not written by `lnprobe sweep`"):
+        run_sweep(cfg, tmp_path, plan(cfg, tmp_path, ["ln-simp"], [1e-2], [0]))
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_bad_sweeps(synth, tmp_path):

@@ -293,7 +293,7 @@ def test_bad_run_dirs_and_configs(synth, tmp_path):
         train(cfg(synth, tmp_path / "x", resume=str(tmp_path / "r")))
     with pytest.raises(InputError, match="unknown template 'chatml'"):
         train(cfg(synth, tmp_path / "t", template="chatml"))
-    with pytest.raises(InputError, match="invalid value for --batch-size"):
+    with pytest.raises(InputError, match="--batch-size 0: must be >= 1"):
         cfg(synth, tmp_path / "b", batch_size=0)
     with pytest.raises(InputError, match="fewer than one optimizer step"):
         train(cfg(synth, tmp_path / "s", batch_size=40, grad_accum=2))
