@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from lnprobe.errors import InputError
-from lnprobe.regimes import REGIMES
+from lnprobe.regimes import resolve_regime
 from lnprobe.train.config import TrainConfig
 from lnprobe.train.trainer import RESULT_FILE, train
 
@@ -41,7 +41,7 @@ def plan(
     base: TrainConfig, out: Path, regimes: list[str], lrs: list[float], seeds: list[int]
 ) -> list[SweepRun]:
     for regime in regimes:
-        REGIMES.get(regime)
+        resolve_regime(regime)
     if not lrs or any(lr <= 0 for lr in lrs):
         raise InputError(f"--lrs must be positive numbers, got {lrs}")
     return [SweepRun(r, lr, s, out / r / f"lr{lr:g}-seed{s}") for r in regimes for lr in lrs for s in seeds]

@@ -30,7 +30,7 @@ from lnprobe.data.llava import LengthGroupedBatches, LlavaDataset, collate, read
 from lnprobe.data.templates import TEMPLATES
 from lnprobe.errors import InputError
 from lnprobe.models.tiny import TinyConfig, save_tiny
-from lnprobe.regimes import REGIMES, RegimeOptions
+from lnprobe.regimes import RegimeOptions, resolve_regime
 from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
 from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -86,7 +86,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
         config = config.resolved()
         self.config, self.callbacks, self.run = config, list(callbacks), Path(config.out)
-        REGIMES.get(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
+        resolve_regime(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
         self.resume_from = self._check_run_dir()
         read_records(config.data)  # fail on bad data before anything is loaded or written
         self.accelerator = make_accelerator(config)
@@ -146,7 +146,7 @@ class Trainer:
         return str(base.resolve())
 
     def _setup_model(self) -> None:
-        full_resume = self.resume_from is not None and self.config.regime == "full"
+        full_resume = self.resume_from is not None and resolve_regime(self.config.regime).whole_model
         source = str(self.resume_from) if full_resume else self.base_spec
         delta = self.resume_from if self.resume_from is not None and not full_resume else None
         loaded, applied = build_model(
