@@ -14,34 +14,66 @@ from lnprobe.models import build_tiny, resolve_sites
 from tests.conftest import image_batch
 
 CLAIMS = ("cross_layer_similarity", "gradient_variance", "domain_adaptation")
+FIGURES = [
+    ("lnprobe.report.heatmaps", "similarity_figures"),
+    ("lnprobe.report.lines", "gradvar_figures"),
+    ("lnprobe.report.lines", "lnshift_figures"),
+]
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    """{holds: (scenario, claims record, output dir)} for one scenario where every claim holds and one
-    where every claim fails, over one planted base."""
+def planted_runs(tmp_path_factory):
+    """{(holds, traces): (scenario, claims record, output dir)}: `lnprobe claims` on one scenario where every
+    claim holds and one where every claim fails (over one planted base), with the training runs' gradient
+    traces and without them (offline per-example gradients)."""
     root = tmp_path_factory.mktemp("controls")
     data = write_synth(root / "data", SynthConfig(n=30, seed=3)) / "instruct.json"
     base = controls.build_base(root / "base")
     runs = {}
     for holds in (True, False):
         scenario = controls.build_scenario(base, root / f"holds-{holds}", holds)
-        out = root / f"claims-{holds}"
-        argv = [*scenario.argv(data, out), "--n", "16", "--batch-size", "4", "--bootstrap", "50"]
-        assert cli.main(argv) == 0
-        runs[holds] = (scenario, json.loads((out / "claims.json").read_text()), out)
+        for traces in (True, False):
+            out = root / f"claims-{holds}-{traces}"
+            argv = [*scenario.argv(data, out, traces), "--n", "16", "--batch-size", "4", "--bootstrap", "50"]
+            with pytest.MonkeyPatch.context() as patch:
+                if not traces:  # figures do not enter verdicts: drawn in the runs with traces only (speed)
+                    for module, name in FIGURES:
+                        patch.setattr(f"{module}.{name}", lambda *args, **kwargs: [])
+                assert cli.main(argv) == 0
+            runs[holds, traces] = (scenario, json.loads((out / "claims.json").read_text()), out)
     return runs
+
+
+@pytest.fixture(scope="module")
+def planted(planted_runs):
+    """{holds: (scenario, record, out)} of the runs with gradient traces."""
+    return {holds: planted_runs[holds, True] for holds in (True, False)}
 
 
 def _claim(record, claim_id):
     return next(c for c in record["claims"] if c["id"] == claim_id)
 
 
+@pytest.mark.parametrize("traces", [True, False], ids=["traces", "offline"])
 @pytest.mark.parametrize("holds", [True, False], ids=["holds", "fails"])
 @pytest.mark.parametrize("claim_id", CLAIMS)
-def test_planted_verdict(planted, claim_id, holds):
-    _, record, _ = planted[holds]
+def test_planted_verdict(planted_runs, claim_id, holds, traces):
+    _, record, _ = planted_runs[holds, traces]
     assert _claim(record, claim_id)["verdict"] == (SUPPORTED if holds else NOT_SUPPORTED)
+
+
+@pytest.mark.parametrize("holds", [True, False], ids=["holds", "fails"])
+def test_offline_gradient_variance_falls_with_the_head_scale(planted_runs, holds):
+    """Offline, the model with the scaled head has ~c² (1e-6) times the other's norm-gradient variance;
+    the activations, hence claims 1 and 3, are the same as in the run with traces."""
+    _, offline, _ = planted_runs[holds, False]
+    _, with_traces, _ = planted_runs[holds, True]
+    gradients = _claim(offline, "gradient_variance")
+    assert all("offline" in gradients["numbers"][w]["source"] for w in ("ln", "full", "base"))
+    ratio = gradients["tests"]["ratio_ln_over_full"]
+    assert (ratio < 1e-4) if holds else (ratio > 1e4)
+    for claim_id in ("cross_layer_similarity", "domain_adaptation"):
+        assert _claim(offline, claim_id)["tests"] == _claim(with_traces, claim_id)["tests"]
 
 
 def test_silenced_layers_are_copies_so_similarity_is_one(planted):
@@ -95,8 +127,9 @@ def test_domain_gap_moves_at_every_norm(planted):
         assert sign["statistic"] == (9 if holds else 0) and sign["p_value"] == pytest.approx(2 / 2**9)
 
 
-def test_ln_delta_changes_only_norm_weights(planted):
-    """The planted LN model is a real `ln` delta whose only differences from the base are decoder norms."""
+def test_ln_delta_changes_only_norm_weights_and_head(planted):
+    """The planted LN model is a real `ln` delta whose only differences from the base are the decoder norms
+    (and, where the claims hold, the scaled head)."""
     from lnprobe.models import load
 
     scenario, _, _ = planted[True]
@@ -104,7 +137,17 @@ def test_ln_delta_changes_only_norm_weights(planted):
     tuned = dict(load(scenario.ln).model.named_parameters())
     changed = {n for n, p in tuned.items() if not torch.equal(p, base[n])}
     sites = resolve_sites(load(scenario.base).model)
-    assert changed == {f"{name}.weight" for name in sites.lm_norms()}
+    assert changed == {f"{name}.weight" for name in sites.lm_norms()} | {f"{sites.lm_head}.weight"}
+    assert (scenario.ln / "lnprobe_delta.json").is_file()
+
+
+@pytest.mark.parametrize("holds", [True, False], ids=["holds", "fails"])
+def test_reports_state_the_verdicts_with_figures(planted, holds):
+    _, _, out = planted[holds]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    verdict = SUPPORTED if holds else NOT_SUPPORTED
+    assert (out / "report.md").read_text().count(f"**{verdict}**") >= 3
 
 
 def test_constructors_plant_exactly_what_they_say():

@@ -14,12 +14,18 @@ barely see, so one `lnprobe claims` run per scenario judges all three:
      own write dominates the residual stream and consecutive layer outputs share little, while the LN
      model of this scenario shrinks most of its norm weights (see 3), which shrinks its layers' writes
      and makes its layers more alike: LN higher than full.
-2. norm-gradient variance (LN vs full): the training runs' traces (what `lnprobe train --gradvar-every`
-   records, and what the engine prefers over offline gradients) are Gaussian noise of known standard
-   deviation around a non-zero mean (`write_gradient_trace`): 0.1 for LN and 1 for full where the claim
-   holds, swapped where it fails. The variance tr(Σ)/p is then sd² by construction (1e-2 vs 1: a 100x
-   ratio, far beyond the sampling error of a few dozen samples); the mean tests that the engine measures
-   spread, not size.
+2. norm-gradient variance (LN vs full), on both of the engine's paths:
+   - training traces (what `lnprobe train --gradvar-every` records; preferred when given): Gaussian noise
+     of known standard deviation around a non-zero mean (`write_gradient_trace`), 0.1 for LN and 1 for
+     full where the claim holds, swapped where it fails. The variance tr(Σ)/p is then sd² by construction
+     (1e-2 vs 1: a 100x ratio, far beyond the sampling error of a few dozen samples); the mean tests that
+     the engine measures spread, not size.
+   - offline per-example gradients (no traces given): `scale_head` multiplies the output head by a small
+     factor c in the model meant to have the lower variance (LN where the claim holds, full where it
+     fails). The logits then nearly vanish, so the softmax is nearly uniform and the loss's gradient with
+     respect to every hidden state, hence to every norm weight, is c times a bounded quantity: the
+     per-example norm-gradient variance falls by ~c² (1e-6), far more than the other plants move it. The
+     head changes no activation, so claims 1 and 3 do not see it.
 3. domain adaptation (LN vs base, image-vs-text gap after each decoder norm):
    - the base (`plant_modality_offset`) adds a large constant to the connector's output on a block of
      hidden dimensions D and zeroes the word embeddings there, so at every norm's input image tokens
@@ -54,6 +60,7 @@ OFFSET_DIMS = 16  # the block D of hidden dimensions that carries the image toke
 OFFSET_SCALE = 8.0  # the offset, in units of the RMS of the text-token embeddings
 NORM_FACTOR = 0.05  # how much the LN model's norm weights shrink on (or off) D
 AMPLIFY = 8.0  # the full model's layer writes where the similarity claim must fail
+HEAD_SCALE = 1e-3  # the output head of the model meant to have the lower norm-gradient variance
 TRACE_SD = {True: (0.1, 1.0), False: (1.0, 0.1)}  # (LN, full) gradient noise where the claim holds / fails
 
 
@@ -119,6 +126,13 @@ def amplify_layers(model: nn.Module, sites: ModelSites, factor: float) -> None:
         linear.weight *= factor
         if linear.bias is not None:
             linear.bias *= factor
+
+
+@torch.no_grad()
+def scale_head(model: nn.Module, sites: ModelSites, factor: float) -> None:
+    """Multiply the output head by `factor` (the logits scale by it; no activation changes)."""
+    for param in model.get_submodule(sites.lm_head).parameters():
+        param *= factor
 
 
 def write_gradient_trace(
@@ -190,13 +204,14 @@ class Scenario:
     ln_run: Path
     full_run: Path
 
-    def argv(self, data: str | Path, out: str | Path) -> list[str]:
-        """`lnprobe claims` arguments for this scenario (the caller adds --n, --batch-size, ...)."""
-        return [
+    def argv(self, data: str | Path, out: str | Path, traces: bool = True) -> list[str]:
+        """`lnprobe claims` arguments for this scenario (the caller adds --n, --batch-size, ...); without
+        `traces`, the engine takes offline per-example gradients."""
+        argv = [
             "claims", "--base", str(self.base), "--ln", str(self.ln), "--full", str(self.full),
-            "--ln-run", str(self.ln_run), "--full-run", str(self.full_run), "--data", str(data),
-            "--out", str(out),
+            "--data", str(data), "--out", str(out),
         ]  # fmt: skip
+        return [*argv, "--ln-run", str(self.ln_run), "--full-run", str(self.full_run)] if traces else argv
 
 
 def build_scenario(base: str | Path, out: str | Path, holds: bool, seed: int = 0) -> Scenario:
@@ -210,6 +225,8 @@ def build_scenario(base: str | Path, out: str | Path, holds: bool, seed: int = 0
 
     ln = load(base)
     scale_norm_dims(ln.model, ln.sites, dims, NORM_FACTOR, inside=holds)
+    if holds:
+        scale_head(ln.model, ln.sites, HEAD_SCALE)
     ln_dir = _save_ln_delta(ln.model, base, out / "ln")
 
     full = load(base)
@@ -217,6 +234,7 @@ def build_scenario(base: str | Path, out: str | Path, holds: bool, seed: int = 0
         silence_layers(full.model, full.sites)
     else:
         amplify_layers(full.model, full.sites, AMPLIFY)
+        scale_head(full.model, full.sites, HEAD_SCALE)
     full_dir = _save_hf(full.model, full.processor, base, out / "full")
 
     sd_ln, sd_full = TRACE_SD[holds]
