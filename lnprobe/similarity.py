@@ -276,7 +276,9 @@ def _delta_side(spec: str) -> tuple[str, dict[str, torch.Tensor]] | None:
     if kind != "delta":
         return None
     info = read_delta(spec)
-    if info.regime == "lora":  # LoRA deltas change the module structure: load them separately
+    from lnprobe.regimes import resolve_regime
+
+    if resolve_regime(info.regime).wraps:  # LoRA deltas change the module structure: load them separately
         return None
     base = base_of(spec)
     if checkpoint_kind(base) != "hf":
