@@ -1,6 +1,7 @@
 """Where the time of `cka_matrix(..., matmul_dtype=torch.float32)` goes on a GPU (33 x 4096 x 4096):
 centring, the Gram products for 1, 2, 4 and 8 row blocks (lower block triangle; biased and unbiased), the
-chunked pair products, at TF32 and full float32 precision, plus the whole call. Diagnostic for benchmarks/similarity_cost.py (d).
+chunked pair products, at TF32 and full float32 precision, plus the whole call. Diagnostic for
+benchmarks/similarity_cost.py (d).
 
     python benchmarks/cka_gpu_parts.py
 """

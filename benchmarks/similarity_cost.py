@@ -241,8 +241,9 @@ def pair_rows(key: str, pair: torch.Tensor, case: str, peer, reps: int) -> list[
     start = time.perf_counter()
     ref = float(np_cka(np.stack([x64, y64]), True)[0, 1]) if gram_form else np_pair_features(x64, y64)
     t_ref = time.perf_counter() - start
-    if gram_form:  # cheap: time it properly
-        t_ref, _ = timed(lambda: np_cka(np.stack([x64, y64]), True), reps)
+    if gram_form:  # cheap: time it properly, from the same float32 input
+        xy32 = np.stack([x.numpy(), y.numpy()])
+        t_ref, _ = timed(lambda: np_cka(xy32.astype(np.float64), True), reps)
     rows = []
     for name, dtype in (("lnprobe linear_cka float32", torch.float32), ("lnprobe linear_cka float64", None)):
         secs, out = timed(lambda dt=dtype: linear_cka(x, y, True, dt or torch.float64), reps)

@@ -360,3 +360,9 @@ def test_minibatch_update_chooses_a_space_and_matches_linear_cka(n, d, dtype):
         assert float(m[i, j]) == pytest.approx(numpy_cka(xs[i].numpy(), ys[j].numpy(), True), abs=tol)
     with pytest.raises(InputError, match="X and Y minibatches differ in rows"):
         acc.update(xs, [y[:-1] for y in ys])
+
+
+def test_float32_overflow_is_an_error_not_a_silent_nan():
+    x = rand(50, 20, 95).float() * 1e30  # finite in float32; its Gram products are not
+    with pytest.raises(InputError, match="overflowed"):
+        cka_matrix([x, x + 1], debiased=True, matmul_dtype=torch.float32)

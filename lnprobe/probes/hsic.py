@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.probes.base import as_float64, center
+from lnprobe.probes.base import as_float64
 
 CHUNK = 1 << 12  # float32 partial sums over this many terms, added in float64
 
@@ -45,17 +45,15 @@ def check_matrix(x, name: str) -> torch.Tensor:
 
 
 def centred(features: Sequence, names: Sequence[str], dtype: torch.dtype) -> list[torch.Tensor]:
-    """Column-centred copies in `dtype`, on the first input's device. float64 inputs are validated here;
-    float32 ones are centred in two float32 passes (the second removes the rounding of the first mean,
-    which would dominate layers whose spread is near float32 resolution, e.g. saturated units)."""
+    """Column-centred copies in `dtype`, on the first input's device (finiteness is checked once, on the
+    result: a NaN or inf anywhere in a column reaches every HSIC of its layer). float32 features are
+    centred in two passes (the second removes the rounding of the first mean, which would dominate layers
+    whose spread is near float32 resolution, e.g. saturated units)."""
     mats = []
     for f, name in zip(features, names, strict=True):
-        if dtype == torch.float64:
-            mats.append(center(as_float64(f, name)))
-        else:
-            c = check_matrix(f, name).to(dtype)
-            c = c - c.mean(0)
-            mats.append(c.sub_(c.mean(0)))
+        c = check_matrix(f, name).to(dtype)
+        c = c - c.mean(0)
+        mats.append(c if dtype == torch.float64 else c.sub_(c.mean(0)))
     device = mats[0].device
     return [m.to(device) for m in mats]
 
@@ -178,6 +176,7 @@ def hsic_pairs(
     if not torch.isfinite(h).all():  # one check (one device sync) for all layers; name the layer if any
         for f, name in zip(layers, names, strict=True):
             as_float64(f, name)
+        raise InputError("HSIC overflowed (features too large for the product precision)")
     diag = torch.diagonal(h)
     if ys is None:
         return h, diag, diag
@@ -220,6 +219,6 @@ def _layer_terms(m: torch.Tensor, exact: bool) -> tuple[torch.Tensor, torch.Tens
     there); in feature space (chosen when d < ~n/3) kx·ky is ~d/n of the result and the others ~d/n², so
     the working precision suffices (and saves a float64 copy of a tall matrix)."""
     w = m.double() if exact else m
-    k, s = w.square().sum(1), w.sum(0)  # |x_i|², Σ x_i
+    k, s = torch.linalg.vecdot(w, w), w.sum(0)  # |x_i|², Σ x_i
     k64, s64 = k.double(), s.double()
     return k64, s64.square().sum() - k64.sum(), (w @ s).double() - k64
