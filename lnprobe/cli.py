@@ -68,7 +68,11 @@ def params(
     model: ModelArg,
     regime: Annotated[
         list[str] | None,
-        typer.Option("--regime", "-r", help="Regime(s) to count (repeatable); default: all."),
+        typer.Option(
+            "--regime",
+            "-r",
+            help="Regime(s) to count (repeatable): a preset or atoms joined by '+'; default: every preset.",
+        ),
     ] = None,
     dtype: Annotated[
         str, typer.Option(help="Model dtype for the memory estimate: bf16, fp16 or fp32.")
@@ -79,23 +83,30 @@ def params(
     base: BaseOpt = None,
     online: OnlineOpt = False,
 ) -> None:
-    """Trainable parameters per regime, by group, with a training-memory estimate.
+    """Trainable parameters per regime, by group, with a training-memory estimate, and LN vs LoRA under
+    each reading of the paper's LoRA with the rank that gives the paper's -41.9 %.
 
-    The model is built on the meta device (no weights are read), so 7B/13B shapes are instant."""
+    The model is built on the meta device (no weights are read), so 7B/13B shapes take seconds."""
     from lnprobe.models import build_from_config, resolve_config
     from lnprobe.models.load import parse_dtype
-    from lnprobe.params import GROUPS, params_table
+    from lnprobe.params import GROUPS, LORA_READINGS, lora_readings, params_table
     from lnprobe.provenance import provenance
-    from lnprobe.regimes import REGIMES, RegimeOptions
+    from lnprobe.regimes import REGIMES, RegimeOptions, resolve_regime
 
     regimes = regime or REGIMES.names()
     for name in regimes:
-        REGIMES.get(name)  # unknown names fail before any work
+        resolve_regime(name)  # unknown names fail before any work
     options = RegimeOptions(lora_rank=lora_rank, lora_alpha=lora_alpha)
     config = resolve_config(model, online=online, base=base)
-    reports = params_table(lambda: build_from_config(config), regimes, options, parse_dtype(dtype))
+    build = lambda: build_from_config(config)  # noqa: E731
+    reports = params_table(build, regimes, options, parse_dtype(dtype))
+    comparisons = []
+    if {"ln", *LORA_READINGS.values()} <= set(regimes):  # the default: every preset
+        comparisons = lora_readings(build, lora_rank, {r.regime: r for r in reports})
     if as_json:
         record = {"model": model, "reports": [r.as_dict() for r in reports], "provenance": provenance()}
+        if comparisons:
+            record["ln_vs_lora"] = [c.as_dict() for c in comparisons]
         typer.echo(json.dumps(record, indent=2))
         return
     total = reports[0].total
@@ -120,19 +131,50 @@ def params(
             r.regime, *map(_gib, (m.frozen_weights, m.trainable_weights, m.gradients, m.optimizer, m.total))
         )
     console.print(mem)
+    if comparisons:
+        console.print(_comparison_table(comparisons))
+
+
+def _comparison_table(comparisons) -> Table:
+    """LN vs LoRA under each reading, and the LoRA rank that gives the paper's figure."""
+    first = comparisons[0]
+    table = Table(
+        title=f"LN vs LoRA (rank {first.rank}) under each reading of the paper's LoRA; the paper reports "
+        f"{first.target_pct:+.1f} % at 13B"
+    )
+    for col in ("reading", "LoRA regime", "ln", "LoRA", "ln vs LoRA", f"rank for {first.target_pct:+.1f} %"):
+        table.add_column(col, justify="left" if col in ("reading", "LoRA regime") else "right")
+    for c in comparisons:
+        match = (
+            f"{c.matching_rank} ({c.solved_rank:.1f}): {c.matching_pct:+.1f} %"
+            if c.matching_rank is not None
+            else "none (below rank 1)"
+        )
+        table.add_row(c.reading, c.lora_regime, f"{c.ln:,}", f"{c.lora:,}", f"{c.pct:+.1f} %", match)
+    return table
 
 
 @app.command()
 def regimes() -> None:
-    """List the training regimes."""
-    from lnprobe.regimes import REGIMES
+    """List the training regimes: presets, and the atoms they are made of (compose atoms with '+')."""
+    from lnprobe.regimes import ATOMS, REGIMES
 
-    table = Table(title="regimes")
+    table = Table(title="regimes (presets)")
     table.add_column("name")
+    table.add_column("atoms")
     table.add_column("trains")
     for name in REGIMES:
-        table.add_row(name, REGIMES.get(name).summary)
+        preset = REGIMES.get(name)
+        table.add_row(name, "+".join(preset.atoms), preset.summary)
     console.print(table)
+    atoms = Table(title="atoms (write a regime as atoms joined by '+', e.g. lora+connector+embed+head)")
+    atoms.add_column("atom")
+    atoms.add_column("trains")
+    for name in ATOMS:
+        atom = ATOMS.get(name)
+        note = " (combines with no other atom)" if atom.alone else ""
+        atoms.add_row(name, atom.summary + note)
+    console.print(atoms)
 
 
 @app.command()

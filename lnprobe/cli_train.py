@@ -84,7 +84,8 @@ def data_subset(
 
 TRAIN_HELP = {
     "model": "load() spec, or 'tiny' (a fresh tiny LLaVA saved into the run).",
-    "regime": "Training regime (lnprobe regimes).",
+    "regime": "Training regime: a preset or atoms joined by '+', e.g. lora+connector+embed+head "
+    "(lnprobe regimes).",
     "data": "LLaVA JSON/JSONL data file.",
     "image_folder": "Folder the records' image paths are relative to (default: the data file's).",
     "template": "Chat template: vicuna_v1, llama_2 or plain.",
@@ -133,7 +134,10 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 SWEEP_EXTRA = {
-    "regimes": (Annotated[str, typer.Option(help="Comma-separated regimes.")], "ln,lora,full"),
+    "regimes": (
+        Annotated[str, typer.Option(help="Comma-separated regimes (presets or a+b compositions).")],
+        "ln,lora,full",
+    ),
     "lrs": (
         Annotated[
             str | None,
@@ -189,11 +193,17 @@ def sweep_command(
 
 
 def export_command(
-    delta: Annotated[str, typer.Argument(help="An lnprobe delta checkpoint of regime ln or ln-simp.")],
+    delta: Annotated[
+        str,
+        typer.Argument(
+            help="An lnprobe delta of ln, ln-simp or a composition of norms/connector/embed/head."
+        ),
+    ],
     peft: Annotated[Path, typer.Option("--peft", help="Write a PEFT LN-tuning adapter directory here.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output if it exists.")] = False,
 ) -> None:
-    """Export an ln / ln-simp delta as a PEFT adapter (loads with PeftModel.from_pretrained)."""
+    """Export an ln / ln-simp (or norms/connector/embed/head composition) delta as a PEFT adapter (loads
+    with PeftModel.from_pretrained)."""
     from lnprobe.models.delta import is_delta
     from lnprobe.models.export import export_peft
 

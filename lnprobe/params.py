@@ -120,3 +120,99 @@ def params_table(
 ) -> list[ParamsReport]:
     """One report per regime, each on a fresh model from `build` (use a meta-device builder at scale)."""
     return [regime_report(build(), r, options, dtype) for r in regimes]
+
+
+# The paper's abstract: at 13B, LayerNorm tuning trains 41.9 % fewer parameters than LoRA.
+PAPER_LN_VS_LORA_PCT = -41.9
+# How to read the paper's "LoRA": adapters + connector (lnprobe's `lora`), or adapters + connector + word
+# embeddings + output head (its Figure 1 caption: those are trained by default for every compared option).
+LORA_READINGS = {"adapters only": "lora", "paper (Figure 1)": "lora-paper"}
+
+
+@dataclass(frozen=True)
+class LoraComparison:
+    """LN's trainable parameters against a LoRA regime's, at a rank, and the rank that gives a target."""
+
+    reading: str
+    lora_regime: str
+    ln: int  # trainable parameters of the LN regime
+    rank: int
+    lora: int  # trainable parameters of the LoRA regime at `rank`
+    per_rank: int  # LoRA's trainable parameters per unit of rank (sum of in + out over the adapted layers)
+    fixed: int  # LoRA's trainable parameters that do not depend on the rank (connector, embeddings, ...)
+    target_pct: float
+    solved_rank: float | None  # the real rank at which (ln - lora) / lora = target (None: below rank 1)
+    matching_rank: int | None  # the integer rank whose change is nearest the target
+    matching_lora: int | None  # LoRA's trainable parameters at `matching_rank`, counted on the model
+    matching_pct: float | None  # the change at `matching_rank`
+
+    @property
+    def pct(self) -> float:
+        """LN vs LoRA at `rank`: (ln - lora) / lora, in %."""
+        return change_pct(self.ln, self.lora)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "pct": self.pct}
+
+
+def change_pct(a: int, b: int) -> float:
+    """How much fewer (negative) or more parameters `a` trains than `b`, in % of `b`."""
+    return 100.0 * (a - b) / b
+
+
+def _trainable(build: Callable[[], nn.Module], regime: str, rank: int) -> int:
+    return regime_report(build(), regime, RegimeOptions(lora_rank=rank)).trainable
+
+
+def lora_comparison(
+    build: Callable[[], nn.Module],
+    lora_regime: str,
+    rank: int = 32,
+    ln_regime: str = "ln",
+    target_pct: float = PAPER_LN_VS_LORA_PCT,
+    reading: str = "",
+    counted: dict[str, ParamsReport] | None = None,
+) -> LoraComparison:
+    """Count LN and the LoRA regime on fresh models from `build` (meta device at scale), and solve for the
+    LoRA rank at which LN trains `target_pct` % more (negative: fewer) parameters than LoRA.
+
+    LoRA's trainable count is affine in the rank, fixed + per_rank x r (each adapted linear layer adds
+    r x (in + out)); both terms are measured on the model at `rank` (the adapters' count / rank, and the
+    rest), and (ln - lora(r)) / lora(r) = target gives r = (ln / (1 + target) - fixed) / per_rank. The
+    nearest integer rank is counted on the model again, which checks the affine form. `counted`: reports
+    at `rank` already made, by regime name (the `params` table's), so they are not counted twice."""
+    counted = counted or {}
+    options = RegimeOptions(lora_rank=rank)
+    ln = (counted.get(ln_regime) or regime_report(build(), ln_regime, options)).trainable
+    report = counted.get(lora_regime) or regime_report(build(), lora_regime, options)
+    at_rank, adapters = report.trainable, report.by_group["lora"]
+    if not adapters or adapters % rank:
+        raise AssertionError(f"{lora_regime}: {adapters} adapter parameters at rank {rank}")
+    per_rank, fixed = adapters // rank, at_rank - adapters
+    wanted = ln / (1 + target_pct / 100)  # LoRA's count that gives the target
+    solved = (wanted - fixed) / per_rank
+    matching = matching_lora = matching_pct = None
+    if solved >= 1:
+        candidates = {max(1, int(solved)), int(solved) + 1}
+        matching = min(candidates, key=lambda r: abs(change_pct(ln, fixed + per_rank * r) - target_pct))
+        matching_lora = _trainable(build, lora_regime, matching)
+        if matching_lora != fixed + per_rank * matching:
+            raise AssertionError(f"{lora_regime}: trainable count is not affine in the rank")
+        matching_pct = change_pct(ln, matching_lora)
+    else:
+        solved = None
+    return LoraComparison(
+        reading=reading or lora_regime, lora_regime=lora_regime, ln=ln, rank=rank, lora=at_rank,
+        per_rank=per_rank, fixed=fixed, target_pct=target_pct, solved_rank=solved, matching_rank=matching,
+        matching_lora=matching_lora, matching_pct=matching_pct,
+    )  # fmt: skip
+
+
+def lora_readings(
+    build: Callable[[], nn.Module], rank: int = 32, counted: dict[str, ParamsReport] | None = None
+) -> list[LoraComparison]:
+    """`lora_comparison` under each reading of the paper's LoRA (LORA_READINGS)."""
+    return [
+        lora_comparison(build, regime, rank, reading=reading, counted=counted)
+        for reading, regime in LORA_READINGS.items()
+    ]

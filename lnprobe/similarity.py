@@ -2,10 +2,10 @@
 
 One checkpoint: every captured site against every other (the paper's cross-layer similarity, summarised by
 the mean over off-diagonal pairs). Two checkpoints: every site of A against every site of B, plus the
-per-site diagonal. Checkpoints run one after the other; pass A's per-batch Gram matrices and rows go to
-safetensors shards on disk, so memory stays flat and both models are never loaded together. Rows are the
-selected tokens of the same inputs in both passes (at most `max_rows` per batch, the same random subset
-for every site and checkpoint).
+per-site diagonal. Checkpoints run one after the other; pass A's per-batch rows go to safetensors shards on
+disk, so memory stays flat and both models are never loaded together. Rows are the selected tokens of the
+same inputs in both passes (at most `max_rows` per batch, the same random subset for every site and
+checkpoint).
 
 Metrics: `cka` (linear CKA, unbiased HSIC averaged over minibatches), `cka_biased` (with its random
 baseline: Y rows permuted within each minibatch), `rbf_cka` (Gaussian kernels, median-heuristic bandwidth
@@ -34,7 +34,7 @@ from lnprobe.data.llava import LlavaDataset, collate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.models import load
-from lnprobe.probes.minibatch import MinibatchCKA, grams, off_diagonal_mean
+from lnprobe.probes.minibatch import MinibatchCKA, off_diagonal_mean
 from lnprobe.provenance import provenance
 from lnprobe.textio import parse_json, read_text
 
@@ -191,8 +191,8 @@ class _Cosine:
     def __init__(self) -> None:
         self.terms: list[torch.Tensor] = []
 
-    def update(self, xs, ys) -> None:
-        self.terms.append(_cosine_matrix(xs, ys))
+    def update(self, xs, ys=None) -> None:
+        self.terms.append(_cosine_matrix(xs, xs if ys is None else ys))
 
     def compute(self, which=None) -> torch.Tensor:
         idx = range(len(self.terms)) if which is None else which.tolist()
@@ -276,7 +276,9 @@ def _delta_side(spec: str) -> tuple[str, dict[str, torch.Tensor]] | None:
     if kind != "delta":
         return None
     info = read_delta(spec)
-    if info.regime == "lora":  # LoRA deltas change the module structure: load them separately
+    from lnprobe.regimes import resolve_regime
+
+    if resolve_regime(info.regime).wraps:  # LoRA deltas change the module structure: load them separately
         return None
     base = base_of(spec)
     if checkpoint_kind(base) != "hf":
@@ -325,14 +327,12 @@ def _rows_of(cfg, p: _Pass, batches, label, which: str = "a"):
 
 def _single_pass(cfg, p: _Pass, batches, accs, baseline) -> None:
     for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.a}"):
-        xs = list(rows.values())
-        _update(accs, baseline, grams(xs), grams(xs), xs, xs, b, cfg.seed)
+        _update(accs, baseline, list(rows.values()), None, b, cfg.seed)
 
 
 def _first_pass_to_disk(cfg, p: _Pass, batches, shards: Path) -> None:
     for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.a}"):
-        xs = list(rows.values())
-        tensors = {"grams": grams(xs).contiguous(), **{f"rows.{k}": v.contiguous() for k, v in rows.items()}}
+        tensors = {f"rows.{k}": v.contiguous() for k, v in rows.items()}
         save_file(tensors, str(shards / f"batch-{b:05d}.safetensors"))
 
 
@@ -346,7 +346,7 @@ def _second_pass(cfg, p: _Pass, batches, shards: Path, names_a, accs, baseline) 
                 "the two checkpoints select different rows from the same inputs (different "
                 "image-token counts?)"
             )
-        _update(accs, baseline, saved["grams"], grams(ys), xs, ys, b, cfg.seed)
+        _update(accs, baseline, xs, ys, b, cfg.seed)
 
 
 def _accumulator(metric: str):
@@ -357,18 +357,16 @@ def _accumulator(metric: str):
     return MinibatchCKA(debiased=metric == "cka")
 
 
-def _update(accs, baseline, gx, gy, xs, ys, batch_index, seed) -> None:
-    """Add one minibatch: linear CKA from the shared linear Grams, the others from the rows."""
+def _update(accs, baseline, xs, ys, batch_index, seed) -> None:
+    """Add one minibatch's rows (`ys=None`: the checkpoint against itself) to every accumulator; linear CKA
+    picks Gram or feature space by cost (`lnprobe.probes.hsic`)."""
     for acc in accs.values():
-        if isinstance(acc, _Cosine) or acc.kernel == "rbf":
-            acc.update(xs, ys)
-        else:
-            acc.update_from_grams(gx, gy)
+        acc.update(xs, ys)
     if baseline is not None:  # unrelated rows: permute Y's rows within the minibatch
         perm = torch.randperm(
-            gy.shape[-1], generator=torch.Generator().manual_seed(seed + 104729 * batch_index)
+            xs[0].shape[0], generator=torch.Generator().manual_seed(seed + 104729 * batch_index)
         )
-        baseline.update_from_grams(gx, gy[:, perm][:, :, perm])
+        baseline.update(xs, [y[perm] for y in (xs if ys is None else ys)])
 
 
 def _summarise(cfg, accs, baseline, names_a, names_b) -> dict:

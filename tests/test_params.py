@@ -1,6 +1,7 @@
 """Parameter accounting at the paper's shapes, against analytic counts and against measured memory."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -105,3 +106,88 @@ def test_estimate_memory_scales_with_dtype():
     fp32, bf16 = estimate_memory(10, 3, torch.float32), estimate_memory(10, 3, torch.bfloat16)
     assert fp32.frozen_weights == 2 * bf16.frozen_weights == 40
     assert fp32.total - fp32.frozen_weights == bf16.total - bf16.frozen_weights == 3 * 16
+
+
+def _analytic_lora_terms(preset: str) -> dict[str, int]:
+    """Independent counts from the model's config alone: LoRA's parameters per unit of rank (r x (in + out)
+    for q, k, v, o, gate, up, down of every decoder layer), and the non-adapter sets."""
+    config = resolve_config(preset)
+    text, vision = config.text_config, config.vision_config
+    d, f, layers = text.hidden_size, text.intermediate_size, text.num_hidden_layers
+    kv = d // text.num_attention_heads * text.num_key_value_heads
+    per_layer = (d + d) + 2 * (d + kv) + (d + d) + 2 * (d + f) + (f + d)
+    embed = text.vocab_size * d
+    return {
+        "per_rank": layers * per_layer,
+        "connector": vision.hidden_size * d + d,  # the paper's linear connector
+        "embed_head": 2 * embed,  # untied
+        "norms": (2 * layers + 1) * d,
+    }
+
+
+def _solve(ln: int, fixed: int, per_rank: int, target_pct: float) -> float:
+    return (ln / (1 + target_pct / 100) - fixed) / per_rank
+
+
+def test_lora_comparison_against_analytic_counts_on_tiny():
+    from lnprobe.params import lora_comparison
+
+    t = _analytic_lora_terms("tiny")
+    ln = t["norms"] + t["connector"] + t["embed_head"]
+    for regime, fixed in (("lora", t["connector"]), ("lora-paper", t["connector"] + t["embed_head"])):
+        target = 100.0 * (ln - (fixed + 5.3 * t["per_rank"])) / (fixed + 5.3 * t["per_rank"])  # rank 5.3
+        c = lora_comparison(_meta("tiny"), regime, rank=8, target_pct=target)
+        assert (c.ln, c.per_rank, c.fixed) == (ln, t["per_rank"], fixed)
+        assert c.lora == fixed + 8 * t["per_rank"]
+        assert c.solved_rank == pytest.approx(5.3) == pytest.approx(_solve(ln, fixed, t["per_rank"], target))
+        assert c.matching_rank == 5 and c.matching_lora == fixed + 5 * t["per_rank"]
+        assert c.pct == pytest.approx(100.0 * (ln - c.lora) / c.lora)
+    # LN = LoRA needs rank norms / per_rank < 1 here: no rank reproduces it
+    assert t["norms"] < t["per_rank"]
+    unreachable = lora_comparison(_meta("tiny"), "lora-paper", rank=4, target_pct=0.0)
+    assert unreachable.solved_rank is None and unreachable.matching_rank is None
+
+
+@pytest.mark.slow
+def test_params_13b_prints_both_readings_and_the_paper_rank(capsys):
+    """`lnprobe params llava-13b`: LN vs LoRA r32 is +155.6 % (adapters only) and -27.2 % (the paper's
+    reading); the rank for the paper's -41.9 % is solved (145.3 and 61.6) and the nearest integer rank
+    counted, all as the analytic count from the config says."""
+    from lnprobe import cli
+
+    assert cli.main(["params", "llava-13b", "-r", "ln", "-r", "lora", "-r", "lora-paper", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    t = _analytic_lora_terms("llava-13b")
+    ln = t["norms"] + t["connector"] + t["embed_head"]
+    readings = {c["lora_regime"]: c for c in record["ln_vs_lora"]}
+    assert [c["reading"] for c in record["ln_vs_lora"]] == ["adapters only", "paper (Figure 1)"]
+    for regime, fixed, rank, pct in (
+        ("lora", t["connector"], 145, -41.77),
+        ("lora-paper", t["connector"] + t["embed_head"], 62, -42.07),
+    ):
+        c = readings[regime]
+        assert c["ln"] == ln == 333_342_720
+        assert (c["per_rank"], c["fixed"]) == (t["per_rank"], fixed)
+        assert c["lora"] == fixed + 32 * t["per_rank"]
+        assert c["solved_rank"] == pytest.approx(_solve(ln, fixed, t["per_rank"], -41.9), rel=1e-12)
+        assert c["matching_rank"] == rank and c["matching_lora"] == fixed + rank * t["per_rank"]
+        assert c["matching_pct"] == pytest.approx(pct, abs=0.01)
+        for other in (rank - 1, rank + 1):  # the nearest integer rank
+            lora = fixed + other * t["per_rank"]
+            assert abs(100 * (ln - lora) / lora + 41.9) >= abs(c["matching_pct"] + 41.9)
+    assert readings["lora"]["pct"] == pytest.approx(155.59, abs=0.01)  # LN trains ~2.6x more
+    assert readings["lora-paper"]["pct"] == pytest.approx(-27.23, abs=0.01)
+
+
+def test_params_prints_the_comparison_table(capsys):
+    """The text output of `params` carries the comparison; on tiny shapes too a rank reproduces -41.9 %."""
+    from lnprobe import cli
+
+    assert cli.main(["params", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "adapters only" in out and "paper (Figure 1)" in out and "rank for -41.9 %" in out
+    t = _analytic_lora_terms("tiny")
+    ln = t["norms"] + t["connector"] + t["embed_head"]
+    for fixed in (t["connector"], t["connector"] + t["embed_head"]):
+        solved = _solve(ln, fixed, t["per_rank"], -41.9)
+        assert f"({solved:.1f}):" in out

@@ -18,6 +18,7 @@ from lnprobe.probes import (
     rbf_cka,
 )
 from lnprobe.probes.cka import _hsic_unbiased_feature, hsic_unbiased_gram
+from lnprobe.probes.hsic import hsic_pairs, use_feature_space
 
 
 def rand(n, d, seed=0):
@@ -207,7 +208,8 @@ def test_cka_matrix_names_the_layer_with_nan(dtype):
 
 
 def test_cka_matrix_float32_block_triangle_path_equals_float64():
-    # n = 1100 splits each Gram into 2 row blocks (only the lower block triangle is computed)
+    # n = 1100, d <= 70: computed in feature space since the choice is by cost (the Gram-space lower block
+    # triangle at n = 1100 is covered by test_cka_matrix_float32_equals_float64_in_both_spaces)
     base = rand(1100, 40, seed=60)
     layers = [base + 10, torch.tanh(base @ rand(40, 40, seed=61)) - 5, rand(1100, 70, seed=62)]
     exact = cka_matrix(layers)
@@ -228,3 +230,139 @@ def test_cka_matrix_float32_survives_layers_at_float32_resolution():
     assert float(layers[-1].std(0).mean()) < 1e-5
     exact = cka_matrix(layers)
     assert torch.allclose(cka_matrix(layers, matmul_dtype=torch.float32), exact, rtol=0, atol=1e-6)
+
+
+def numpy_unbiased_hsic(x, y):
+    """Song et al. 2012, eq. (5), in NumPy float64 from raw (uncentred) Grams: K̃ = K with a zero diagonal,
+    (tr(K̃L̃) + 1ᵀK̃1 1ᵀL̃1 / ((n-1)(n-2)) - 2/(n-2) 1ᵀK̃L̃1) / (n(n-3))."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    k, l_ = x @ x.T, y @ y.T
+    np.fill_diagonal(k, 0.0)
+    np.fill_diagonal(l_, 0.0)
+    n, one = k.shape[0], np.ones(k.shape[0])
+    total = np.trace(k @ l_) + (one @ k @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
+    return (total - 2.0 / (n - 2) * (one @ k @ l_ @ one)) / (n * (n - 3))
+
+
+def numpy_cka(x, y, debiased):
+    """CKA from the NumPy references: the centring-matrix formula, or the unbiased HSIC above."""
+    if not debiased:
+        return reference_cka(x, y)
+    h = numpy_unbiased_hsic
+    return h(x, y) / np.sqrt(h(x, x) * h(y, y))
+
+
+SHAPES = pytest.mark.parametrize("n, d", [(24, 300), (400, 10)], ids=["n<d", "n>d"])
+
+
+@SHAPES
+@pytest.mark.parametrize("debiased", [False, True], ids=["biased", "unbiased"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_gram_and_feature_space_agree_with_an_independent_formula(n, d, debiased, dtype):
+    """Both spaces, forced, and the automatic choice (Gram for n < d, features for n > d) match NumPy."""
+    x = rand(n, d, 70) + 5.0  # an offset: the estimators must centre (or not need it) on their own
+    y = torch.tanh(x @ rand(d, d + 7, 71) / d**0.5) + 0.3 * rand(n, d + 7, 72) - 2.0
+    expected = numpy_cka(x.numpy(), y.numpy(), debiased)
+    tol = 1e-10 if dtype == torch.float64 else 1e-6
+    xs, ys = (x.to(dtype),), (y.to(dtype),)
+    for space in ("gram", "feature"):
+        xy, xx, yy = hsic_pairs(xs, ys, debiased, dtype, space=space)
+        assert float(xy[0, 0] / torch.sqrt(xx[0] * yy[0])) == pytest.approx(expected, abs=tol)
+    assert linear_cka(*xs, *ys, debiased=debiased, matmul_dtype=dtype) == pytest.approx(expected, abs=tol)
+    assert use_feature_space(n, [d, d + 7], [(1, 0), (0, 0), (1, 1)]) == (n > d)
+
+
+def test_unbiased_hsic_engine_matches_numpy_formula_in_both_spaces():
+    x, y = rand(30, 50, 73) - 3.0, rand(30, 20, 74) + 1.0
+    expected = numpy_unbiased_hsic(x.numpy(), y.numpy())
+    for space in ("gram", "feature"):
+        xy, _, _ = hsic_pairs([x], [y], True, torch.float64, space=space)
+        assert float(xy[0, 0]) == pytest.approx(expected, rel=1e-9)
+
+
+@SHAPES
+@pytest.mark.parametrize("debiased", [False, True], ids=["biased", "unbiased"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_invariances_in_both_spaces_and_precisions(n, d, debiased, dtype):
+    x = rand(n, d, 75)
+    q, _ = torch.linalg.qr(rand(d, d, 76))
+    y = torch.tanh(x @ rand(d, d, 77) / d**0.5)
+    tol = 1e-9 if dtype == torch.float64 else 1e-6
+
+    def cka(a, b):
+        return linear_cka(a.to(dtype), b.to(dtype), debiased=debiased, matmul_dtype=dtype)
+
+    assert cka(x, x @ q) == pytest.approx(1.0, abs=tol)  # orthogonal transform
+    assert cka(x, 3.7 * y) == pytest.approx(cka(x, y), abs=tol)  # isotropic scaling
+    assert cka(x, y) < 0.99
+
+
+@SHAPES
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_unbiased_cka_of_unrelated_features_is_near_zero(n, d, dtype):
+    x, y = rand(n, d, 78) + 10, rand(n, d, 79) + 10
+    assert abs(linear_cka(x.to(dtype), y.to(dtype), debiased=True, matmul_dtype=dtype)) < 0.06
+    m = cka_matrix([x.to(dtype), y.to(dtype)], debiased=True, matmul_dtype=dtype)
+    assert abs(float(m[0, 1])) < 0.06
+
+
+@pytest.mark.parametrize("n, d", [(1100, 400), (3000, 12)], ids=["gram-2-blocks", "feature"])
+@pytest.mark.parametrize("debiased", [False, True], ids=["biased", "unbiased"])
+def test_cka_matrix_float32_equals_float64_in_both_spaces(n, d, debiased):
+    """The all-pairs float32 path (Gram space: lower block triangle, 2 row blocks at n = 1100; float64
+    sums) within 1e-6 of float64, for both estimators."""
+    base = rand(n, d, seed=80)
+    mix = rand(d, d, seed=81) / d**0.5
+    layers = [base + 10, torch.tanh(base @ mix) - 5, rand(n, d + 30, seed=82) * 1e-3 + 3]
+    assert use_feature_space(n, [d, d, d + 30], [(i, j) for i in range(3) for j in range(i + 1)]) == (
+        d < n / 9
+    )
+    exact = cka_matrix(layers, debiased=debiased)
+    fast = cka_matrix([x.float() for x in layers], debiased=debiased, matmul_dtype=torch.float32)
+    assert torch.allclose(fast, exact, rtol=0, atol=1e-6)
+    assert float(exact[0, 1]) > 0.5  # a related pair
+    if debiased:
+        assert abs(float(exact[0, 2])) < 0.1  # and an unrelated one
+
+
+def test_unbiased_float32_with_a_large_offset_and_n_much_smaller_than_d():
+    """The PITFALLS case (float32, +10 offset, n=64, d=4096) through the float32 products."""
+    x, y = rand(64, 4096, 83), rand(64, 4096, 84)
+    y = y + 0.5 * x
+    exact = linear_cka(x, y, debiased=True)
+    fast = linear_cka((x + 10).float(), (y + 10).float(), debiased=True, matmul_dtype=torch.float32)
+    assert fast == pytest.approx(exact, abs=1e-6)
+    m = cka_matrix([(x + 10).float(), (y + 10).float()], debiased=True, matmul_dtype=torch.float32)
+    assert float(m[0, 1]) == pytest.approx(exact, abs=1e-6)
+
+
+def test_unbiased_cka_matrix_float32_survives_layers_at_float32_resolution():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 256, generator=gen)
+    mix = torch.randn(256, 256, generator=gen) / 16
+    layers = [x]
+    for i in range(32):
+        layers.append(torch.tanh(layers[-1] @ mix) + 0.1 * i)
+    exact = cka_matrix(layers, debiased=True)
+    assert torch.allclose(cka_matrix(layers, debiased=True, matmul_dtype=torch.float32), exact, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, d", [(16, 64), (64, 4)], ids=["gram", "feature"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_minibatch_update_chooses_a_space_and_matches_linear_cka(n, d, dtype):
+    xs = [rand(n, d, 85 + s) for s in range(3)]
+    ys = [xs[s] + rand(n, d, 90 + s) for s in range(2)]
+    acc = MinibatchCKA(matmul_dtype=dtype)
+    acc.update([x.to(dtype) for x in xs], [y.to(dtype) for y in ys])
+    m = acc.compute()
+    tol = 1e-9 if dtype == torch.float64 else 1e-6
+    for i, j in itertools.product(range(3), range(2)):
+        assert float(m[i, j]) == pytest.approx(numpy_cka(xs[i].numpy(), ys[j].numpy(), True), abs=tol)
+    with pytest.raises(InputError, match="X and Y minibatches differ in rows"):
+        acc.update(xs, [y[:-1] for y in ys])
+
+
+def test_float32_overflow_is_an_error_not_a_silent_nan():
+    x = rand(50, 20, 95).float() * 1e30  # finite in float32; its Gram products are not
+    with pytest.raises(InputError, match="overflowed"):
+        cka_matrix([x, x + 1], debiased=True, matmul_dtype=torch.float32)

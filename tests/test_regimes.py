@@ -11,7 +11,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration, Phi3Config
 
 from lnprobe.errors import InputError, SitesError
 from lnprobe.models import TinyConfig, build_tiny
-from lnprobe.regimes import REGIMES, RegimeOptions, apply_regime
+from lnprobe.regimes import REGIMES, RegimeOptions, apply_regime, resolve_regime
 from tests.conftest import SMALL_TEXT
 
 L = TinyConfig().num_layers
@@ -87,7 +87,7 @@ def test_ln_simp_equals_peft_on_llm_norms(tiny):
     assert set(apply_regime(tiny[0], "ln-simp").trainable) == peft_names
 
 
-@pytest.mark.parametrize("regime", [r for r in REGIMES.names() if r != "lora"])
+@pytest.mark.parametrize("regime", [r for r in REGIMES.names() if not resolve_regime(r).wraps])
 def test_no_module_copied(tiny, regime):
     model = tiny[0]
     modules_before = {n: id(m) for n, m in model.named_modules()}
@@ -145,3 +145,146 @@ def test_fused_attention_has_no_qv_for_attn_qv(tiny):
 def test_bad_lora_options():
     with pytest.raises(InputError, match="--lora-rank"):
         RegimeOptions(lora_rank=0)
+
+
+# ---- atoms and compositions ------------------------------------------------------------------------------
+
+HEAD, EMBED = {"lm_head.weight"}, {f"{LM}.embed_tokens.weight"}
+PEFT = "base_model.model."
+LORA_LINEARS = {f"{LM}.layers.{i}.self_attn.{p}_proj" for i in range(L) for p in "qkvo"} | {
+    f"{LM}.layers.{i}.mlp.{p}_proj" for i in range(L) for p in ("gate", "up", "down")
+}
+LORA = {f"{PEFT}{m}.lora_{ab}.default.weight" for m in LORA_LINEARS for ab in "AB"}
+# Each atom's exact set by name (`lora` on a wrapped model: the other atoms' names gain PEFT's prefix).
+ATOM_SETS = {
+    "norms": NORMS,
+    "connector": CONNECTOR,
+    "embed": EMBED,
+    "head": HEAD,
+    "attn-qv": QV,
+    "attn-mlp": MLP,
+    "full": NORMS | CONNECTOR | EMBED_HEAD | ATTN | MLP,
+}
+PAPER_PRESETS = {
+    "lora-paper": LORA | {PEFT + n for n in CONNECTOR | EMBED_HEAD},
+    "attn-qv-paper": QV | CONNECTOR | EMBED_HEAD,
+    "attn-mlp-paper": MLP | CONNECTOR | EMBED_HEAD,
+}
+
+
+def test_every_atom_and_preset_is_covered():
+    from lnprobe.regimes import ATOMS
+
+    assert set(ATOMS.names()) == {*ATOM_SETS, "lora"}
+    assert set(REGIMES.names()) == {*EXPECTED, "lora", *PAPER_PRESETS}
+
+
+@pytest.mark.parametrize("atom", ["norms", "embed", "head"])  # atoms that are no preset's name
+def test_atom_alone(atom):
+    assert set(apply_regime(build_tiny()[0], atom).trainable) == ATOM_SETS[atom]
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        (a, b)
+        for i, a in enumerate(ATOM_SETS)
+        for b in list(ATOM_SETS)[i + 1 :]
+        if "full" not in (a, b)  # `full` combines with nothing (tested below)
+    ],
+    ids="+".join,
+)
+def test_composition_trains_the_union_of_its_atoms(pair):
+    a, b = pair
+    expected = ATOM_SETS[a] | ATOM_SETS[b]
+    assert set(apply_regime(build_tiny()[0], f"{a}+{b}").trainable) == expected
+    assert set(apply_regime(build_tiny()[0], f"{b}+{a}").trainable) == expected  # order does not matter
+
+
+@pytest.mark.parametrize("other", ["norms", "connector", "embed", "head"])
+def test_lora_atom_composes(other):
+    applied = apply_regime(build_tiny()[0], f"lora+{other}", RegimeOptions(lora_rank=4))
+    assert set(applied.trainable) == LORA | {PEFT + n for n in ATOM_SETS[other]}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_PRESETS))
+def test_paper_presets(preset):
+    applied = apply_regime(build_tiny()[0], preset, RegimeOptions(lora_rank=4))
+    assert set(applied.trainable) == PAPER_PRESETS[preset]
+
+
+def test_presets_equal_their_compositions():
+    from lnprobe.regimes import resolve_regime
+
+    for name in REGIMES.names():
+        atoms = "+".join(REGIMES.get(name).atoms)
+        assert resolve_regime(name).atom_names == resolve_regime(atoms).atom_names
+        options = RegimeOptions(lora_rank=4)
+        preset = apply_regime(build_tiny()[0], name, options).trainable
+        assert preset == apply_regime(build_tiny()[0], atoms, options).trainable
+    # the paper's readings add exactly embeddings and head to today's presets
+    assert resolve_regime("lora-paper").atom_names == ("lora", "connector", "embed", "head")
+    assert resolve_regime("ln").atom_names == ("norms", "connector", "embed", "head")
+
+
+@pytest.mark.parametrize(
+    "regime, fragment",
+    [
+        ("+", "empty atom at position 1"),
+        ("", "empty regime name"),
+        ("lora+", "empty atom at position 2"),
+        ("norms++head", "empty atom at position 2"),
+        ("norms+norms", "duplicate atom 'norms'"),
+        ("norms+head+norms", "duplicate atom 'norms'"),
+        ("norms+bogus", "unknown atom 'bogus'"),
+        ("ln+head", "unknown atom 'ln' (a preset"),
+        ("full+norms", "atom 'full' combines with no other atom"),
+        ("Norms", "unknown regime 'Norms'"),
+    ],
+)
+def test_bad_compositions_exit_2_with_one_line(capsys, regime, fragment):
+    from lnprobe import cli
+
+    assert cli.main(["params", "tiny", "-r", regime]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and lines[0].startswith("lnprobe: error: "), err
+    assert fragment in lines[0]
+    with pytest.raises(InputError, match="regime"):
+        apply_regime(build_tiny()[0], regime)
+
+
+def test_bad_composition_fails_train_and_sweep_before_any_work(capsys, tmp_path):
+    from lnprobe import cli
+
+    data = tmp_path / "d.json"
+    data.write_text('[{"id": "x", "image": "a.png", "conversations": []}]')
+    for argv in (
+        ["train", "--data", str(data), "--regime", "norms+norms", "--out", str(tmp_path / "run")],
+        ["sweep", "--data", str(data), "--regimes", "ln,lora+bogus", "--out", str(tmp_path / "sw")],
+    ):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert ("'norms'" in err or "'bogus'" in err) and err.count("\n") == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sw").exists()
+
+
+def test_composed_delta_round_trips_and_exports(tiny_dir, tmp_path):
+    """A delta saved under a composition re-applies it by name on load; an LN-tuning-shaped composition
+    exports to PEFT, a LoRA one is refused."""
+    from lnprobe.models import load
+    from lnprobe.models.export import export_peft
+    from tests.test_export import make_delta
+
+    make_delta(tiny_dir, "norms+head", tmp_path / "nh")
+    tuned = load(tmp_path / "nh")
+    assert tuned.regime == "norms+head"
+    base = dict(load(tiny_dir).model.named_parameters())
+    changed = {n for n, p in tuned.model.named_parameters() if not torch.equal(p, base[n])}
+    assert changed == NORMS | HEAD
+    export_peft(tmp_path / "nh", tmp_path / "peft")
+    assert (tmp_path / "peft" / "adapter_config.json").is_file()
+    make_delta(tiny_dir, "lora+connector+embed+head", tmp_path / "lp")
+    assert load(tmp_path / "lp").regime == "lora+connector+embed+head"
+    with pytest.raises(InputError, match="no PEFT LN-tuning form"):
+        export_peft(tmp_path / "lp", tmp_path / "peft2")

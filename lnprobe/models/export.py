@@ -1,4 +1,5 @@
-"""Export an `ln` / `ln-simp` delta checkpoint as a PEFT LN-tuning adapter, so
+"""Export a delta checkpoint whose regime selects whole modules only (`ln`, `ln-simp`, or any composition of
+the atoms norms, connector, embed and head) as a PEFT LN-tuning adapter, so
 `PeftModel.from_pretrained(base, adapter)` gives the tuned model (identical logits) without lnprobe.
 
 For a base with the linear connector, build the base through `lnprobe.models.load()` first (plain
@@ -17,9 +18,7 @@ from lnprobe.io import Output
 from lnprobe.models.delta import load_delta_tensors, read_delta
 from lnprobe.models.hf import quiet_transformers
 from lnprobe.models.load import base_of, load
-from lnprobe.regimes import RegimeOptions, apply_regime
-
-EXPORTABLE = ("ln", "ln-simp")
+from lnprobe.regimes import ATOMS, RegimeOptions, apply_regime, resolve_regime
 
 
 def export_peft(delta_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
@@ -28,17 +27,17 @@ def export_peft(delta_dir: str | Path, out: str | Path, overwrite: bool = False)
     info = read_delta(delta_dir)
     output = Output(Path(out), "export", force=overwrite, inputs=(str(delta_dir), info.base), flag="--peft")
     output.check()
-    if info.regime not in EXPORTABLE:
+    regime = resolve_regime(info.regime)
+    if not regime.peft_ln_tuning:
+        whole = "+".join(a for a in ATOMS.names() if ATOMS.get(a).whole_modules)
         raise InputError(
-            f"{delta_dir}: regime {info.regime!r} has no PEFT LN-tuning form (only {EXPORTABLE})"
+            f"{delta_dir}: regime {info.regime!r} has no PEFT LN-tuning form (only compositions of {whole})"
         )
     base = load(base_of(str(delta_dir)))
     applied = apply_regime(base.model, info.regime, RegimeOptions(**info.regime_options))
     tensors = load_delta_tensors(delta_dir, info, set(applied.trainable))
     sites = applied.sites
-    targets = list(sites.lm_norms())
-    if info.regime == "ln":
-        targets += [sites.connector, sites.embed_tokens, sites.lm_head]
+    targets = regime.select(applied.model, sites, applied.options)
     with quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peft_model = get_peft_model(applied.model, LNTuningConfig(target_modules=targets))

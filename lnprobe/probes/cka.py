@@ -3,9 +3,10 @@ HSIC; Nguyen, Raghu & Kornblith 2021) and a minibatch accumulator.
 
     CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)),  K = X Xᵀ, L = Y Yᵀ for the linear kernel.
 
-Linear CKA is computed in feature space (d x d products, O(n d²)) when the features are narrower than the
-batch, else in Gram space (n x n, O(n² d)); both give the same number (tested). Features are centred and
-everything accumulates in float64, so float32 input with large offsets loses nothing.
+Linear CKA, biased or unbiased, is computed in feature space (d x d products, O(n d²)) or Gram space (n x n,
+O(n² d)), whichever costs less for the shapes at hand (`lnprobe.probes.hsic`); both give the same number
+(tested). Features are centred and everything accumulates in float64, so float32 input with large offsets
+loses nothing. `hsic_unbiased_gram` and `_hsic_unbiased_feature` state the two single-pair forms plainly.
 
 The biased estimator is positive even for independent features: about d/(n+d) for random Gaussians, so
 `random_baseline` reports it for the shapes at hand (permuting rows of Y breaks the pairing).
@@ -16,32 +17,21 @@ from __future__ import annotations
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.probes.base import METRICS, Metric, center, pair
+from lnprobe.probes.base import METRICS, Metric, pair
+from lnprobe.probes.hsic import check_matrix, hsic_pairs
 
 
-def _hsic_biased_feature(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (y.T @ x).square().sum()  # ||Yᵀ X||_F² = tr(K L) for centred features
-
-
-def linear_cka(x, y, debiased: bool = False) -> float:
-    """Linear CKA of `[n, dx]` and `[n, dy]` matched rows."""
-    a, b = pair(x, y)
-    a, b = center(a), center(b)
+def linear_cka(x, y, debiased: bool = False, matmul_dtype: torch.dtype = torch.float64) -> float:
+    """Linear CKA of `[n, dx]` and `[n, dy]` matched rows, in Gram or feature space, whichever is cheaper.
+    `matmul_dtype=torch.float32`: products in float32, sums in float64 (see `lnprobe.probes.hsic`)."""
+    a, b = check_matrix(x, "X"), check_matrix(y, "Y")
     n = a.shape[0]
-    if debiased:
-        if n < 4:
-            raise InputError(f"debiased CKA needs at least 4 examples, got {n}")
-        hxy, hxx, hyy = (
-            _hsic_unbiased_feature(a, b),
-            _hsic_unbiased_feature(a, a),
-            _hsic_unbiased_feature(b, b),
-        )
-    elif a.shape[1] * b.shape[1] <= n * n:
-        hxy, hxx, hyy = _hsic_biased_feature(a, b), _hsic_biased_feature(a, a), _hsic_biased_feature(b, b)
-    else:
-        k, l_ = a @ a.T, b @ b.T
-        hxy, hxx, hyy = (k * l_).sum(), k.square().sum(), l_.square().sum()
-    return _ratio(hxy, hxx, hyy)
+    if a.shape[0] != b.shape[0]:
+        raise InputError(f"X and Y must have the same rows (examples), got {a.shape[0]} and {b.shape[0]}")
+    if debiased and n < 4:
+        raise InputError(f"debiased CKA needs at least 4 examples, got {n}")
+    hxy, hxx, hyy = hsic_pairs([a], [b], debiased, matmul_dtype, names=("X", "Y"))
+    return _ratio(hxy[0, 0], hxx[0], hyy[0])
 
 
 def _ratio(hxy: torch.Tensor, hxx: torch.Tensor, hyy: torch.Tensor) -> float:
@@ -63,7 +53,8 @@ def hsic_unbiased_gram(k: torch.Tensor, l_: torch.Tensor) -> torch.Tensor:
 
 
 def _hsic_unbiased_feature(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The same estimator from features, without n x n matrices: with kx_i = |x_i|², sx = Σ x_i,
+    """The same estimator from features, without n x n matrices (the form `lnprobe.probes.hsic` generalises to
+    many layers): with kx_i = |x_i|², sx = Σ x_i,
     tr(K̃L̃) = |XᵀY|² - Σ kx ky, 1ᵀK̃1 = |sx|² - Σ kx, K̃1 = X sx - kx."""
     n = x.shape[0]
     kx, ky = x.square().sum(1), y.square().sum(1)

@@ -10,13 +10,13 @@ also give bootstrap confidence intervals (resampling minibatches).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 
 from lnprobe.errors import InputError
 from lnprobe.probes.base import as_float64, center
+from lnprobe.probes.hsic import hsic_pairs
 
 
 def grams(features: Sequence, matmul_dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -61,24 +61,30 @@ def hsic_matrix(gx: torch.Tensor, gy: torch.Tensor, debiased: bool = True) -> to
 class MinibatchCKA:
     """Streaming layer x layer CKA (linear kernel, or `kernel="rbf"` with the per-minibatch median
     heuristic). `update(xs, ys)`: lists of `[n, d]` per layer (ys=None: the model against itself).
-    `compute()` → `[Lx, Ly]` tensor."""
+    `compute()` → `[Lx, Ly]` tensor. `matmul_dtype=torch.float32`: linear-kernel products in float32 with
+    float64 sums."""
 
-    def __init__(self, debiased: bool = True, kernel: str = "linear") -> None:
+    def __init__(
+        self, debiased: bool = True, kernel: str = "linear", matmul_dtype: torch.dtype = torch.float64
+    ) -> None:
         if kernel not in ("linear", "rbf"):
             raise InputError(f"unknown kernel {kernel!r} (linear or rbf)")
-        self.debiased, self.kernel = debiased, kernel
+        self.debiased, self.kernel, self.matmul_dtype = debiased, kernel, matmul_dtype
         self.terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per minibatch: xy, xx, yy
 
     def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
-        make = rbf_grams if self.kernel == "rbf" else grams
-        gx = make(xs)
-        gy = gx if ys is None else make(ys)
+        """Add one minibatch. Linear kernel: Gram or feature space by cost (`lnprobe.probes.hsic`)."""
+        if self.kernel == "rbf":
+            return self._update_rbf(xs, ys)
+        xy, xx, yy = hsic_pairs(xs, ys, self.debiased, self.matmul_dtype)
+        self.terms.append((xy.cpu(), xx.cpu(), yy.cpu()))
+
+    def _update_rbf(self, xs: Sequence, ys: Sequence | None) -> None:
+        gx = rbf_grams(xs)
+        gy = gx if ys is None else rbf_grams(ys)
         if gx.shape[-1] != gy.shape[-1]:
             raise InputError(f"X and Y minibatches differ in rows ({gx.shape[-1]} vs {gy.shape[-1]})")
-        xy = hsic_matrix(gx, gy, self.debiased)
-        xx = torch.diagonal(hsic_matrix(gx, gx, self.debiased)) if ys is not None else torch.diagonal(xy)
-        yy = torch.diagonal(hsic_matrix(gy, gy, self.debiased)) if ys is not None else xx
-        self.terms.append((xy.cpu(), xx.cpu(), yy.cpu()))
+        self.update_from_grams(gx, gy)
 
     def update_from_grams(self, gx: torch.Tensor, gy: torch.Tensor) -> None:
         """As `update`, from precomputed `grams()` (two checkpoints compared one after the other)."""
@@ -132,61 +138,13 @@ def off_diagonal_mean(matrix: torch.Tensor) -> torch.Tensor:
 def cka_matrix(
     features: Sequence, debiased: bool = False, matmul_dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
-    """All-pairs linear CKA `[L, L]` of one set of layers over the same n rows, from one Gram per layer
-    (L n² d for the Grams, then L² n² for every pair at once). With `matmul_dtype=torch.float32` and the
-    biased estimator, the whole computation stays in float32 on the features' device (centred in two
-    passes; Grams at torch's float32 matmul precision, TF32 where
-    `torch.set_float32_matmul_precision` allows it; pair products at full float32): the GPU fast path."""
-    if debiased or matmul_dtype == torch.float64:
-        h = hsic_matrix(*(2 * [grams(features, matmul_dtype)]), debiased)
-    else:
-        h = _hsic_float32(features)
+    """All-pairs linear CKA `[L, L]` of one set of layers over the same n rows, biased or unbiased, in Gram
+    space (one Gram per layer, L n² d / 2, then every pair at once, L² n² / 2) or feature space (|XᵢᵀXⱼ|²,
+    n d² per pair), whichever costs less (`lnprobe.probes.hsic`). With `matmul_dtype=torch.float32` the
+    products stay in float32 on the features' device (centred in two passes; at torch's float32 matmul
+    precision, TF32 where allowed), summed in float64: the fast path, on GPUs too."""
+    h, _, _ = hsic_pairs(features, None, debiased, matmul_dtype)
     d = torch.sqrt(torch.diagonal(h).clamp_min(0))
     if (d <= 0).any():
         raise InputError("CKA is undefined for a layer with constant features")
-    return (h / torch.outer(d, d)).double()
-
-
-def _hsic_float32(features: Sequence, blocks: int | None = None) -> torch.Tensor:
-    """Biased HSIC of every layer pair, up to the common factor 1/(n-1)², in float32. `blocks`: row blocks
-    per Gram (default: small blocks on CPUs, at most 2 on GPUs, where larger products run faster)."""
-    mats = []
-    for i, f in enumerate(features):
-        t = torch.as_tensor(f)
-        if t.ndim != 2:
-            as_float64(t, f"layer {i}")  # raises the shape error
-        c = t.float() - t.float().mean(0)
-        mats.append(c.sub_(c.mean(0)))  # the second pass removes the mean's rounding: layers whose spread
-        # is near float32 resolution (saturated units) would otherwise be dominated by it
-    rows = sorted({m.shape[0] for m in mats})
-    if len(rows) != 1:
-        raise InputError(f"all layers of a minibatch need the same rows, got {rows}")
-    n, chunk = rows[0], 1 << 12
-    # A Gram matrix is symmetric, so <K, L>_F needs only its lower block triangle: with k row blocks,
-    # sum the diagonal blocks' products plus twice the off-diagonal ones (those blocks are stored scaled
-    # by sqrt 2), which costs (k + 1) / 2k of the full product's FLOPs.
-    k = blocks or (min(2, n // 1024) if mats[0].is_cuda else min(8, n // 512)) or 1
-    edges = [n * i // k for i in range(k + 1)]
-    spans = [(a, b) for a in range(k) for b in range(a + 1)]
-    size = sum((edges[a + 1] - edges[a]) * (edges[b + 1] - edges[b]) for a, b in spans)
-    flat = torch.zeros(len(mats), -(-size // chunk) * chunk, device=mats[0].device)
-    for i, m in enumerate(mats):
-        at = 0
-        for a, b in spans:
-            ra, rb = m[edges[a] : edges[a + 1]], m[edges[b] : edges[b + 1]]
-            block = flat[i, at : at + ra.shape[0] * rb.shape[0]].view(ra.shape[0], rb.shape[0])
-            torch.mm(ra, rb.T, out=block)
-            if a != b:
-                block.mul_(math.sqrt(2.0))
-            at += block.numel()
-    parts = flat.view(len(mats), -1, chunk).transpose(0, 1)  # [chunks, L, chunk]
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:  # float32 partial sums over chunks of 4096 terms, added in float64
-        h = torch.bmm(parts, parts.transpose(1, 2)).double().sum(0)
-    finally:
-        torch.set_float32_matmul_precision(previous)
-    if not torch.isfinite(h).all():  # one check (one device sync) for all layers; name the layer if any
-        for i, f in enumerate(features):
-            as_float64(f, f"layer {i}")
-    return h
+    return h / torch.outer(d, d)

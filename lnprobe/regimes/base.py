@@ -1,8 +1,15 @@
-"""What a training regime is: a named rule that picks the exact set of parameters to train.
+"""What a training regime is: a set of atoms, each a rule that picks the exact parameters it trains.
+
+An *atom* (`norms`, `connector`, `embed`, `head`, `lora`, `attn-qv`, `attn-mlp`, `full`) is defined by the
+exact set of parameters it trains. A regime is written as atoms joined by `+` (`lora+connector+embed+head`)
+or by a preset's name (`ln` = `norms+connector+embed+head`); it trains the union of its atoms' sets. A
+preset's name is looked up first, so `lora` is the preset `lora+connector`; inside a `+` composition every
+part is an atom (presets do not combine). One module per atom / preset registers it in `ATOMS` /
+`REGIMES` (presets, in the paper's table order).
 
 Applying a regime freezes everything, then unfreezes its set in place: no module is copied (PEFT's
-LNTuning deep-copies each norm; lnprobe does not). Only LoRA changes the model, by wrapping the LLM's
-linear layers with PEFT adapters. The vision tower is always frozen.
+LNTuning deep-copies each norm; lnprobe does not). Only the `lora` atom changes the model, by wrapping the
+LLM's linear layers with PEFT adapters (before any atom selects). The vision tower is always frozen.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from torch import nn
 from lnprobe.errors import InputError
 from lnprobe.models.sites import ModelSites, resolve_sites
 from lnprobe.registry import Registry
+
+SEP = "+"
 
 
 @dataclass(frozen=True)
@@ -41,14 +50,96 @@ Prepare = Callable[[nn.Module, ModelSites, RegimeOptions], nn.Module]
 
 
 @dataclass(frozen=True)
-class Regime:
+class Atom:
     name: str
     summary: str
     select: Select  # → names of the modules (or parameters) whose parameters are trained
     prepare: Prepare | None = None  # optional model transform before selection (LoRA wrapping)
+    whole_modules: bool = False  # selects whole non-wrapped modules: exportable as PEFT LN-tuning targets
+    alone: bool = False  # combines with no other atom (`full` already trains everything the others do)
 
 
-REGIMES: Registry[Regime] = Registry("regime")
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    atoms: tuple[str, ...]
+    summary: str
+
+
+ATOMS: Registry[Atom] = Registry("regime atom")
+REGIMES: Registry[Preset] = Registry("regime")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A resolved regime: its name as written and its atoms."""
+
+    name: str
+    atoms: tuple[Atom, ...]
+    description: str | None = None  # a preset's own summary
+
+    @property
+    def atom_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.atoms)
+
+    @property
+    def summary(self) -> str:
+        return self.description or " + ".join(a.summary for a in self.atoms)
+
+    @property
+    def wraps(self) -> bool:
+        """Whether applying it changes the module structure (LoRA adapters)."""
+        return any(a.prepare is not None for a in self.atoms)
+
+    @property
+    def whole_model(self) -> bool:
+        """Whether it trains the whole LLM (checkpoints are then full models, not deltas)."""
+        return self.atom_names == ("full",)
+
+    @property
+    def peft_ln_tuning(self) -> bool:
+        """Whether a delta of it has a PEFT LN-tuning form (every atom selects whole, unwrapped modules)."""
+        return all(a.whole_modules for a in self.atoms)
+
+    def prepare(self, model: nn.Module, sites: ModelSites, options: RegimeOptions) -> nn.Module:
+        for atom in self.atoms:
+            if atom.prepare is not None:
+                model = atom.prepare(model, sites, options)
+                sites = resolve_sites(model)
+        return model
+
+    def select(self, model: nn.Module, sites: ModelSites, options: RegimeOptions) -> list[str]:
+        return [name for atom in self.atoms for name in atom.select(model, sites, options)]
+
+
+def resolve_regime(name: str) -> Regime:
+    """A preset's name, an atom's name, or atoms joined by '+'. InputError names the offending atom for
+    an unknown, empty or duplicate atom."""
+    if name in REGIMES:
+        preset = REGIMES.get(name)
+        return Regime(name, tuple(ATOMS.get(a) for a in preset.atoms), preset.summary)
+    parts = name.split(SEP)
+    known = f"presets: {', '.join(REGIMES.names())}; atoms, joined by '+': {', '.join(ATOMS.names())}"
+    if not name.strip():
+        raise InputError(f"empty regime name {name!r} ({known})")
+    if len(parts) == 1 and name not in ATOMS:
+        raise InputError(f"unknown regime {name!r} ({known})")
+    atoms: list[Atom] = []
+    for i, part in enumerate(parts):
+        if not part.strip():
+            raise InputError(f"regime {name!r}: empty atom at position {i + 1} ({known})")
+        if part not in ATOMS:
+            hint = " (a preset: presets do not combine, write its atoms)" if part in REGIMES else ""
+            raise InputError(f"regime {name!r}: unknown atom {part!r}{hint} ({known})")
+        if any(a.name == part for a in atoms):
+            raise InputError(f"regime {name!r}: duplicate atom {part!r}")
+        atoms.append(ATOMS.get(part))
+    alone = next((a for a in atoms if a.alone), None)
+    if alone is not None and len(atoms) > 1:
+        raise InputError(
+            f"regime {name!r}: atom {alone.name!r} combines with no other atom ({alone.summary})"
+        )
+    return Regime(name, tuple(atoms))
 
 
 def params_under(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
@@ -75,11 +166,11 @@ class Applied:
 def apply_regime(model: nn.Module, name: str, options: RegimeOptions | None = None) -> Applied:
     """Freeze `model`, then make exactly the regime's parameters trainable. Returns the model to train
     (the same object unless the regime wraps it) and the names of its trainable parameters."""
-    regime = REGIMES.get(name)
+    regime = resolve_regime(name)
     options = options or RegimeOptions()
     sites = resolve_sites(model).require("vision_tower", "connector", "lm_head")
     model.requires_grad_(False)
-    if regime.prepare is not None:
+    if regime.wraps:
         model = regime.prepare(model, sites, options)
         sites = resolve_sites(model)
     selected = params_under(model, regime.select(model, sites, options))

@@ -1,10 +1,11 @@
-"""`connector`: the vision-language connector alone (the LLaVA pre-training stage)."""
+"""Atom and preset `connector`: the vision-language connector alone (the LLaVA pre-training stage)."""
 
-from lnprobe.regimes.base import REGIMES, Regime
+from lnprobe.regimes.base import ATOMS, REGIMES, Atom, Preset
 
 
 def _select(model, sites, options):
     return [sites.connector]
 
 
-REGIMES.add("connector", Regime("connector", "connector only (connector pre-training stage)", _select))
+ATOMS.add("connector", Atom("connector", "connector", _select, whole_modules=True))
+REGIMES.add("connector", Preset("connector", ("connector",), "connector only (connector pre-training stage)"))

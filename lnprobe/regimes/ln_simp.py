@@ -1,10 +1,6 @@
-"""`ln-simp`: the paper's "LayerNorm-simp.": the LLM's norms only (0.004 % of a 7B model)."""
+"""Preset `ln-simp`: the paper's "LayerNorm-simp.", the atom `norms` alone: the LLM's norms only (0.004 % of
+a 7B model)."""
 
-from lnprobe.regimes.base import REGIMES, Regime
+from lnprobe.regimes.base import REGIMES, Preset
 
-
-def _select(model, sites, options):
-    return list(sites.lm_norms())
-
-
-REGIMES.add("ln-simp", Regime("ln-simp", "LLM norms only (paper: LayerNorm-simp.)", _select))
+REGIMES.add("ln-simp", Preset("ln-simp", ("norms",), "LLM norms only (paper: LayerNorm-simp.)"))

@@ -1,5 +1,10 @@
-"""`lora`: PEFT LoRA on every linear layer of the LLM's decoder (never the vision tower, never the head),
-rank 32 by default as in the paper, with the connector trained in full beside it.
+"""Atom `lora`: PEFT LoRA adapters on every linear layer of the LLM's decoder (never the vision tower, never
+the head), rank 32 by default as in the paper.
+
+Presets: `lora` = `lora+connector` (adapters + connector: lnprobe's reading until now) and `lora-paper` =
+`lora+connector+embed+head` (the paper's Figure 1 caption: connector, word embeddings and output head are
+trained by default for every compared option; only under this reading does LayerNorm train fewer
+parameters than LoRA at 13B, as the paper reports).
 
 Targets are given to PEFT as exact module names resolved from the model, so the CLIP tower's identically
 named q/k/v projections are never wrapped. The connector is unfrozen in place, not through PEFT's
@@ -11,7 +16,7 @@ import warnings
 from torch import nn
 
 from lnprobe.models.hf import quiet_transformers
-from lnprobe.regimes.base import REGIMES, Regime
+from lnprobe.regimes.base import ATOMS, REGIMES, Atom, Preset
 
 
 def lora_targets(model: nn.Module, sites) -> list[str]:
@@ -38,8 +43,16 @@ def _prepare(model, sites, options):
 
 
 def _select(model, sites, options):
-    lora = [name for name, _ in model.named_parameters() if ".lora_" in name]
-    return [*lora, sites.connector]
+    return [name for name, _ in model.named_parameters() if ".lora_" in name]
 
 
-REGIMES.add("lora", Regime("lora", "LoRA on LLM linear layers (rank 32) + connector", _select, _prepare))
+ATOMS.add("lora", Atom("lora", "LoRA adapters on LLM linear layers (rank 32)", _select, _prepare))
+REGIMES.add("lora", Preset("lora", ("lora", "connector"), "LoRA on LLM linear layers (rank 32) + connector"))
+REGIMES.add(
+    "lora-paper",
+    Preset(
+        "lora-paper",
+        ("lora", "connector", "embed", "head"),
+        "LoRA (rank 32) + connector + word embeddings + output head (paper's reading)",
+    ),
+)

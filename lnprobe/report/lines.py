@@ -39,7 +39,8 @@ def gradvar_figures(record: dict, trace: list[torch.Tensor], out: Path) -> list[
     ax = axes[0][0]
     for kind, (xs, ys) in lines.items():
         ax.plot(xs, ys, marker="o", label=kind)
-    ax.set_yscale("log")
+    positive = any(y is not None and y > 0 for _, ys in lines.values() for y in ys)
+    ax.set_yscale("log" if positive else "linear")  # all-zero variances (layers that write nothing): linear
     ax.set_xlabel("decoder layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("variance tr(Σ)/p")

@@ -17,6 +17,7 @@ from lnprobe.errors import InputError
 from lnprobe.io import atomic_dir
 from lnprobe.models.delta import DELTA_FILE, TENSORS_FILE, DeltaInfo, fingerprint
 from lnprobe.models.hf import quiet_transformers
+from lnprobe.regimes import resolve_regime
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -57,7 +58,7 @@ def save_checkpoint(run: Path, step: int, trainer) -> Path:
 
 
 def _save_model_part(tmp: Path, step: int, trainer) -> None:
-    if trainer.config.regime == "full":
+    if resolve_regime(trainer.config.regime).whole_model:
         with quiet_transformers():
             trainer.model.save_pretrained(tmp)
             if trainer.processor is not None:

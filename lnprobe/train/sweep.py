@@ -20,7 +20,7 @@ import yaml
 from lnprobe.data.llava import read_records
 from lnprobe.errors import InputError
 from lnprobe.io import MARKER, Output, make_parents, remove_if_empty, write_marker
-from lnprobe.regimes import REGIMES
+from lnprobe.regimes import resolve_regime
 from lnprobe.train.config import TrainConfig
 from lnprobe.train.trainer import RESULT_FILE, train
 
@@ -44,7 +44,7 @@ def plan(
     base: TrainConfig, out: Path, regimes: list[str], lrs: list[float], seeds: list[int]
 ) -> list[SweepRun]:
     for regime in regimes:
-        REGIMES.get(regime)
+        resolve_regime(regime)
     if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
         raise InputError(f"--lrs must be positive numbers, got {lrs}")
     if not regimes or not seeds:

@@ -32,7 +32,7 @@ from lnprobe.data.templates import TEMPLATES
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.models.tiny import TinyConfig, save_tiny
-from lnprobe.regimes import REGIMES, RegimeOptions
+from lnprobe.regimes import RegimeOptions, resolve_regime
 from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
 from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -89,7 +89,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
         config = config.resolved()
         self.config, self.callbacks, self.run = config, list(callbacks), Path(config.out)
-        REGIMES.get(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
+        resolve_regime(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
         self.resume_from = self._check_run_dir()
         for path in filter(None, (config.data, config.eval_data)):
             read_records(path)  # fail on bad data before anything is loaded or written
@@ -200,7 +200,7 @@ class Trainer:
         return str((self.run / "base").resolve())
 
     def _setup_model(self) -> None:
-        full_resume = self.resume_from is not None and self.config.regime == "full"
+        full_resume = self.resume_from is not None and resolve_regime(self.config.regime).whole_model
         source = str(self.resume_from) if full_resume else self.base_source
         delta = self.resume_from if self.resume_from is not None and not full_resume else None
         loaded, applied = build_model(
