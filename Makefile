@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff format --check lnprobe tests analyses benchmarks
 
 test: install lint
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -q
+	$(BIN)/python -m pytest -n $(JOBS) -q
 
 demo: install
 	$(BIN)/lnprobe demo --out $(DEMO_OUT)
