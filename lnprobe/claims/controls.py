@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,14 +155,15 @@ def write_gradient_trace(
 
 def _save_hf(model: nn.Module, processor, like: Path, out: Path) -> Path:
     """Save `model` (+ processor and lnprobe's config, copied from the checkpoint it came from)."""
+    from lnprobe.io import Output
     from lnprobe.models.hf import quiet_transformers
 
-    with quiet_transformers():
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-    for extra in ("lnprobe_config.json",):
-        if (like / extra).is_file():
-            shutil.copy(like / extra, out / extra)
+    with Output(out, "claims controls").build() as tmp, quiet_transformers():
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        for extra in ("lnprobe_config.json",):
+            if (like / extra).is_file():
+                shutil.copy(like / extra, tmp / extra)
     return out
 
 
@@ -183,13 +185,13 @@ def build_base(out: str | Path, seed: int = 0) -> Path:
     from lnprobe.models.tiny import TinyConfig, save_tiny
 
     out = Path(out)
-    plain = save_tiny(out.with_name(out.name + "-init"), TinyConfig(seed=seed), overwrite=True)
-    loaded = load(plain)
-    dims = offset_dims(loaded.model.config.text_config.hidden_size)
-    offset = plant_modality_offset(loaded.model, loaded.sites, dims, OFFSET_SCALE)
-    _save_hf(loaded.model, loaded.processor, plain, out)
+    with tempfile.TemporaryDirectory(prefix="lnprobe-controls-") as scratch:
+        plain = save_tiny(Path(scratch) / "init", TinyConfig(seed=seed))
+        loaded = load(plain)
+        dims = offset_dims(loaded.model.config.text_config.hidden_size)
+        offset = plant_modality_offset(loaded.model, loaded.sites, dims, OFFSET_SCALE)
+        _save_hf(loaded.model, loaded.processor, plain, out)
     (out / "planted.json").write_text(json.dumps({"offset_dims": dims, "offset": offset}) + "\n")
-    shutil.rmtree(plain)
     return out
 
 

@@ -112,3 +112,38 @@ class FreshRun:
         if not self.published:
             shutil.rmtree(self.dir, ignore_errors=True)
             remove_if_empty(self._created)
+
+
+class RunClaim:
+    """The run directory as one training process holds it. `dir` is where set-up writes: for a new run
+    a staging directory beside `run` (made by the main process; the others are told where), for a resumed
+    run the run itself, locked against a second writer and cleared of what a killed checkpoint write
+    left. `release()` unlocks and removes an unpublished set-up."""
+
+    def __init__(self, run: Path, resuming: bool, accelerator) -> None:
+        main = accelerator.is_main_process
+        self.fresh: FreshRun | None = None
+        self.lock: RunLock | None = None
+        if resuming:
+            self.dir = Path(run)
+            if main:
+                self.lock = RunLock(run)
+                self.lock.acquire()
+                for path in remove_stale_temps(run):
+                    warnings.warn(f"removed {path}, left by an interrupted checkpoint write", stacklevel=3)
+            return
+        if main:
+            self.fresh = FreshRun(run)
+            self.lock = self.fresh.lock
+        staged = [str(self.fresh.dir) if main else None]
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(staged)
+        self.dir = Path(staged[0])
+
+    def release(self) -> None:
+        if self.fresh is not None:
+            self.fresh.close()
+        if self.lock is not None:
+            self.lock.release()

@@ -17,7 +17,6 @@ import json
 import math
 import random
 import time
-import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -37,7 +36,7 @@ from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
 from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
 from lnprobe.train.loss import loss_sum
-from lnprobe.train.rundir import FreshRun, RunLock, remove_stale_temps
+from lnprobe.train.rundir import RunClaim
 from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
 
 METRICS_FILE, RESULT_FILE = ckpt_io.METRICS_FILE, ckpt_io.RESULT_FILE
@@ -99,8 +98,8 @@ class Trainer:
         self.dtype = model_dtype(config, self.device)
         random.seed(config.seed)
         torch.manual_seed(config.seed)
-        self.fresh, self.lock = None, None
-        self.setup_dir = self._claim_run_dir()
+        self.claim = RunClaim(self.run, self.resume_from is not None, self.accelerator)
+        self.setup_dir = self.claim.dir
         try:
             self._set_up()
         except BaseException:
@@ -131,41 +130,15 @@ class Trainer:
         self.step = ckpt_io.restore(self.resume_from, self) if self.resume_from else 0
         self.best_eval: float | None = None
         self._epoch_cache: tuple[int, list] = (-1, [])
-        if self.fresh is not None:  # set-up passed: the run directory appears now, complete
-            save_config(config, self.fresh.dir, seed=config.seed, base=self.base_spec, processes=self.world)
-            self.fresh.publish()
+        if self.claim.fresh is not None:  # set-up passed: the run directory appears now, complete
+            save_config(config, self.setup_dir, seed=config.seed, base=self.base_spec, processes=self.world)
+            self.claim.fresh.publish()
         self.accelerator.wait_for_everyone()
-
-    def _claim_run_dir(self) -> Path:
-        """The directory set-up writes into. A new run is staged beside `out` (main process; the others
-        are told where); a resumed run is locked against a second writer and cleared of temporary
-        directories a killed checkpoint write left."""
-        main = self.accelerator.is_main_process
-        if self.resume_from is not None:
-            if main:
-                self.lock = RunLock(self.run)
-                self.lock.acquire()
-                for path in remove_stale_temps(self.run):
-                    warnings.warn(f"removed {path}, left by an interrupted checkpoint write", stacklevel=2)
-            return self.run
-        if main:
-            self.fresh = FreshRun(self.run)
-            self.lock = self.fresh.lock
-        staged = [str(self.fresh.dir) if main else None]
-        if self.world > 1:
-            from accelerate.utils import broadcast_object_list
-
-            broadcast_object_list(staged)
-        return Path(staged[0])
 
     def release(self) -> None:
         """Give up the run directory: unlock it, and remove an unpublished set-up."""
-        if self.fresh is not None:
-            self.fresh.close()
-        if self.lock is not None:
-            self.lock.release()
+        self.claim.release()
 
-    # -- set-up ---------------------------------------------------------------------------------------
     def _check_run_dir(self) -> Path | None:
         latest = ckpt_io.latest_checkpoint(self.run) if self.run.is_dir() else None
         if not self.config.resume:
