@@ -10,7 +10,9 @@ TORCH  ?= torch==2.13.0
 JOBS   ?= 2
 DEMO_OUT ?= runs/demo
 
-.PHONY: install test lint demo figures clean
+STUDY_OUT ?= runs/study
+
+.PHONY: install test lint demo miniature figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +31,13 @@ test: install lint
 
 demo: install
 	$(BIN)/lnprobe demo --out $(DEMO_OUT)
+
+# The miniature over 3 seeds; its report becomes docs/miniature.md (and docs/miniature/accuracy.png).
+miniature: install
+	$(BIN)/lnprobe study --out $(STUDY_OUT) --seeds 3
+	mkdir -p docs/miniature
+	cp $(STUDY_OUT)/study.md docs/miniature.md
+	cp $(STUDY_OUT)/accuracy.png docs/miniature/accuracy.png
 
 FIG_OUT ?= runs/figures
 figures: install

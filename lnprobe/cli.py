@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lnprobe import cli_eval, cli_probes, cli_train
+from lnprobe import cli_eval, cli_miniature, cli_probes, cli_train
 from lnprobe.cli_train import console
 from lnprobe.errors import InputError
 
@@ -321,15 +321,9 @@ def similarity_command(
     console.print(f"wrote {out}/similarity.json, .npz and heatmaps")
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Directory for the demo's outputs.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(help="Training steps per regime.")] = 30,
-) -> None:
-    """The embedded default experiment, end to end on CPU, with no download."""
-    from lnprobe.demo import run_demo
-
-    run_demo(out, steps=steps, console=console)
+app.command("demo")(cli_miniature.demo)
+app.command("study")(cli_miniature.study)
+app.add_typer(cli_miniature.pretrain_app, name="pretrain")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,13 @@ an item is correct when those tokens are exactly the reference's. Single-turn re
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
 from lnprobe.data.llava import IGNORE, LlavaDataset
+from lnprobe.errors import InputError
 
 
 @torch.no_grad()
@@ -58,3 +62,35 @@ def _first_gap(labels: torch.Tensor) -> int:
             break
         run += 1
     return run
+
+
+def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (good at small n and near 0 or 1, unlike the normal one)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def majority_baseline(train: str | Path, evaluation: str | Path) -> dict:
+    """Accuracy of answering each held-out question with the most common training answer to its question
+    type. Types come from the records' `qtype` (eval) and `qtypes` (one per training turn) fields, as the
+    synthetic task writes them. {'accuracy', 'correct', 'n', 'answers': {type: answer}}."""
+    from collections import Counter, defaultdict
+
+    from lnprobe.textio import read_json
+
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in read_json(Path(train)):
+        answers = [t["value"] for t in r["conversations"] if t["from"] == "gpt"]
+        for qtype, answer in zip(r.get("qtypes", []), answers, strict=False):
+            counts[qtype][answer] += 1
+    guess = {q: c.most_common(1)[0][0] for q, c in counts.items()}
+    rows = read_json(Path(evaluation))
+    missing = sorted({r.get("qtype") for r in rows} - set(guess), key=str)
+    if missing:
+        raise InputError(f"{evaluation}: question type(s) {missing} have no training answers in {train}")
+    correct = sum(guess[r["qtype"]] == r["answer"] for r in rows)
+    return {"accuracy": correct / len(rows), "correct": correct, "n": len(rows), "answers": guess}

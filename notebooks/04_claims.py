@@ -11,8 +11,9 @@
 # %% [markdown]
 # # The claims, one by one, from the demo's results
 #
-# Reads `runs/demo` if `make demo` has run (set `DEMO` to another results directory), else runs a short
-# demo (6 steps per stage, one learning rate per regime) in a temporary directory first (under a minute).
+# Reads `runs/demo` if `make demo` has run (set `DEMO` to another results directory), else runs the demo
+# at its smoke scale (every stage, a few steps each: nothing learns) in a temporary directory first (under
+# a minute).
 
 # %%
 import json
@@ -21,11 +22,12 @@ import tempfile
 from pathlib import Path
 
 from lnprobe.demo import run_demo
+from lnprobe.miniature.config import SMOKE, MiniatureConfig
 
 DEMO = Path(os.environ.get("DEMO", "../runs/demo"))
 if not (DEMO / "claims" / "claims.json").is_file():
     DEMO = Path(tempfile.mkdtemp()) / "demo"
-    run_demo(DEMO, steps=6, n_eval=8, lrs=(1e-2,))  # short: one learning rate per regime
+    run_demo(DEMO, MiniatureConfig(**SMOKE))  # the smoke scale: every stage runs, nothing learns
 claims = json.loads((DEMO / "claims" / "claims.json").read_text())
 rows = json.loads((DEMO / "demo_results.json").read_text())
 

@@ -16,7 +16,7 @@ from lnprobe.data.llava import (
     collate,
     read_records,
 )
-from lnprobe.data.synth import COLOURS, NUMBERS, SynthConfig, write_synth
+from lnprobe.data.synth import COLOURS, NUMBERS, PLACES, QTYPES, SynthConfig, write_synth
 from lnprobe.data.templates import TEMPLATES, VICUNA_SYSTEM
 from lnprobe.errors import InputError
 from lnprobe.models.tiny import TinyConfig
@@ -182,25 +182,62 @@ def _digest(folder):
 
 
 def test_synth_is_deterministic_and_answerable(tmp_path):
-    a = write_synth(tmp_path / "a", SynthConfig(n=60, seed=5))
-    b = write_synth(tmp_path / "b", SynthConfig(n=60, seed=5))
-    c = write_synth(tmp_path / "c", SynthConfig(n=60, seed=6))
+    a = write_synth(tmp_path / "a", SynthConfig(n=100, seed=5))
+    b = write_synth(tmp_path / "b", SynthConfig(n=100, seed=5))
+    c = write_synth(tmp_path / "c", SynthConfig(n=100, seed=6))
     assert _digest(a) == _digest(b) != _digest(c)
     instruct = json.loads((a / "instruct.json").read_text())
     pretrain = json.loads((a / "pretrain.json").read_text())
     evaluation = json.loads((a / "eval.json").read_text())
+    val = json.loads((a / "val.json").read_text())
     assert {r["kind"] for r in instruct} == {"conversation", "detail", "reasoning"}
-    assert len(evaluation) == 12 and len(pretrain) == len(instruct) == 48
-    assert not {r["image"] for r in evaluation} & {r["image"] for r in instruct}
-    captions = {r["image"]: r["conversations"][1]["value"] for r in pretrain}
-    for r in instruct:  # counting answers agree with the caption of the same picture
-        q, ans = r["conversations"][0]["value"], r["conversations"][1]["value"]
-        if "How many shapes are" in q:
-            colour = q.split("are ")[1].rstrip("?")
-            assert colour in COLOURS and NUMBERS.index(ans) == captions[r["image"]].count(f"a {colour} ")
+    assert len(evaluation) == 20 and len(val) == 5 and len(pretrain) == len(instruct) == 75
+    held = {r["image"] for r in evaluation} | {r["image"] for r in val}
+    assert not held & {r["image"] for r in instruct} and len(held) == 25
+    assert [r["qtype"] for r in evaluation] == [QTYPES[i % 5] for i in range(5, 25)]  # types cycle
+    for r in instruct + evaluation:  # every answer agrees with the pixels of its picture
+        image = Image.open(a / r["image"]).convert("RGB")
+        turns = r["conversations"]
+        for q, ans in zip(turns[::2], turns[1::2], strict=True):
+            assert _answer_from_pixels(image, q["value"].replace("<image>\n", "")) == ans["value"], r["id"]
     lines = (a / "text.jsonl").read_text().splitlines()
     assert lines and all("<image>" not in json.loads(line)["text"] for line in lines)
-    assert len(read_records(a / "instruct.json")) == 48  # valid LLaVA format
+    assert len(read_records(a / "instruct.json")) == 75  # valid LLaVA format
+    blind = json.loads((a / "eval_blind.json").read_text())
+    assert [r["conversations"][0]["value"] for r in blind] == [
+        r["conversations"][0]["value"].removeprefix("<image>\n") for r in evaluation
+    ]
+    assert all("image" not in r for r in blind) and len(read_records(a / "eval_blind.json")) == 20
+
+
+def _answer_from_pixels(image, question: str) -> str:
+    """The answer read off the picture itself: each quadrant's colour from its pixels, its shape from how
+    much of its bounding box it fills (square ~1, circle ~0.79, triangle ~0.5)."""
+    import numpy as np
+
+    pixels = np.asarray(image).astype(int)
+    quads = {}
+    for place, (qx, qy) in PLACES.items():
+        q = pixels[qy * 32 : qy * 32 + 32, qx * 32 : qx * 32 + 32]
+        for colour, rgb in COLOURS.items():
+            mask = np.abs(q - np.array(rgb)).sum(-1) < 30
+            if mask.sum() > 20:
+                ys, xs = np.nonzero(mask)
+                fill = mask.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1))
+                quads[place] = (colour, "square" if fill > 0.9 else "circle" if fill > 0.65 else "triangle")
+    if question.startswith("How many"):
+        return NUMBERS[len(quads)]
+    if question.startswith("Is there a"):
+        words = question.removeprefix("Is there a ").removesuffix(" in the picture?").split()
+        found = {c for c, _ in quads.values()} if words[-1] == "shape" else {s for _, s in quads.values()}
+        return "yes" if words[0] in found else "no"
+    if question == "Describe the picture in detail.":
+        return " ".join(
+            f"a {quads[p][0]} {quads[p][1]} at the {p}." if p in quads else f"nothing at the {p}."
+            for p in PLACES
+        )
+    place = question.split("at the ")[1].rstrip("?")
+    return quads[place][0] if question.startswith("What colour") else quads[place][1]
 
 
 def test_text_corpus_lines_are_plain_captions(tmp_path, tiny):

@@ -1,43 +1,139 @@
-"""The embedded default (the paper miniature) runs end to end, is deterministic, and re-runs reuse it."""
+"""The paper miniature (`make demo`, `lnprobe demo`, `lnprobe study`): every stage runs end to end at the
+smoke scale, is deterministic, re-runs reuse it; the default shape has the paper's trainable shares; the
+goals and the study's pooling are checked on constructed numbers."""
 
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from lnprobe.demo import FINETUNE, run_demo
+import pytest
+
+from lnprobe.demo import run_demo
+from lnprobe.miniature.config import REGIMES, SHAPE, SMOKE, MiniatureConfig
 from lnprobe.models import load
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_end_to_end(tmp_path):
-    first = run_demo(tmp_path / "a", steps=8, n_eval=8, lrs=(1e-2, 3e-3))
-    run_demo(tmp_path / "b", steps=8, n_eval=8, lrs=(1e-2, 3e-3))
-    rows = json.loads((tmp_path / "a" / "demo_results.json").read_text())
-    again = json.loads((tmp_path / "b" / "demo_results.json").read_text())
-    assert [r["regime"] for r in rows] == ["pretrained (connector only)", *FINETUNE]
-    for row, other in zip(rows, again, strict=True):
-        assert {k: v for k, v in row.items() if k != "checkpoint"} == {
-            k: v for k, v in other.items() if k != "checkpoint"
-        }  # seeded: the same numbers
-        assert 0.0 <= row["accuracy"] <= 1.0
-    for row in rows[1:]:
-        assert row["eval_loss"] < row["eval_loss_before"], row["regime"]
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    cfg = MiniatureConfig(**SMOKE)
+    first = run_demo(root / "a", cfg)
+    second = run_demo(root / "b", cfg)
+    return root, first, second
+
+
+def test_demo_end_to_end_is_deterministic(demo_runs):
+    root, first, second = demo_runs
+    rows = first["rows"]
+    assert [r["regime"] for r in rows] == list(REGIMES)
+    strip = [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows]
+    assert strip == [{k: v for k, v in r.items() if k != "checkpoint"} for r in second["rows"]]  # seeded
+    assert first["baselines"] == second["baselines"]
+    for row in rows:
+        lo, hi = row["ci95"]
+        assert 0 <= lo <= row["accuracy"] <= hi <= 1 and row["n"] == 9
     by = {r["regime"]: r for r in rows}
     assert by["ln-simp"]["trainable_pct"] < by["ln"]["trainable_pct"] < by["full"]["trainable_pct"]
     assert by["ln"]["norm_grad_variance"] > 0 and by["full"]["norm_grad_variance"] > 0
     assert load(by["ln-simp"]["checkpoint"]).kind == "delta"
-    report = tmp_path / "a" / "claims"
+    assert set(first["baselines"]) == {"majority", "blind", "pretrained"}
+    assert set(first["goals"]) == {"full_accuracy", "ln_near_full", "ln_simp_over_majority", "above_blind"}
+    assert set(first["timings"]) >= {"vision", "llm", "connector", "sweep", "blind", "accuracy", "claims"}
+    report = root / "a" / "claims"
     assert (report / "report.html").is_file() and (report / "report.md").is_file()
     claims = json.loads((report / "claims.json").read_text())
-    assert [c["id"] for c in claims["claims"]] == [c for c, _ in first["claims"]]
+    assert {c["id"]: c["verdict"] for c in claims["claims"]} == first["claims"]
     assert "training" in claims["gradients"]["ln"]["source"]  # the runs' gradient traces were used
-    run_demo(
-        tmp_path / "a", steps=8, n_eval=8, lrs=(1e-2, 3e-3)
-    )  # re-running (make demo twice) reuses the finished runs
-    assert json.loads((tmp_path / "a" / "demo_results.json").read_text()) == rows
-    _figures_from(tmp_path / "a", tmp_path / "figures")
+    assert json.loads((root / "a" / "demo_results.json").read_text()) == rows
+    blind = json.loads((root / "a" / "blind" / "lnprobe_config.json").read_text())["config"]
+    assert blind["data"].endswith("instruct_blind.json") and blind["regime"] == "full"
+
+
+def test_demo_rerun_reuses_finished_stages(demo_runs, capsys):
+    root, first, _ = demo_runs
+    stamp = (root / "a" / "sweep").stat().st_mtime_ns
+    again = run_demo(root / "a", MiniatureConfig(**SMOKE))
+    assert again["rows"] == first["rows"] and (root / "a" / "sweep").stat().st_mtime_ns == stamp
+    _figures_from(root / "a", root / "figures")
+
+
+def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
+    from lnprobe.miniature.study import run_study
+
+    root, first, _ = demo_runs
+    shutil.copytree(root / "a", tmp_path / "seed-0")  # seed 0 is the demo's run, reused
+    study = run_study(tmp_path, MiniatureConfig(**SMOKE), [0, 1], progress=False)
+    assert study["seeds"] == [0, 1]
+    full = study["accuracy"]["full"]
+    assert full["per_seed"][0] == next(r["accuracy"] for r in first["rows"] if r["regime"] == "full")
+    assert abs(full["value"] - sum(full["per_seed"]) / 2) < 1e-12
+    md = (tmp_path / "study.md").read_text()
+    assert "make miniature" in md and "| full |" in md and (tmp_path / "accuracy.png").is_file()
+    for c in study["claims"].values():
+        assert c["verdict"] == (c["per_seed"][0] if len(set(c["per_seed"])) == 1 else "inconclusive")
+
+
+def test_default_shape_has_the_papers_trainable_shares():
+    """ln 2-6 %, ln-simp <= 0.1 %, lora (at the miniature's rank) 0.5-3 %, full >= 85 % (issue 14)."""
+    from lnprobe.models.tiny import build_tiny
+    from lnprobe.params import regime_report
+    from lnprobe.regimes import RegimeOptions
+
+    model, _ = build_tiny(SHAPE)
+    rank = MiniatureConfig().lora_rank
+    pct = {
+        r: regime_report(model, r, RegimeOptions(lora_rank=rank)).percent
+        for r in ("ln", "ln-simp", "lora", "full")
+    }
+    assert 2 <= pct["ln"] <= 6 and pct["ln-simp"] <= 0.1 and 0.5 <= pct["lora"] <= 3 and pct["full"] >= 85, (
+        pct
+    )
+
+
+def test_goals_on_constructed_accuracies():
+    from lnprobe.miniature.table import goals
+
+    def acc(a, half=0.03):
+        return {"accuracy": a, "ci95": (a - half, a + half)}
+
+    good = {
+        "majority": acc(0.35),
+        "blind": acc(0.38),
+        "full": acc(0.95),
+        "ln": acc(0.92),
+        "ln-simp": acc(0.60),
+    }
+    assert goals(good, ("full", "ln", "ln-simp")) == dict.fromkeys(
+        ("full_accuracy", "ln_near_full", "ln_simp_over_majority", "above_blind"), True
+    )
+    bad = {**good, "ln": acc(0.85), "ln-simp": acc(0.40, half=0.05), "full": acc(0.89)}
+    assert goals(bad, ("full", "ln", "ln-simp")) == {
+        "full_accuracy": False,
+        "ln_near_full": True,
+        "ln_simp_over_majority": False,
+        "above_blind": False,
+    }  # ln-simp's interval reaches down to the blind baseline
+
+
+def test_miniature_config_refuses_bad_values():
+    from lnprobe.errors import InputError
+
+    for bad in (
+        {"regimes": ("ln", "ln")},
+        {"regimes": ("ln", "lora")},
+        {"lr_factors": ()},
+        {"lr_factors": (0.0,)},
+        {"images": 3},
+    ):
+        with pytest.raises(InputError):
+            MiniatureConfig(**bad)
+    assert MiniatureConfig().lrs("full") == [0.000333, 0.001, 0.003]
+    assert replace(MiniatureConfig(), seed=4).seed == 4
 
 
 def _figures_from(results, out):

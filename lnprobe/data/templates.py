@@ -40,6 +40,15 @@ def _vicuna_v1(turns: list[Turn]) -> Segments:
     return out
 
 
+def _chat(turns: list[Turn]) -> Segments:
+    """`USER: q ASSISTANT: a</s>USER: q2 ASSISTANT: a2</s>`: vicuna_v1 without its system prompt (the CPU
+    miniature's template: the prompt would triple its sequence length)."""
+    out: Segments = []
+    for human, answer in turns:
+        out += [(f"USER: {human} ASSISTANT:", False), (f" {answer}</s>", True)]
+    return out
+
+
 def _llama_2(turns: list[Turn]) -> Segments:
     """`[INST] <<SYS>>\\nsys\\n<</SYS>>\\n\\nq [/INST] a </s><s>[INST] q2 [/INST] a2 </s>` (LLaVA llama_2)."""
     out: Segments = []
@@ -61,5 +70,6 @@ def _plain(turns: list[Turn]) -> Segments:
 TEMPLATES.add(
     "vicuna_v1", Template("vicuna_v1", _vicuna_v1, "Vicuna v1 / LLaVA-1.5 (USER: ... ASSISTANT: ...)")
 )
+TEMPLATES.add("chat", Template("chat", _chat, "vicuna_v1 without the system prompt (the CPU miniature)"))
 TEMPLATES.add("llama_2", Template("llama_2", _llama_2, "LLaMA-2-chat ([INST] ... [/INST])"))
 TEMPLATES.add("plain", Template("plain", _plain, "connector pre-training: <image> + caption"))

@@ -25,7 +25,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from lnprobe.config import at_least, seed_field, validate
+from lnprobe.config import at_least, choice, seed_field, validate
 from lnprobe.models.connector import install_connector, set_connector_kind
 from lnprobe.models.hf import quiet_transformers
 
@@ -43,6 +43,14 @@ _WORDS = (
     "USER ASSISTANT SYSTEM Human Assistant [INST] [/INST] <<SYS>> <</SYS>> A chat between a curious user and "
     "an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers."
 )
+# The `words` tokenizer (the paper miniature's): one token per word of the synthetic world, its questions
+# and the chat templates, and one per punctuation mark; any other word is `<unk>`. A vocabulary this small
+# keeps word embeddings + output head near the paper's share of the model (3.78 % of LLaVA-7B).
+_MORE_WORDS = (
+    "nothing Describe How Is What Where answers detail detailed helpful questions shapes shows user s"
+)
+_PUNCTUATION = ".,?:;!'\"()[]/<>-"
+TOKENIZERS = ("bpe", "words")
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ class TinyConfig:
     vision_heads: int = at_least(1, 2)
     image_size: int = at_least(1, 32)
     patch_size: int = at_least(1, 8)
-    vocab_size: int = at_least(1, 512)
+    vocab_size: int = at_least(1, 512)  # the `bpe` tokenizer's; `words` has its fixed vocabulary
+    tokenizer: str = choice("bpe", TOKENIZERS)  # bpe: byte-level, any text | words: the miniature's
     max_position_embeddings: int = at_least(1, 512)
     seed: int = seed_field(0)
 
@@ -74,21 +83,13 @@ class TinyConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
-def build_tokenizer(vocab_size: int = 512, image_token: bool = True) -> PreTrainedTokenizerFast:
-    """A deterministic byte-level BPE tokenizer with `<image>` as a special token (unless `image_token`
-    is False: a text LLM's tokenizer, e.g. for `lnprobe assemble`)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[t for t in SPECIAL_TOKENS if image_token or t != IMAGE_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    words = _WORDS.split()
-    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
-    tok.train_from_iterator(corpus, trainer)
+def build_tokenizer(
+    vocab_size: int = 512, image_token: bool = True, kind: str = "bpe"
+) -> PreTrainedTokenizerFast:
+    """A deterministic tokenizer with `<image>` as a special token (unless `image_token` is False: a text
+    LLM's tokenizer, e.g. for `lnprobe assemble`): byte-level BPE (`bpe`) or one token per word (`words`)."""
+    specials = [t for t in SPECIAL_TOKENS if image_token or t != IMAGE_TOKEN]
+    tok = _word_level(specials) if kind == "words" else _byte_bpe(vocab_size, specials)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -100,8 +101,35 @@ def build_tokenizer(vocab_size: int = 512, image_token: bool = True) -> PreTrain
     )
 
 
+def _word_level(specials: list[str]) -> Tokenizer:
+    words = sorted(set(_WORDS.split()) | set(_MORE_WORDS.split()))
+    vocab = {t: i for i, t in enumerate([*specials, *words, *_PUNCTUATION])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
+    )
+    tok.decoder = decoders.WordPiece(cleanup=True)  # words joined by spaces, none before . , ? !
+    return tok
+
+
+def _byte_bpe(vocab_size: int, specials: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    words = _WORDS.split()
+    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    tok.train_from_iterator(corpus, trainer)
+    return tok
+
+
 def build_processor(cfg: TinyConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaProcessor:
-    tokenizer = tokenizer or build_tokenizer(cfg.vocab_size)
+    tokenizer = tokenizer or build_tokenizer(cfg.vocab_size, kind=cfg.tokenizer)
     with quiet_transformers():  # without torchvision, transformers falls back to the PIL processor
         import transformers
 
@@ -216,7 +244,7 @@ def save_tiny_part(out_dir: str | Path, cfg: TinyConfig, part: str, overwrite: b
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if part == "lm":
-            extra = build_tokenizer(cfg.vocab_size, image_token=False)
+            extra = build_tokenizer(cfg.vocab_size, image_token=False, kind=cfg.tokenizer)
             model = AutoModelForCausalLM.from_config(text_config(cfg, extra))
         else:
             extra = build_processor(cfg).image_processor

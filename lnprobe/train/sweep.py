@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -88,13 +89,14 @@ def _run(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int) -> l
             train(run.config(base.replace(progress=False)))
     else:
         with ThreadPoolExecutor(parallel) as pool:
-            list(pool.map(lambda r: _subprocess(r.config(base.replace(progress=False))), todo))
+            threads = str(max(1, (os.cpu_count() or 1) // parallel))  # share the cores, never oversubscribe
+            list(pool.map(lambda r: _subprocess(r.config(base.replace(progress=False)), threads), todo))
     rows = [_row(r) for r in runs]
     _write(out, rows)
     return rows
 
 
-def _subprocess(config: TrainConfig) -> None:
+def _subprocess(config: TrainConfig, threads: str) -> None:
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     config_file = out.parent / f".{out.name}.yaml"
@@ -103,6 +105,7 @@ def _subprocess(config: TrainConfig) -> None:
         [sys.executable, "-m", "lnprobe.cli", "train", "--config", str(config_file)],
         capture_output=True,
         text=True,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)},
     )
     config_file.unlink(missing_ok=True)
     if done.returncode != 0:

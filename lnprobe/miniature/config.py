@@ -1,0 +1,84 @@
+"""The paper miniature's settings: its model shape, data size, steps per stage and learning-rate grids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lnprobe.config import at_least, ranged, seed_field, validate
+from lnprobe.errors import InputError
+from lnprobe.models.tiny import TinyConfig
+
+# A shape whose trainable shares fall near the paper's (ln 3.78 %, ln-simp 0.004 %, LoRA r32 ~1 %, full
+# ~95 % of LLaVA-7B): a wide MLP and a word-level vocabulary keep norms and embeddings small next to the
+# decoder, and the vision tower small next to the LLM. `lnprobe params` on the demo's base prints them.
+SHAPE = TinyConfig(
+    hidden_size=64,
+    intermediate_size=640,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=4,
+    vision_hidden_size=48,
+    vision_intermediate_size=96,
+    vision_layers=2,
+    vision_heads=4,
+    image_size=32,
+    patch_size=16,
+    tokenizer="words",
+)
+REGIMES = ("ln", "ln-simp", "full", "lora", "connector")
+# Each regime's centre learning rate; the sweep tries it times each of `lr_factors`.
+CENTRE_LRS = {"ln": 3e-3, "ln-simp": 3e-2, "full": 1e-3, "lora": 3e-3, "connector": 1e-2}
+
+
+@dataclass(frozen=True)
+class MiniatureConfig:
+    """One run of the miniature (one seed). Defaults are `make demo`'s scale."""
+
+    seed: int = seed_field(0)
+    images: int = at_least(20, 1600)  # pictures: training + 5 % validation + 15 % held-out evaluation
+    eval_fraction: float = ranged(0.15, 0, 1, lo_open=True, hi_open=True)
+    vision_steps: int = at_least(1, 300)
+    text_steps: int = at_least(1, 300)
+    connector_steps: int = at_least(1, 200)
+    finetune_steps: int = at_least(1, 150)
+    batch_size: int = at_least(1, 16)
+    lr_factors: tuple[float, ...] = (1 / 3, 1.0, 3.0)
+    regimes: tuple[str, ...] = REGIMES
+    lora_rank: int = at_least(1, 1)
+    probe_n: int = at_least(8, 32)  # questions per model in the claims' probes
+    bootstrap: int = at_least(10, 200)
+    parallel: int = at_least(1, 2)  # sweep runs at once (each in its own process)
+    centre_lrs: dict = field(default_factory=lambda: dict(CENTRE_LRS))
+    llm: str | None = None  # a text LLM to start from (HF id or directory) instead of pre-training one
+    vision: str | None = None  # likewise a CLIP vision tower
+    online: bool = False
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.lr_factors or not all(f > 0 for f in self.lr_factors):
+            raise InputError(f"--lr-factors must be positive numbers, got {self.lr_factors}")
+        if not self.regimes or len(set(self.regimes)) != len(self.regimes):
+            raise InputError(f"--regimes must be distinct and non-empty, got {self.regimes}")
+        for needed in ("ln", "full"):
+            if needed not in self.regimes:
+                raise InputError(f"--regimes must include {needed!r} (the claims compare ln with full)")
+        missing = [r for r in self.regimes if r not in self.centre_lrs]
+        if missing:
+            raise InputError(f"no centre learning rate for regime(s) {', '.join(missing)}")
+
+    def lrs(self, regime: str) -> list[float]:
+        return [float(f"{self.centre_lrs[regime] * f:.3g}") for f in self.lr_factors]
+
+
+SMOKE = dict(
+    images=60,
+    vision_steps=4,
+    text_steps=4,
+    connector_steps=4,
+    finetune_steps=4,
+    lr_factors=(1.0,),
+    probe_n=8,
+    bootstrap=10,
+    parallel=1,
+)
+"""A seconds-long miniature for tests and notebooks: every stage runs, nothing learns."""

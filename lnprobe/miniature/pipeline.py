@@ -1,0 +1,319 @@
+"""The paper's pipeline in miniature, one stage per step, each with its own output under OUT:
+
+    data/        the synthetic shapes task (train / val / eval, blind copies, text corpus)
+    vision/      a CLIP vision tower pre-trained contrastively on the training captions
+    llm/         a text LLM pre-trained on the text corpus
+    assembled/   `lnprobe assemble`: vision tower + fresh linear connector + LLM
+    base/        connector pre-training on captions (`connector` regime), merged. The caption is asked for
+                 ("Describe the picture in detail.", `chat` template) rather than following the image
+                 bare (`plain`): the miniature LLM learned to describe only when asked
+    sweep/       finetuning per regime at each learning rate of its grid (gradient statistics recorded);
+                 the lowest validation loss picks the learning rate
+    blind/       the blind baseline: the same LLM finetuned (`full`) on the questions without images
+    claims/      `lnprobe claims` on base / ln / full, the other regimes judged beside them
+    results.json every number of the table, the stage timings and the configuration
+
+A stage whose output exists is reused, so an interrupted run continues and a finished one re-prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lnprobe.miniature.config import SHAPE, MiniatureConfig
+
+STAGES = ("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "claims")
+
+
+class Stages:
+    def __init__(self, out: Path, cfg: MiniatureConfig, progress) -> None:
+        self.out, self.cfg, self.progress = out, cfg, progress
+        self.timings_path = out / "timings.json"
+        self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+
+    def run(self, name: str, fn, *args):
+        """Run stage `name`, recording its wall time the first time it does work."""
+        start = time.perf_counter()
+        result = fn(*args)
+        spent = time.perf_counter() - start
+        if name not in self.timings and spent > 0.5:
+            self.timings[name] = round(spent, 1)
+            self.timings_path.write_text(json.dumps(self.timings, indent=1) + "\n")
+        return result
+
+    def data(self) -> Path:
+        from lnprobe.data.synth import SynthConfig, write_synth
+
+        data = self.out / "data"
+        if not (data / "eval.json").is_file():
+            write_synth(
+                data, SynthConfig(n=self.cfg.images, seed=self.cfg.seed, eval_fraction=self.cfg.eval_fraction)
+            )
+        return data
+
+    def _part(self, part: str) -> Path:
+        from dataclasses import replace
+
+        from lnprobe.models.tiny import save_tiny_part
+
+        path = self.out / f"init-{part}"
+        if not (path / "config.json").is_file():
+            save_tiny_part(path, replace(SHAPE, seed=self.cfg.seed), part, overwrite=True)
+        return path
+
+    def vision(self, data: Path) -> str:
+        from lnprobe.pretrain.vision import VisionPretrainConfig, pretrain_vision
+
+        if self.cfg.vision:
+            return self.cfg.vision
+        out = self.out / "vision"
+        if not (out / "config.json").is_file():
+            init = self._part("vision")
+            pretrain_vision(
+                VisionPretrainConfig(
+                    vision=str(init),
+                    data=str(data / "pretrain.json"),
+                    out=str(out),
+                    steps=self.cfg.vision_steps,
+                    seed=self.cfg.seed,
+                    progress=self.progress,
+                    force=True,
+                )
+            )
+        return str(out)
+
+    def llm(self, data: Path) -> str:
+        from lnprobe.pretrain.text import TextPretrainConfig, pretrain_text
+
+        if self.cfg.llm:
+            return self.cfg.llm
+        out = self.out / "llm"
+        if not (out / "config.json").is_file():
+            init = self._part("lm")
+            pretrain_text(
+                TextPretrainConfig(
+                    llm=str(init),
+                    data=str(data / "text.jsonl"),
+                    out=str(out),
+                    steps=self.cfg.text_steps,
+                    seed=self.cfg.seed,
+                    progress=self.progress,
+                    force=True,
+                )
+            )
+        return str(out)
+
+    def assemble(self, llm: str, vision: str) -> Path:
+        from lnprobe.models.assemble import AssembleConfig, assemble
+
+        out = self.out / "assembled"
+        if not (out / "config.json").is_file():
+            assemble(
+                AssembleConfig(
+                    llm=llm,
+                    vision=vision,
+                    out=str(out),
+                    connector="linear",
+                    seed=self.cfg.seed,
+                    online=self.cfg.online,
+                    force=True,
+                )
+            )
+        return out
+
+    def connector(self, assembled: Path, data: Path) -> Path:
+        """Connector pre-training on captions, merged into a full checkpoint: the finetuning base."""
+        from transformers.utils import logging as hf_logging
+
+        from lnprobe.models import load
+        from lnprobe.train import TrainConfig, train
+
+        merged = self.out / "base"
+        if (merged / "config.json").is_file():
+            return merged
+        run = self.out / "runs" / "connector"
+        result = train(
+            TrainConfig(
+                model=str(assembled),
+                regime="connector",
+                data=str(data / "pretrain.json"),
+                template="chat",
+                out=str(run),
+                max_steps=self.cfg.connector_steps,
+                lr=self.cfg.centre_lrs["connector"],
+                batch_size=2 * self.cfg.batch_size,
+                warmup_ratio=0.1,
+                seed=self.cfg.seed,
+                progress=self.progress,
+                grad_ckpt=False,
+                resume=str(run) if (run / "latest").is_file() else None,
+            )
+        )
+        loaded = load(result.checkpoint)
+        hf_logging.disable_progress_bar()
+        try:
+            loaded.model.save_pretrained(merged)
+        finally:
+            hf_logging.enable_progress_bar()
+        loaded.processor.save_pretrained(merged)
+        return merged
+
+    def finetune_config(self, base: Path, data: Path, blind: bool = False):
+        from lnprobe.train import TrainConfig
+
+        suffix = "_blind" if blind else ""
+        c = self.cfg
+        return TrainConfig(
+            model=str(base),
+            data=str(data / f"instruct{suffix}.json"),
+            eval_data=str(data / f"val{suffix}.json"),
+            template="chat",
+            max_steps=c.finetune_steps,
+            batch_size=c.batch_size,
+            warmup_ratio=0.1,
+            seed=c.seed,
+            progress=False,
+            grad_ckpt=False,
+            lora_rank=c.lora_rank,
+            gradvar_every=max(1, c.finetune_steps // 8),
+        )
+
+    def sweep(self, base: Path, data: Path) -> dict:
+        """Every regime at every learning rate of its grid; per regime, the run with the lowest validation
+        loss."""
+        from lnprobe.train.state import latest_checkpoint
+        from lnprobe.train.sweep import best_lrs, plan, run_sweep
+
+        config = self.finetune_config(base, data)
+        out = self.out / "sweep"
+        runs = [
+            r
+            for regime in self.cfg.regimes
+            for r in plan(config, out, [regime], self.cfg.lrs(regime), [self.cfg.seed])
+        ]
+        rows = run_sweep(config, out, runs, parallel=self.cfg.parallel)
+        results = {}
+        for regime, best in best_lrs(rows).items():
+            row = next(r for r in rows if r["regime"] == regime and r["lr"] == best["lr"])
+            run = Path(row["run"])
+            first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+            results[regime] = {
+                "run": str(run),
+                "checkpoint": str(latest_checkpoint(run)),
+                "lr": best["lr"],
+                "val_loss_before": first["eval_loss"],
+                "val_loss": row["eval_loss"],
+            }
+        return results
+
+    def blind(self, base: Path, data: Path, lr: float) -> str:
+        from lnprobe.train import train
+        from lnprobe.train.state import latest_checkpoint
+
+        run = self.out / "blind"
+        if (run / "latest").is_file():
+            return str(latest_checkpoint(run))
+        config = self.finetune_config(base, data, blind=True).replace(
+            regime="full", lr=lr, out=str(run), gradvar_every=0
+        )
+        return str(train(config).checkpoint)
+
+    def accuracy(self, base: Path, results: dict, blind: str, data: Path) -> dict:
+        """Held-out answer accuracy with its 95 % Wilson interval: the connector-pretrained base, each regime,
+        the blind baseline (on the questions without images) and the majority answer per question type."""
+        from lnprobe.evaluate import answer_accuracy, majority_baseline, wilson
+        from lnprobe.models import load
+
+        path = self.out / "accuracy.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        specs = {
+            "pretrained": (str(base), "eval"),
+            **{r: (v["checkpoint"], "eval") for r, v in results.items()},
+            "blind": (blind, "eval_blind"),
+        }
+        out = {}
+        for name, (spec, split) in specs.items():
+            loaded = load(spec)
+            acc = answer_accuracy(
+                loaded.model, loaded.processor, str(data / f"{split}.json"), template="chat"
+            )
+            out[name] = {
+                "accuracy": acc["accuracy"],
+                "ci95": wilson(acc["correct"], acc["n"]),
+                "n": acc["n"],
+                "correct": acc["correct"],
+                "by_type": _by_type(acc["items"], data / f"{split}.json"),
+            }
+        major = majority_baseline(data / "instruct.json", data / "eval.json")
+        out["majority"] = {**major, "ci95": wilson(major["correct"], major["n"])}
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        return out
+
+    def claims(self, base: Path, results: dict, data: Path) -> dict:
+        from lnprobe.claims import ClaimsConfig, run_claims
+
+        path = self.out / "claims" / "claims.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        others = {r: v["checkpoint"] for r, v in results.items() if r not in ("ln", "full")}
+        return run_claims(
+            ClaimsConfig(
+                base=str(base),
+                ln=results["ln"]["checkpoint"],
+                full=results["full"]["checkpoint"],
+                others=others,
+                data=str(data / "eval.json"),
+                out=str(self.out / "claims"),
+                ln_runs=(results["ln"]["run"],),
+                full_runs=(results["full"]["run"],),
+                n=self.cfg.probe_n,
+                batch_size=8,
+                seed=self.cfg.seed,
+                bootstrap=self.cfg.bootstrap,
+                template="chat",
+                progress=False,
+            )
+        )
+
+
+def _by_type(items: list[dict], path: Path) -> dict:
+    from collections import defaultdict
+
+    qtype = {r["id"]: r.get("qtype", "?") for r in json.loads(path.read_text())}
+    hits: dict[str, list] = defaultdict(list)
+    for it in items:
+        hits[qtype.get(it["id"], "?")].append(it["correct"])
+    return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
+
+
+def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dict:
+    """Every stage in order (reusing finished ones); returns the results record (also OUT/results.json)."""
+    from rich.progress import Progress
+
+    from lnprobe.miniature.table import results_record
+
+    stages = Stages(out, cfg, progress)
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("miniature", total=len(STAGES))
+
+        def step(name, fn, *args):
+            bar.update(task, description=f"miniature: {name}")
+            result = stages.run(name, fn, *args)
+            bar.advance(task)
+            return result
+
+        data = step("data", stages.data)
+        vision = step("vision", stages.vision, data)
+        llm = step("llm", stages.llm, data)
+        assembled = step("assemble", stages.assemble, llm, vision)
+        base = step("connector", stages.connector, assembled, data)
+        results = step("sweep", stages.sweep, base, data)
+        blind = step("blind", stages.blind, base, data, results["full"]["lr"])
+        accuracy = step("accuracy", stages.accuracy, base, results, blind, data)
+        claims = step("claims", stages.claims, base, results, data)
+    record = results_record(cfg, base, results, accuracy, claims, stages.timings)
+    (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record

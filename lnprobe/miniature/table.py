@@ -1,0 +1,125 @@
+"""The miniature's results: one row per regime beside the baselines, the issue's goals checked, printed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+GOALS = {
+    "full_accuracy": "full-finetune held-out accuracy >= 0.90",
+    "ln_near_full": "ln within 0.05 of full",
+    "ln_simp_over_majority": "ln-simp >= majority baseline + 0.20",
+    "above_blind": "every regime above the blind baseline by more than its interval",
+}
+
+
+def shares(base: Path, regimes, lora_rank: int) -> dict[str, float]:
+    from lnprobe.models import build_from_config, resolve_config
+    from lnprobe.params import regime_report
+    from lnprobe.regimes import RegimeOptions
+
+    model = build_from_config(resolve_config(str(base)))
+    return {r: regime_report(model, r, RegimeOptions(lora_rank=lora_rank)).percent for r in regimes}
+
+
+def goals(accuracy: dict, regimes) -> dict[str, bool | None]:
+    acc = {k: v["accuracy"] for k, v in accuracy.items()}
+    blind = acc["blind"]
+    return {
+        "full_accuracy": acc["full"] >= 0.90,
+        "ln_near_full": abs(acc["ln"] - acc["full"]) <= 0.05,
+        "ln_simp_over_majority": acc["ln-simp"] >= acc["majority"] + 0.20 if "ln-simp" in acc else None,
+        "above_blind": all(accuracy[r]["ci95"][0] > blind for r in regimes),
+    }
+
+
+def results_record(cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict) -> dict:
+    pct = shares(base, cfg.regimes, cfg.lora_rank)
+    sims, grads = claims["similarity"], claims["gradients"]
+    rows = []
+    for regime, r in results.items():
+        rows.append(
+            {
+                "regime": regime,
+                "lr": r["lr"],
+                "trainable_pct": pct[regime],
+                **_acc(accuracy[regime]),
+                "cross_layer_cka": sims[regime]["cka"]["value"],
+                "norm_grad_variance": grads.get(regime, {}).get("variance"),
+                "val_loss": r["val_loss"],
+                "val_loss_before": r["val_loss_before"],
+                "checkpoint": r["checkpoint"],
+            }
+        )
+    baselines = {
+        name: {"regime": name, **_acc(accuracy[name])} for name in ("majority", "blind", "pretrained")
+    }
+    baselines["pretrained"]["cross_layer_cka"] = sims["base"]["cka"]["value"]
+    return {
+        "config": asdict(cfg),
+        "rows": rows,
+        "baselines": baselines,
+        "goals": goals(accuracy, cfg.regimes),
+        "claims": {c["id"]: c["verdict"] for c in claims["claims"]},
+        "timings": timings,
+    }
+
+
+def _acc(entry: dict) -> dict:
+    return {
+        "accuracy": entry["accuracy"],
+        "ci95": list(entry["ci95"]),
+        "n": entry["n"],
+        "by_type": entry.get("by_type"),
+    }
+
+
+def print_results(record: dict, console: Console, title: str) -> None:
+    table = Table(title=title)
+    for col in (
+        "regime",
+        "lr",
+        "trainable %",
+        "held-out accuracy [95% CI]",
+        "cross-layer CKA",
+        "norm-grad variance",
+        "val loss",
+    ):
+        table.add_column(col, justify="left" if col == "regime" else "right")
+
+    def f(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    named = {
+        "majority": "majority answer per type",
+        "blind": "blind (full FT, no images)",
+        "pretrained": "pretrained (connector only)",
+    }
+    for name, b in record["baselines"].items():
+        table.add_row(named[name], "-", "-", _ci(b), f(b.get("cross_layer_cka"), ".3f"), "-", "-")
+    for r in record["rows"]:
+        table.add_row(
+            r["regime"],
+            f(r["lr"], "g"),
+            f(r["trainable_pct"], ".3f"),
+            _ci(r),
+            f(r["cross_layer_cka"], ".3f"),
+            f(r["norm_grad_variance"], ".2e"),
+            f(r["val_loss"], ".3f"),
+        )
+    console.print(table)
+    for key, ok in record["goals"].items():
+        mark = "-" if ok is None else ("met" if ok else "NOT met")
+        console.print(f"goal: {GOALS[key]}: {mark}")
+    for cid, verdict in record["claims"].items():
+        console.print(f"claim {cid}: {verdict}")
+    if record.get("timings"):
+        console.print("stage seconds: " + ", ".join(f"{k} {v:g}" for k, v in record["timings"].items()))
+
+
+def _ci(entry: dict) -> str:
+    lo, hi = entry["ci95"]
+    return f"{entry['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"

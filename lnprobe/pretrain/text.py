@@ -1,0 +1,153 @@
+"""`lnprobe pretrain text`: a causal LM pre-trained on a text corpus (JSONL `{"text": ...}` lines): the
+paper's Vicuna stage, in miniature. A plain line is language modelling (every token a target); a chat line
+`USER: ... ASSISTANT: ...` is instruction tuning (only the answer is a target). The result is a text-only
+checkpoint (model + tokenizer) for `lnprobe assemble --llm`.
+
+Sentence compression (`compress`: the share of chat lines it applies to): in a line `USER: ... ASSISTANT:
+...`, each sentence of the user turn but the last (the question) is fed as ONE input vector, the mean of its
+words' embeddings; nothing is predicted at those positions, the answer still is. A large LLM reads a dense
+vector standing for several words, which is why a frozen LLM can learn from a linear connector's image
+tokens; a miniature LLM trained on a few thousand lines cannot unless it is taught to (measured: without
+it, connector pre-training of the miniature leaves the caption loss at the no-image level)."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lnprobe.config import at_least, positive, ranged, seed_field, validate
+from lnprobe.errors import InputError
+
+
+@dataclass(frozen=True)
+class TextPretrainConfig:
+    llm: str  # a text-only causal LM directory (model + tokenizer)
+    data: str  # JSONL of {"text": ...}
+    out: str
+    steps: int = at_least(1, 300)
+    batch_size: int = at_least(1, 32)
+    lr: float = positive(3e-3)
+    max_length: int = at_least(2, 128)
+    compress: float = ranged(0.5, 0, 1)  # share of chat lines whose user turn is span-compressed
+    seed: int = seed_field(0)
+    progress: bool = True
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def read_lines(path: Path) -> list[str]:
+    from lnprobe.textio import parse_json, read_text
+
+    lines = []
+    for i, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        row = parse_json(line, f"{path}:{i}")
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise InputError(f"{path}:{i}: expected a JSON object with a non-empty string 'text'")
+        lines.append(row["text"])
+    if not lines:
+        raise InputError(f"{path}: no text lines")
+    return lines
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], int]:
+    """BOS + text + EOS; the token spans of the user turn's sentences before its last one when the line is
+    `USER: ... ASSISTANT: ...` (else none); where the targets start (the answer, in a chat line)."""
+    head, sep, rest = text.partition("USER:")
+    turn, sep2, answer = rest.partition(" ASSISTANT:")
+    if head or not sep or not sep2:
+        return [tokenizer.bos_token_id, *_ids(tokenizer, text), tokenizer.eos_token_id], [], 1
+    ids = [tokenizer.bos_token_id, *_ids(tokenizer, "USER:")]
+    spans = []
+    for sentence in re.findall(r"[^.?!]+[.?!]*", turn):
+        piece = _ids(tokenizer, sentence)
+        spans.append((len(ids), len(ids) + len(piece)))
+        ids += piece
+    ids += _ids(tokenizer, sep2)
+    target = len(ids)
+    ids += [*_ids(tokenizer, answer), tokenizer.eos_token_id]
+    return ids, spans[:-1], target
+
+
+def encode(tokenizer, lines: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask): BOS + text + EOS per line, right-padded, cut at max_length."""
+    rows = [tokenize(tokenizer, t)[0][:max_length] for t in lines]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def pretrain_text(cfg: TextPretrainConfig) -> dict:
+    """Train, save to cfg.out (model, tokenizer, config, loss curve); returns {'losses', 'out'}."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lnprobe.io import Output
+    from lnprobe.models.hf import quiet_transformers
+    from lnprobe.pretrain.loop import fit, save
+
+    output = Output(Path(cfg.out), "pretrain text", force=cfg.force, inputs=(cfg.llm, cfg.data))
+    output.check()
+    lines = read_lines(Path(cfg.data))
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
+        model = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch.float32)
+    rows = [tokenize(tokenizer, t) for t in lines]
+    rows = [(r[: cfg.max_length], [sp for sp in spans if sp[1] < cfg.max_length], t) for r, spans, t in rows]
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    embed = model.get_input_embeddings()
+    model.train()
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        pieces = [_compressed(embed, *rows[i], cfg, rng) for i in batch.tolist()]
+        x, labels, m = _pad(pieces, embed.embedding_dim)
+        return model(inputs_embeds=x, attention_mask=m, labels=labels).loss
+
+    losses = fit(model.parameters(), loss_of, len(lines), cfg.steps, cfg.batch_size, cfg.lr, cfg.seed,
+                 "text pre-training", cfg.progress)  # fmt: skip
+    save(output, cfg, model.eval(), tokenizer, losses)
+    return {"losses": losses, "out": cfg.out}
+
+
+def _compressed(embed, ids: list[int], spans: list[tuple[int, int]], target: int, cfg, rng: random.Random):
+    """(input vectors, labels) of one line, its sentences compressed with probability cfg.compress; tokens
+    before `target` are context (no loss)."""
+    vectors = embed(torch.tensor(ids))
+    ids = [-100] * target + ids[target:]
+    if not spans or rng.random() >= cfg.compress:
+        return vectors, ids
+    out, labels, i = [], [], 0
+    for start, end in spans:
+        out += [vectors[i:start], vectors[start:end].mean(0, keepdim=True)]
+        labels += [*ids[i:start], -100]
+        i = end
+    out.append(vectors[i:])
+    return torch.cat(out), labels + ids[i:]
+
+
+def _pad(pieces, width: int):
+    n = max(len(labels) for _, labels in pieces)
+    x = torch.zeros(len(pieces), n, width)
+    labels = torch.full((len(pieces), n), -100, dtype=torch.long)
+    mask = torch.zeros(len(pieces), n, dtype=torch.long)
+    for i, (v, lab) in enumerate(pieces):
+        x[i, : len(lab)] = v
+        labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(lab)] = 1
+    return x, labels, mask
