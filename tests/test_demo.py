@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lnprobe.demo import run_demo
-from lnprobe.miniature.config import REGIMES, SHAPE, SMOKE, MiniatureConfig
+from lnprobe.miniature.config import CENTRE_LRS, REGIMES, SHAPE, SMOKE, MiniatureConfig
 from lnprobe.models import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,9 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
     assert set(first["baselines"]) == {"majority", "blind", "pretrained"}
     assert set(first["goals"]) == {"full_accuracy", "ln_near_full", "ln_simp_over_majority", "above_blind"}
     assert set(first["timings"]) >= {"vision", "llm", "connector", "sweep", "blind", "accuracy", "claims"}
+    verdicts = first["regime_verdicts"]  # every regime judged against full
+    assert set(verdicts) == set(REGIMES) - {"full"}
+    assert {r for r, v in verdicts.items() if "gradient_variance" in v} == {"ln", "ln-simp"}  # they train norms
     report = root / "a" / "claims"
     assert (report / "report.html").is_file() and (report / "report.md").is_file()
     claims = json.loads((report / "claims.json").read_text())
@@ -133,6 +136,9 @@ def test_miniature_config_refuses_bad_values():
         with pytest.raises(InputError):
             MiniatureConfig(**bad)
     assert MiniatureConfig().lrs("full") == [0.000333, 0.001, 0.003]
+    assert MiniatureConfig(centre_lrs={**CENTRE_LRS, "ln": 1e-2}).lrs("ln") == [0.00333, 0.01, 0.03]
+    with pytest.raises(InputError, match="no centre learning rate"):
+        MiniatureConfig(regimes=("ln", "full", "attn-qv"))
     assert replace(MiniatureConfig(), seed=4).seed == 4
 
 

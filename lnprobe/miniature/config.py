@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lnprobe.config import at_least, ranged, seed_field, validate
+from lnprobe.config import at_least, positive, ranged, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.models.tiny import TinyConfig
 
@@ -27,7 +27,8 @@ SHAPE = TinyConfig(
 )
 REGIMES = ("ln", "ln-simp", "full", "lora", "connector")
 # Each regime's centre learning rate; the sweep tries it times each of `lr_factors`.
-CENTRE_LRS = {"ln": 3e-3, "ln-simp": 3e-2, "full": 1e-3, "lora": 3e-3, "connector": 1e-2}
+# (Centred on the best of a wider grid in a first default-scale run, 2026-11-28.)
+CENTRE_LRS = {"ln": 3e-3, "ln-simp": 1e-2, "full": 1e-3, "lora": 1e-2, "connector": 3e-3}
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,13 @@ class MiniatureConfig:
     """One run of the miniature (one seed). Defaults are `make demo`'s scale."""
 
     seed: int = seed_field(0)
-    images: int = at_least(20, 1600)  # pictures: training + 5 % validation + 15 % held-out evaluation
+    images: int = at_least(20, 1400)  # pictures: training + 5 % validation + 15 % held-out evaluation
     eval_fraction: float = ranged(0.15, 0, 1, lo_open=True, hi_open=True)
-    vision_steps: int = at_least(1, 300)
-    text_steps: int = at_least(1, 300)
-    connector_steps: int = at_least(1, 200)
-    finetune_steps: int = at_least(1, 150)
+    vision_steps: int = at_least(1, 200)
+    text_steps: int = at_least(1, 200)
+    connector_steps: int = at_least(1, 100)
+    connector_lr: float = positive(1e-2)  # connector pre-training
+    finetune_steps: int = at_least(1, 100)
     batch_size: int = at_least(1, 16)
     lr_factors: tuple[float, ...] = (1 / 3, 1.0, 3.0)
     regimes: tuple[str, ...] = REGIMES

@@ -142,7 +142,7 @@ class Stages:
                 template="chat",
                 out=str(run),
                 max_steps=self.cfg.connector_steps,
-                lr=self.cfg.centre_lrs["connector"],
+                lr=self.cfg.connector_lr,
                 batch_size=2 * self.cfg.batch_size,
                 warmup_ratio=0.1,
                 seed=self.cfg.seed,

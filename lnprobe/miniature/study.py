@@ -58,6 +58,7 @@ def summarise(records: dict[int, dict], cfg: MiniatureConfig) -> dict:
         "accuracy": accuracy,
         "goals": {k: {"per_seed": v, "all": all(x is True for x in v)} for k, v in goals.items()},
         "claims": _claims(records),
+        "regime_verdicts": _regime_verdicts(records),
         "timings": {seed: rec["timings"] for seed, rec in records.items()},
     }
 
@@ -76,6 +77,21 @@ def _claims(records: dict[int, dict]) -> dict:
         verdicts = [rec["claims"][cid] for rec in records.values()]
         agreed = verdicts[0] if len(set(verdicts)) == 1 else INCONCLUSIVE
         out[cid] = {"per_seed": verdicts, "verdict": agreed}
+    return out
+
+
+def _regime_verdicts(records: dict[int, dict]) -> dict:
+    """Per regime and statistic: each seed's verdict against full and the study's (seeds agree, else
+    inconclusive)."""
+    first = next(iter(records.values()))["regime_verdicts"]
+    out: dict = {}
+    for regime, tests in first.items():
+        for stat in tests:
+            per_seed = [
+                rec["regime_verdicts"].get(regime, {}).get(stat, INCONCLUSIVE) for rec in records.values()
+            ]
+            verdict = per_seed[0] if len(set(per_seed)) == 1 else INCONCLUSIVE
+            out.setdefault(regime, {})[stat] = {"per_seed": per_seed, "verdict": verdict}
     return out
 
 
@@ -140,6 +156,14 @@ def markdown(study: dict) -> str:
     lines += ["", "## The claims", ""]
     for cid, c in study["claims"].items():
         lines.append(f"- `{cid}`: **{c['verdict']}** (per seed: {', '.join(c['per_seed'])})")
+    lines += [
+        "",
+        "Every regime against full finetuning (lower predicted; the paper's claims concern `ln`):",
+        "",
+    ]
+    for regime, tests in study["regime_verdicts"].items():
+        text = "; ".join(f"{k}: **{v['verdict']}** ({', '.join(v['per_seed'])})" for k, v in tests.items())
+        lines.append(f"- `{regime}`: {text}")
     lines += ["", "## What this says", "", _reading(study), ""]
     return "\n".join(lines) + "\n"
 

@@ -36,6 +36,34 @@ def goals(accuracy: dict, regimes) -> dict[str, bool | None]:
     }
 
 
+def regime_verdicts(results: dict, claims: dict) -> dict:
+    """Every regime judged against full finetuning on the two statistics measured for all of them: cross-layer
+    CKA (predicted lower) and the norm-gradient variance of its training run (predicted lower; regimes that
+    train no norm have none). The paper's claims are about `ln`; the rest are the same test, for context."""
+    from lnprobe.claims import _ci, _log, _log_ci, _trace
+    from lnprobe.claims.verdicts import interval_verdict
+    from lnprobe.probes.gradvar import variance_intervals
+
+    sims, grads = claims["similarity"], {}
+    for regime, r in results.items():
+        trace = _trace(r["run"])
+        if trace is not None and trace.shape[0] >= 3 and trace.shape[1] > 0:
+            ci = variance_intervals(trace, {"all": (0, trace.shape[1])}).get("all")
+            grads[regime] = {"variance": float(trace.var(0).mean()), "ci95": list(ci) if ci else None}
+    out = {}
+    for regime in results:
+        if regime == "full":
+            continue
+        a, b = sims[regime]["cka"], sims["full"]["cka"]
+        entry = {"cross_layer_similarity": interval_verdict(a["value"], _ci(a), b["value"], _ci(b)).verdict}
+        if regime in grads and "full" in grads:
+            g, f = grads[regime], grads["full"]
+            verdict = interval_verdict(_log(g["variance"]), _log_ci(g), _log(f["variance"]), _log_ci(f))
+            entry["gradient_variance"] = verdict.verdict
+        out[regime] = entry
+    return out
+
+
 def results_record(cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict) -> dict:
     pct = shares(base, cfg.regimes, cfg.lora_rank)
     sims, grads = claims["similarity"], claims["gradients"]
@@ -64,6 +92,7 @@ def results_record(cfg, base: Path, results: dict, accuracy: dict, claims: dict,
         "baselines": baselines,
         "goals": goals(accuracy, cfg.regimes),
         "claims": {c["id"]: c["verdict"] for c in claims["claims"]},
+        "regime_verdicts": regime_verdicts(results, claims),
         "timings": timings,
     }
 
@@ -116,6 +145,9 @@ def print_results(record: dict, console: Console, title: str) -> None:
         console.print(f"goal: {GOALS[key]}: {mark}")
     for cid, verdict in record["claims"].items():
         console.print(f"claim {cid}: {verdict}")
+    for regime, verdicts in record["regime_verdicts"].items():
+        text = ", ".join(f"{k} {v}" for k, v in verdicts.items())
+        console.print(f"  {regime} vs full (lower predicted): {text}")
     if record.get("timings"):
         console.print("stage seconds: " + ", ".join(f"{k} {v:g}" for k, v in record["timings"].items()))
 
