@@ -46,7 +46,7 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
     assert set(first["timings"]) >= {"vision", "llm", "connector", "sweep", "blind", "accuracy", "claims"}
     verdicts = first["regime_verdicts"]  # every regime judged against full
     assert set(verdicts) == set(REGIMES) - {"full"}
-    assert {r for r, v in verdicts.items() if "gradient_variance" in v} == {"ln", "ln-simp"}  # they train norms
+    assert {r for r, v in verdicts.items() if "gradient_variance" in v} == {"ln", "ln-simp"}  # train norms
     report = root / "a" / "claims"
     assert (report / "report.html").is_file() and (report / "report.md").is_file()
     claims = json.loads((report / "claims.json").read_text())
