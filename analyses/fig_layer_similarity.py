@@ -45,7 +45,8 @@ def main() -> None:
             cbar=k == len(names) - 1,
             cbar_kws={"label": metric},
         )
-        ax.set_title(f"{name}\nmean off-diag {summary['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", fontsize=9)
+        interval = "no interval" if not ci or None in ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+        ax.set_title(f"{name}\nmean off-diag {summary['value']:.3f} {interval}", fontsize=9)
         ax.set_xlabel("decoder layer")
         ax.set_ylabel("decoder layer" if k == 0 else "")
         page.add_trace(
