@@ -270,7 +270,7 @@ class Stages:
                 ln_runs=(results["ln"]["run"],),
                 full_runs=(results["full"]["run"],),
                 n=self.cfg.probe_n,
-                batch_size=8,
+                batch_size=min(8, self.cfg.probe_n // 2),  # two minibatches at least: an interval
                 seed=self.cfg.seed,
                 bootstrap=self.cfg.bootstrap,
                 template="chat",
