@@ -173,3 +173,13 @@ def test_pretraining_bad_input_is_one_line_exit_2(parts, tmp_path, capsys):
         ]
     )
     assert code == 2 and "--batch-size 1" in capsys.readouterr().err
+    broken = tmp_path / "img"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"not a png")
+    one = [{"id": "b", "image": "x.png", "conversations": [{"from": "human", "value": "<image>\nhi"},
+                                                          {"from": "gpt", "value": "x"}]}]  # fmt: skip
+    (broken / "caps.json").write_text(json.dumps(one))
+    code = main(["pretrain", "vision", "--vision", str(root / "vision"), "--data", str(broken / "caps.json"),
+                 "--out", str(tmp_path / "v")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "x.png" in err and "id b" in err and not (tmp_path / "v").exists()

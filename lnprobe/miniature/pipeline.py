@@ -125,9 +125,9 @@ class Stages:
 
     def connector(self, assembled: Path, data: Path) -> Path:
         """Connector pre-training on captions, merged into a full checkpoint: the finetuning base."""
-        from transformers.utils import logging as hf_logging
-
+        from lnprobe.io import Output
         from lnprobe.models import load
+        from lnprobe.models.hf import save_quietly
         from lnprobe.train import TrainConfig, train
 
         merged = self.out / "base"
@@ -152,12 +152,9 @@ class Stages:
             )
         )
         loaded = load(result.checkpoint)
-        hf_logging.disable_progress_bar()
-        try:
-            loaded.model.save_pretrained(merged)
-        finally:
-            hf_logging.enable_progress_bar()
-        loaded.processor.save_pretrained(merged)
+        with Output(merged, "miniature").build() as tmp:  # appears whole or not at all: reuse is safe
+            save_quietly(loaded.model, tmp)
+            loaded.processor.save_pretrained(tmp)
         return merged
 
     def finetune_config(self, base: Path, data: Path, blind: bool = False):

@@ -27,12 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, LlavaConfig
-from transformers.utils import logging as hf_logging
 
 from lnprobe.config import seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.models.connector import CONNECTORS, LinearConnector, set_connector_kind
-from lnprobe.models.hf import quiet_transformers
+from lnprobe.models.hf import quiet_transformers, save_quietly
 
 DECODERS = ("llama", "mistral", "qwen2")
 IMAGE = "<image>"
@@ -162,11 +161,7 @@ def assemble(cfg: AssembleConfig) -> Path:
     setattr(model.config, ASSEMBLE_KEY, {**asdict(cfg), "image_token_rows_added": resized})
     processor = _processor(cfg, vision_config, tok)
     with output(cfg).build() as tmp, quiet_transformers():
-        hf_logging.disable_progress_bar()
-        try:
-            model.save_pretrained(tmp, max_shard_size="2GB")
-        finally:
-            hf_logging.enable_progress_bar()
+        save_quietly(model, tmp, max_shard_size="2GB")
         processor.save_pretrained(tmp)
         save_config(cfg, tmp, seed=cfg.seed)
     return Path(cfg.out)

@@ -23,11 +23,10 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
-from transformers.utils import logging as hf_logging
 
 from lnprobe.config import at_least, choice, seed_field, validate
 from lnprobe.models.connector import install_connector, set_connector_kind
-from lnprobe.models.hf import quiet_transformers
+from lnprobe.models.hf import quiet_transformers, save_quietly
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
 IMAGE_TOKEN = "<image>"
@@ -213,12 +212,8 @@ def save_tiny(out_dir: str | Path, cfg: TinyConfig | None = None, overwrite: boo
     output.check()
     model, processor = build_tiny(cfg)
     with output.build() as tmp, quiet_transformers():
-        hf_logging.disable_progress_bar()
-        try:
-            model.save_pretrained(tmp)
-            processor.save_pretrained(tmp)
-        finally:
-            hf_logging.enable_progress_bar()
+        save_quietly(model, tmp)
+        processor.save_pretrained(tmp)
         save_config(cfg, tmp, seed=cfg.seed)
     return Path(out_dir)
 
@@ -250,11 +245,7 @@ def save_tiny_part(out_dir: str | Path, cfg: TinyConfig, part: str, overwrite: b
             extra = build_processor(cfg).image_processor
             model = CLIPVisionModel(vision_config(cfg))
     with output.build() as tmp, quiet_transformers():
-        hf_logging.disable_progress_bar()
-        try:
-            model.save_pretrained(tmp)
-        finally:
-            hf_logging.enable_progress_bar()
+        save_quietly(model, tmp)
         extra.save_pretrained(tmp)
         save_config(cfg, tmp, seed=cfg.seed)
     return Path(out_dir)

@@ -64,17 +64,11 @@ def save(output, cfg, model, extra, losses: list[float]) -> None:
     """Model (safetensors), its tokenizer or image processor, the config and the loss curve, atomically."""
     import json
 
-    from transformers.utils import logging as hf_logging
-
     from lnprobe.config import save_config
-    from lnprobe.models.hf import quiet_transformers
+    from lnprobe.models.hf import quiet_transformers, save_quietly
 
     with output.build() as tmp, quiet_transformers():
-        hf_logging.disable_progress_bar()
-        try:
-            model.save_pretrained(tmp)
-        finally:
-            hf_logging.enable_progress_bar()
+        save_quietly(model, tmp)
         extra.save_pretrained(tmp)
         save_config(cfg, tmp, seed=cfg.seed)
         (tmp / "losses.json").write_text(json.dumps({"loss": losses}) + "\n")

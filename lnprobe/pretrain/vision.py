@@ -50,9 +50,9 @@ class CaptionEncoder(nn.Module):
         return self.proj(pooled)
 
 
-def captions(path: Path, image_folder: str | None) -> tuple[list[Path], list[str]]:
-    """(image paths, captions) of a LLaVA file whose records each hold an image and its caption."""
-    from lnprobe.data.images import check_images
+def captions(path: Path, image_folder: str | None) -> tuple[list[Path], list[str], list[str]]:
+    """(image paths, captions, the records' names) of a LLaVA file whose records each hold an image and its
+    caption."""
     from lnprobe.data.llava import read_records
     from lnprobe.errors import InputError
 
@@ -65,14 +65,21 @@ def captions(path: Path, image_folder: str | None) -> tuple[list[Path], list[str
         images.append(root / r.image)
         texts.append(r.turns[0][1])
         wheres.append(f"{path} record {r.index}, id {r.id}")
-    check_images(zip(images, wheres, strict=True))
-    return images, texts
+    return images, texts, wheres
 
 
-def pixels(processor, images: list[Path]) -> torch.Tensor:
+def pixels(processor, images: list[Path], wheres: list[str]) -> torch.Tensor:
+    """Every image decoded once (the first broken one named with its record) and preprocessed."""
     from lnprobe.data.images import decode
+    from lnprobe.errors import InputError
 
-    return processor(images=[decode(p) for p in images], return_tensors="pt")["pixel_values"]
+    rgb = []
+    for image, where in zip(images, wheres, strict=True):
+        try:
+            rgb.append(decode(image))
+        except InputError as exc:
+            raise InputError(f"{exc} ({where})") from None
+    return processor(images=rgb, return_tensors="pt")["pixel_values"]
 
 
 def pretrain_vision(cfg: VisionPretrainConfig) -> dict:
@@ -88,11 +95,11 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> dict:
     inputs = (cfg.vision, cfg.data, cfg.image_folder)
     output = Output(Path(cfg.out), "pretrain vision", force=cfg.force, inputs=inputs)
     output.check()
-    images, texts = captions(Path(cfg.data), cfg.image_folder)
+    images, texts, wheres = captions(Path(cfg.data), cfg.image_folder)
     with quiet_transformers():
         processor = CLIPImageProcessor.from_pretrained(cfg.vision)
         tower = CLIPVisionModel.from_pretrained(cfg.vision, dtype=torch.float32)
-    pix = pixels(processor, images)
+        pix = pixels(processor, images, wheres)
     tokenizer = build_tokenizer(kind="words", image_token=False)
     ids, mask = encode(tokenizer, texts, 64)
     torch.manual_seed(cfg.seed)
