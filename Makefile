@@ -12,7 +12,7 @@ DEMO_OUT ?= runs/demo
 
 STUDY_OUT ?= runs/study
 
-.PHONY: install test lint demo miniature figures clean
+.PHONY: install test lint demo miniature backbones figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ miniature: install
 	mkdir -p docs/miniature
 	cp $(STUDY_OUT)/study.md docs/miniature.md
 	cp $(STUDY_OUT)/accuracy.png docs/miniature/accuracy.png
+
+# Rebuild the miniature's shipped backbones (vision tower + text LLM, ~11 min on 2 cores) into the package.
+BACKBONES_OUT ?= runs/backbones
+backbones: install
+	$(BIN)/lnprobe pretrain backbones --out $(BACKBONES_OUT)
+	mkdir -p lnprobe/miniature/weights
+	for p in vision llm; do rm -rf lnprobe/miniature/weights/$$p && \
+	  cp -r $(BACKBONES_OUT)/$$p lnprobe/miniature/weights/$$p && \
+	  rm -f lnprobe/miniature/weights/$$p/.lnprobe_output.json; done
+	cp $(BACKBONES_OUT)/text_accuracy.json lnprobe/miniature/weights/
 
 FIG_OUT ?= runs/figures
 figures: install

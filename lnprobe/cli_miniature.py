@@ -1,5 +1,5 @@
-"""`lnprobe demo`, `lnprobe study` and `lnprobe pretrain text|vision`: the paper miniature on the command
-line (registered on the app in `lnprobe.cli`)."""
+"""`lnprobe demo`, `lnprobe study` and `lnprobe pretrain text|vision|backbones`: the paper miniature on the
+command line (registered on the app in `lnprobe.cli`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ import typer
 from rich.console import Console
 
 from lnprobe.cli_options import with_dataclass_options
+from lnprobe.miniature.backbones import BackbonesConfig
 from lnprobe.pretrain.text import TextPretrainConfig
 from lnprobe.pretrain.vision import VisionPretrainConfig
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 Smoke = Annotated[bool, typer.Option("--smoke", help="Seconds-long scale: every stage runs, nothing learns.")]
+Pretrain = Annotated[
+    bool,
+    typer.Option(
+        "--pretrain",
+        help="Pre-train the vision tower and the LLM in the run instead of using the shipped ones.",
+    ),
+]
 
 
 def _config(seed: int, smoke: bool, **kw):
@@ -30,12 +38,13 @@ def _config(seed: int, smoke: bool, **kw):
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the demo's outputs.")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="Seed of everything: data, initialisation, batches.")] = 0,
+    pretrain: Pretrain = False,
     smoke: Smoke = False,
 ) -> None:
     """The embedded default experiment: the paper's pipeline in miniature, end to end on CPU, no download."""
     from lnprobe.demo import run_demo
 
-    run_demo(out, _config(seed, smoke), console=console)
+    run_demo(out, _config(seed, smoke, pretrain=pretrain or None), console=console)
 
 
 def study(
@@ -46,6 +55,7 @@ def study(
     llm: Annotated[str | None, typer.Option(help="Start from this text LLM (HF id or directory).")] = None,
     vision: Annotated[str | None, typer.Option(help="Start from this CLIP vision tower.")] = None,
     online: Annotated[bool, typer.Option("--online", help="Allow downloading --llm / --vision.")] = False,
+    pretrain: Pretrain = False,
     smoke: Smoke = False,
 ) -> None:
     """The miniature over several seeds: accuracy with intervals over seeds, goals, claims pooled."""
@@ -55,7 +65,7 @@ def study(
 
     if seeds < 1:
         raise InputError(f"--seeds {seeds}: must be >= 1")
-    cfg = _config(0, smoke, llm=llm, vision=vision, online=online or None)
+    cfg = _config(0, smoke, llm=llm, vision=vision, online=online or None, pretrain=pretrain or None)
     _claim(out, "study")
     result = run_study(out, cfg, list(range(seeds)), progress=console.is_terminal)
     for name, a in result["accuracy"].items():
@@ -67,8 +77,25 @@ def study(
 
 
 pretrain_app = typer.Typer(
-    help="The stages before `assemble`: pre-train a text LLM or a vision tower.", no_args_is_help=True
+    help="The stages before `assemble`: pre-train a text LLM, a vision tower, or the miniature's backbones.",
+    no_args_is_help=True,
 )
+
+
+@pretrain_app.command("backbones")
+@with_dataclass_options(
+    BackbonesConfig,
+    {"out": "Directory to build them in (data/, vision/, llm/; a finished step is reused)."},
+    "YAML/JSON file of these options (flags override it).",
+)
+def pretrain_backbones_command(config_file: Path | None, values: dict) -> None:
+    """Pre-train the miniature's backbones (vision tower, then text LLM) on their own synthetic world."""
+    from lnprobe.miniature.backbones import build_backbones
+
+    result = build_backbones(_load(BackbonesConfig, config_file, values))
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in result["text_accuracy"].items())
+    console.print(f"LLM held-out text answers: {scores}")
+    console.print(f"wrote {result['vision']} and {result['llm']}")
 
 
 @pretrain_app.command("text")

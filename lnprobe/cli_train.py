@@ -23,6 +23,15 @@ def data_synth(
     out: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
     n: Annotated[int, typer.Option("--n", help="Number of pictures.")] = 400,
     seed: Annotated[int, typer.Option(help="Seed (the data is deterministic per seed).")] = 0,
+    text_scenes: Annotated[
+        int, typer.Option("--text-scenes", help="Extra scenes described in text.jsonl only (no picture).")
+    ] = 0,
+    qtypes: Annotated[
+        str, typer.Option(help="Question types asked, comma-separated.")
+    ] = "colour,shape,count,has-shape,has-colour",
+    max_shapes: Annotated[
+        int, typer.Option("--max-shapes", help="Shapes per picture: 1 to this many (<= 3).")
+    ] = 3,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
 ) -> None:
     """Write the synthetic shapes task in LLaVA format (+ a text-only corpus from the same world)."""
@@ -30,7 +39,9 @@ def data_synth(
 
     if n < 5:
         raise InputError(f"--n must be >= 5, got {n}")
-    path = write_synth(out, SynthConfig(n=n, seed=seed), overwrite=force)
+    kinds = tuple(q.strip() for q in qtypes.split(","))
+    config = SynthConfig(n=n, seed=seed, text_scenes=text_scenes, qtypes=kinds, max_shapes=max_shapes)
+    path = write_synth(out, config, overwrite=force)
     console.print(f"wrote {n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
 
 

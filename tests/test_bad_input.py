@@ -135,7 +135,7 @@ def range_cases() -> list[tuple[str, str, str]]:
         "gradvar": {"max_length"},
         "lnshift": {"max_length", "top_k"},
         "claims": {"max_length"},
-        "data synth": {"eval_fraction", "text_per_image"},
+        "data synth": {"eval_fraction", "val_fraction"},
     }
     classes = {
         "train": TrainConfig,

@@ -231,6 +231,11 @@ def _answer_from_pixels(image, question: str) -> str:
         words = question.removeprefix("Is there a ").removesuffix(" in the picture?").split()
         found = {c for c, _ in quads.values()} if words[-1] == "shape" else {s for _, s in quads.values()}
         return "yes" if words[0] in found else "no"
+    single = {"What colour is the shape?": 0, "What shape is in the picture?": 1, "Where is the shape?": 2}
+    if question in single:
+        assert len(quads) == 1, "a question about the only shape of a picture with several"
+        place, (colour, shape) = next(iter(quads.items()))
+        return (colour, shape, place)[single[question]]
     if question == "Describe the picture in detail.":
         return " ".join(
             f"a {quads[p][0]} {quads[p][1]} at the {p}." if p in quads else f"nothing at the {p}."
@@ -253,3 +258,76 @@ def test_text_corpus_lines_are_plain_captions(tmp_path, tiny):
     path.write_text('{"text": "<image> no"}\n')
     with pytest.raises(InputError, match="cannot hold '<image>'"):
         read_records(path)
+
+
+def _answer_from_caption(caption: str, question: str) -> str:
+    """The answer read off a description `a red circle at the top left. nothing at the top right. ...`."""
+    quads = {}
+    for sentence in caption.rstrip(".").split(". "):
+        words = sentence.split()
+        if words[0] == "a":
+            quads[" ".join(words[-2:])] = (words[1], words[2])
+    if question.startswith("How many"):
+        return NUMBERS[len(quads)]
+    single = {"What colour is the shape?": 0, "What shape is in the picture?": 1, "Where is the shape?": 2}
+    if question in single:
+        place, (colour, shape) = next(iter(quads.items()))
+        return (colour, shape, place)[single[question]] if len(quads) == 1 else "?"
+    if question.startswith("Is there a"):
+        words = question.removeprefix("Is there a ").removesuffix(" in the picture?").split()
+        found = {c for c, _ in quads.values()} if words[-1] == "shape" else {s for _, s in quads.values()}
+        return "yes" if words[0] in found else "no"
+    place = question.split("at the ")[1].rstrip("?")
+    return quads[place][0] if question.startswith("What colour") else quads[place][1]
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_synth_question_types_text_scenes_and_dense_turns(tmp_path, single):
+    """`qtypes` limits every file to those question types; a conversation asks the colour and the shape at
+    every occupied place (or, with one shape per picture, its colour, shape and place); the text corpus
+    holds per scene a description, a describe request and one line with every question, each answer
+    agreeing with the description (and every picture's answers agree with its pixels); `text_scenes` adds
+    scenes."""
+    import re
+
+    from lnprobe.data.synth import SINGLE
+
+    kinds, most = (SINGLE, 1) if single else (("colour", "shape", "count"), 3)
+    a = write_synth(tmp_path / "a", SynthConfig(n=40, seed=2, qtypes=kinds, max_shapes=most))
+    b = write_synth(tmp_path / "b", SynthConfig(n=40, seed=2, qtypes=kinds, max_shapes=most, text_scenes=7))
+    instruct = json.loads((a / "instruct.json").read_text())
+    held = json.loads((a / "val.json").read_text()) + json.loads((a / "eval.json").read_text())
+    assert [r["qtype"] for r in held] == [kinds[i % 3] for i in range(len(held))]  # the types cycle
+    assert {q for r in instruct for q in r["qtypes"]} == {*kinds, "detail"}
+    for r in instruct + held:
+        image = Image.open(a / r["image"]).convert("RGB")
+        shapes = int(NUMBERS.index(_answer_from_pixels(image, "How many shapes are there?")))
+        assert 1 <= shapes <= most
+        if r.get("kind") == "conversation":
+            want = sorted(SINGLE) if single else ["colour"] * shapes + ["shape"] * shapes
+            assert sorted(r["qtypes"]) == want, r["id"]
+        turns = r["conversations"]
+        for q, ans in zip(turns[::2], turns[1::2], strict=True):
+            assert _answer_from_pixels(image, q["value"].replace("<image>\n", "")) == ans["value"], r["id"]
+    lines = [json.loads(x)["text"] for x in (a / "text.jsonl").read_text().splitlines()]
+    more = [json.loads(x)["text"] for x in (b / "text.jsonl").read_text().splitlines()]
+    ask = [x for x in lines if "Describe the picture" not in x]
+    assert len(ask) == len(instruct) and len([x for x in more if "Describe" not in x]) == len(ask) + 7
+    assert 0 < len(lines) - len(ask) < len(ask)  # a describe request for some scenes
+    caption = None
+    for line in lines:
+        turns = re.findall(r"USER: (.*?) ASSISTANT: (.*?)</s>", line)
+        assert "".join(f"USER: {q} ASSISTANT: {ans}</s>" for q, ans in turns) == line  # nothing else
+        if "Describe the picture" in line:  # follows the questions about the same scene
+            assert line == f"USER: {caption} Describe the picture in detail. ASSISTANT: {caption}</s>"
+            continue
+        caption = turns[0][0].rsplit(". ", 1)[0] + "."
+        questions = [(q.removeprefix(caption + " "), ans) for q, ans in turns]
+        shapes = int(NUMBERS.index(_answer_from_caption(caption, "How many")))
+        assert len(questions) == (3 if single else 1 + 2 * shapes) and 1 <= shapes <= most
+        for q, ans in questions:
+            assert _answer_from_caption(caption, q) == ans, (caption, q)
+    with pytest.raises(InputError, match="--qtypes"):
+        SynthConfig(qtypes=("colour", "size"))
+    with pytest.raises(InputError, match="--max-shapes 1"):
+        SynthConfig(qtypes=("the-colour",))

@@ -26,43 +26,51 @@ def parts(tmp_path_factory):
     return root, data
 
 
-def test_tokenize_marks_context_sentences_and_the_answer():
+def test_tokenize_marks_context_sentences_and_the_answers():
     tok = build_tokenizer(kind="words", image_token=False)
     text = (
         "USER: a red circle at the top left. nothing at the top right. How many shapes are there? "
-        "ASSISTANT: one"
+        "ASSISTANT: one</s>USER: What colour is the shape at the top left? ASSISTANT: red</s>"
     )
-    ids, spans, target = tokenize(tok, text)
+    ids, spans, labels = tokenize(tok, text)
     words = tok.convert_ids_to_tokens(ids)
     assert [words[a:b] for a, b in spans] == [
         ["a", "red", "circle", "at", "the", "top", "left", "."],
         ["nothing", "at", "the", "top", "right", "."],
-    ]  # the question (last sentence) is never compressed
-    assert words[target:] == ["one", "</s>"] and "<unk>" not in words
-    plain_ids, plain_spans, plain_target = tokenize(tok, "a red circle at the top left.")
-    assert plain_spans == [] and plain_target == 1 and plain_ids[0] == tok.bos_token_id
+    ]  # the question (last sentence) and later turns are never compressed
+    assert len(labels) == len(ids) and "<unk>" not in words
+    assert [words[i] for i, lab in enumerate(labels) if lab != -100] == ["one", "</s>", "red", "</s>"]
+    assert all(labels[i] == ids[i] for i, lab in enumerate(labels) if lab != -100)
+    assert " ".join(words[1:]).endswith(
+        "one </s> USER : What colour is the shape at the top left ? ASSISTANT : red </s>"
+    )
+    plain_ids, plain_spans, plain_labels = tokenize(tok, "a red circle at the top left.")
+    assert plain_spans == [] and plain_labels == [-100, *plain_ids[1:]] and plain_ids[0] == tok.bos_token_id
+    # text around the turns is not a chat line: all of it is language modelling
+    _, spans, labels = tokenize(tok, "USER: a red circle. ASSISTANT: one</s> and more")
+    assert spans == [] and labels.count(-100) == 1
 
 
 def test_compressed_sentences_are_the_mean_of_their_word_embeddings():
     embed = torch.nn.Embedding(50, 8)
     ids = list(range(10, 22))
-    spans, target = [(2, 5), (5, 9)], 10
+    spans, labels = [(2, 5), (5, 9)], [-100] * 10 + [20, 21]
 
     class Always:
         compress = 1.0
 
-    vectors, labels = _compressed(embed, ids, spans, target, Always, random.Random(0))
+    vectors, got = _compressed(embed, ids, spans, labels, Always, random.Random(0))
     table = embed(torch.tensor(ids))
     assert vectors.shape[0] == len(ids) - 7 + 2
     assert torch.allclose(vectors[2], table[2:5].mean(0)) and torch.allclose(vectors[3], table[5:9].mean(0))
     assert torch.equal(vectors[4:], table[9:]) and torch.equal(vectors[:2], table[:2])
-    assert labels == [-100] * 5 + [20, 21]  # context and compressed positions are never targets
+    assert got == [-100] * 5 + [20, 21]  # context and compressed positions are never targets
 
     class Never:
         compress = 0.0
 
-    vectors, labels = _compressed(embed, ids, spans, target, Never, random.Random(0))
-    assert torch.equal(vectors, table) and labels == [-100] * 10 + [20, 21]
+    vectors, got = _compressed(embed, ids, spans, labels, Never, random.Random(0))
+    assert torch.equal(vectors, table) and got == labels
 
 
 def test_text_pretraining_learns_and_saves_a_text_lm(parts, tmp_path):

@@ -51,7 +51,10 @@ class MiniatureConfig:
     bootstrap: int = at_least(10, 200)
     parallel: int = at_least(1, 2)  # sweep runs at once (each in its own process)
     centre_lrs: dict = field(default_factory=lambda: dict(CENTRE_LRS))
-    llm: str | None = None  # a text LLM to start from (HF id or directory) instead of pre-training one
+    pretrain: bool = (
+        False  # pre-train vision tower and LLM in the run (vision/text_steps), not the shipped ones
+    )
+    llm: str | None = None  # a text LLM to start from (HF id or directory) instead of the shipped one
     vision: str | None = None  # likewise a CLIP vision tower
     online: bool = False
 
@@ -64,6 +67,10 @@ class MiniatureConfig:
         for needed in ("ln", "full"):
             if needed not in self.regimes:
                 raise InputError(f"--regimes must include {needed!r} (the claims compare ln with full)")
+        if self.pretrain and (self.llm or self.vision):
+            raise InputError(
+                "--pretrain pre-trains both backbones; it cannot be combined with --llm / --vision"
+            )
         missing = [r for r in self.regimes if r not in self.centre_lrs]
         if missing:
             raise InputError(f"no centre learning rate for regime(s) {', '.join(missing)}")

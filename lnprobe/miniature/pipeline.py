@@ -1,8 +1,10 @@
 """The paper's pipeline in miniature, one stage per step, each with its own output under OUT:
 
     data/        the synthetic shapes task (train / val / eval, blind copies, text corpus)
-    vision/      a CLIP vision tower pre-trained contrastively on the training captions
-    llm/         a text LLM pre-trained on the text corpus
+    vision/, llm/  only with `pretrain`: a CLIP vision tower pre-trained contrastively on the training
+                 captions and a text LLM pre-trained on the text corpus. By default the run starts from the
+                 shipped backbones (lnprobe.miniature.backbones), pre-trained the same way on a world of
+                 their own, as the paper starts from a downloaded Vicuna and CLIP
     assembled/   `lnprobe assemble`: vision tower + fresh linear connector + LLM
     base/        connector pre-training on captions (`connector` regime), merged. The caption is asked for
                  ("Describe the picture in detail.", `chat` template) rather than following the image
@@ -22,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, shipped
 from lnprobe.miniature.config import SHAPE, MiniatureConfig
 
 STAGES = ("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "claims")
@@ -48,9 +51,14 @@ class Stages:
 
         data = self.out / "data"
         if not (data / "eval.json").is_file():
-            write_synth(
-                data, SynthConfig(n=self.cfg.images, seed=self.cfg.seed, eval_fraction=self.cfg.eval_fraction)
+            synth = SynthConfig(
+                n=self.cfg.images,
+                seed=self.cfg.seed,
+                eval_fraction=self.cfg.eval_fraction,
+                qtypes=QTYPES,
+                max_shapes=MAX_SHAPES,
             )
+            write_synth(data, synth)
         return data
 
     def _part(self, part: str) -> Path:
@@ -66,8 +74,8 @@ class Stages:
     def vision(self, data: Path) -> str:
         from lnprobe.pretrain.vision import VisionPretrainConfig, pretrain_vision
 
-        if self.cfg.vision:
-            return self.cfg.vision
+        if self.cfg.vision or not self.cfg.pretrain:
+            return self.cfg.vision or shipped("vision")
         out = self.out / "vision"
         if not (out / "config.json").is_file():
             init = self._part("vision")
@@ -87,8 +95,8 @@ class Stages:
     def llm(self, data: Path) -> str:
         from lnprobe.pretrain.text import TextPretrainConfig, pretrain_text
 
-        if self.cfg.llm:
-            return self.cfg.llm
+        if self.cfg.llm or not self.cfg.pretrain:
+            return self.cfg.llm or shipped("llm")
         out = self.out / "llm"
         if not (out / "config.json").is_file():
             init = self._part("lm")
@@ -311,6 +319,7 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dic
         blind = step("blind", stages.blind, base, data, results["full"]["lr"])
         accuracy = step("accuracy", stages.accuracy, base, results, blind, data)
         claims = step("claims", stages.claims, base, results, data)
-    record = results_record(cfg, base, results, accuracy, claims, stages.timings)
+    backbones = {"llm": llm, "vision": vision}
+    record = results_record(cfg, base, results, accuracy, claims, stages.timings, backbones)
     (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
     return record

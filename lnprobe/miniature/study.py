@@ -1,10 +1,11 @@
-"""`lnprobe study`: the miniature over several seeds (each seed its own data, pre-training, connector and
-sweep), every regime's accuracy with a t interval over seeds beside the baselines, the issue's goals per
-seed, and each claim pooled over seeds. Writes OUT/seed-N/ (one miniature each), OUT/study.json, OUT/study.md
-and OUT/accuracy.png + .html.
+"""`lnprobe study`: the miniature over several seeds (each seed its own data, connector and sweep), every
+regime's accuracy with a t interval over seeds beside the baselines, the issue's goals per seed, and each
+claim pooled over seeds. Writes OUT/seed-N/ (one miniature each), OUT/study.json, OUT/study.md and
+OUT/accuracy.png + .html.
 
-With `--llm` / `--vision` (HF ids or directories) the pre-training stages are skipped and the given models
-are assembled instead: the recipe for a 1B-7B replication (on a GPU, with real data via the same stages).
+Every seed starts from the shipped backbones (lnprobe.miniature.backbones) unless `--pretrain` (each seed
+pre-trains its own) or `--llm` / `--vision` (HF ids or directories) name others, which are assembled
+instead: the recipe for a 1B-7B replication (on a GPU, with real data via the same stages).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def summarise(records: dict[int, dict], cfg: MiniatureConfig) -> dict:
     goals = {key: [rec["goals"][key] for rec in records.values()] for key in GOALS}
     return {
         "config": asdict(cfg),
+        "backbones": first.get("backbones", {}),
         "seeds": list(records),
         "accuracy": accuracy,
         "goals": {k: {"per_seed": v, "all": all(x is True for x in v)} for k, v in goals.items()},
@@ -139,6 +141,8 @@ def markdown(study: dict) -> str:
         "the interval is "
         + ("a t interval over seeds." if len(seeds) > 1 else "the run's 95 % Wilson interval."),
         "",
+        _backbones(study),
+        "",
         "| regime | trainable % | accuracy (mean) | 95 % CI | per seed |",
         "|---|---:|---:|---:|---|",
     ]
@@ -166,6 +170,21 @@ def markdown(study: dict) -> str:
         lines.append(f"- `{regime}`: {text}")
     lines += ["", "## What this says", "", _reading(study), ""]
     return "\n".join(lines) + "\n"
+
+
+def _backbones(study: dict) -> str:
+    from lnprobe.miniature.backbones import SHIPPED
+
+    cfg = study["config"]
+    if cfg.get("pretrain"):
+        return "Each seed pre-trains its own vision tower and text LLM (`--pretrain`)."
+    shipped = all(str(SHIPPED) in str(p) for p in study.get("backbones", {}).values())
+    if shipped and not (cfg.get("llm") or cfg.get("vision")):
+        return (
+            "Every seed starts from the shipped backbones (`lnprobe pretrain backbones`, `make backbones`: a "
+            "text LLM and a CLIP vision tower pre-trained on a synthetic world of their own, seed 1000)."
+        )
+    return f"Backbones: LLM `{cfg.get('llm') or 'shipped'}`, vision tower `{cfg.get('vision') or 'shipped'}`."
 
 
 def _reading(study: dict) -> str:

@@ -64,7 +64,9 @@ def regime_verdicts(results: dict, claims: dict) -> dict:
     return out
 
 
-def results_record(cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict) -> dict:
+def results_record(
+    cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict, backbones: dict | None = None
+) -> dict:
     pct = shares(base, cfg.regimes, cfg.lora_rank)
     sims, grads = claims["similarity"], claims["gradients"]
     rows = []
@@ -88,6 +90,7 @@ def results_record(cfg, base: Path, results: dict, accuracy: dict, claims: dict,
     baselines["pretrained"]["cross_layer_cka"] = sims["base"]["cka"]["value"]
     return {
         "config": asdict(cfg),
+        "backbones": backbones or {},  # the vision tower and text LLM the run started from
         "rows": rows,
         "baselines": baselines,
         "goals": goals(accuracy, cfg.regimes),

@@ -1,10 +1,10 @@
 """`lnprobe pretrain text`: a causal LM pre-trained on a text corpus (JSONL `{"text": ...}` lines): the
-paper's Vicuna stage, in miniature. A plain line is language modelling (every token a target); a chat line
-`USER: ... ASSISTANT: ...` is instruction tuning (only the answer is a target). The result is a text-only
-checkpoint (model + tokenizer) for `lnprobe assemble --llm`.
+paper's Vicuna stage, in miniature. A plain line is language modelling (every token a target); a chat
+line `USER: ... ASSISTANT: ...</s>USER: ...` is instruction tuning (only the answers are targets). The result
+is a text-only checkpoint (model + tokenizer) for `lnprobe assemble --llm`.
 
-Sentence compression (`compress`: the share of chat lines it applies to): in a line `USER: ... ASSISTANT:
-...`, each sentence of the user turn but the last (the question) is fed as ONE input vector, the mean of its
+Sentence compression (`compress`: the share of chat lines it applies to): in a chat line, each sentence of
+the first user turn but the last (the question) is fed as ONE input vector, the mean of its
 words' embeddings; nothing is predicted at those positions, the answer still is. A large LLM reads a dense
 vector standing for several words, which is why a frozen LLM can learn from a linear connector's image
 tokens; a miniature LLM trained on a few thousand lines cannot unless it is taught to (measured: without
@@ -61,23 +61,36 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], int]:
-    """BOS + text + EOS; the token spans of the user turn's sentences before its last one when the line is
-    `USER: ... ASSISTANT: ...` (else none); where the targets start (the answer, in a chat line)."""
-    head, sep, rest = text.partition("USER:")
-    turn, sep2, answer = rest.partition(" ASSISTANT:")
-    if head or not sep or not sep2:
-        return [tokenizer.bos_token_id, *_ids(tokenizer, text), tokenizer.eos_token_id], [], 1
-    ids = [tokenizer.bos_token_id, *_ids(tokenizer, "USER:")]
-    spans = []
-    for sentence in re.findall(r"[^.?!]+[.?!]*", turn):
-        piece = _ids(tokenizer, sentence)
-        spans.append((len(ids), len(ids) + len(piece)))
-        ids += piece
-    ids += _ids(tokenizer, sep2)
-    target = len(ids)
-    ids += [*_ids(tokenizer, answer), tokenizer.eos_token_id]
-    return ids, spans[:-1], target
+_TURN = re.compile(r"USER:(.*?) ASSISTANT:(.*?)(?:</s>|$)", re.S)
+
+
+def tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+    """(ids, spans, labels) of one line. A plain line: BOS + text + EOS, every token a target. A chat line
+    `USER: q ASSISTANT: a</s>USER: q2 ASSISTANT: a2</s>...` (the `chat` template): only the answers and their
+    EOS are targets (labels -100 elsewhere), and `spans` are the token spans of the first user turn's
+    sentences before its last one (the context where the image will be; the question is never one)."""
+    turns = _TURN.findall(text)
+    if not text.startswith("USER:") or not turns or _TURN.sub("", text).strip():
+        ids = [tokenizer.bos_token_id, *_ids(tokenizer, text), tokenizer.eos_token_id]
+        return ids, [], [-100, *ids[1:]]
+    ids, labels, spans = [tokenizer.bos_token_id, *_ids(tokenizer, "USER:")], [], []
+    for k, (human, answer) in enumerate(turns):
+        if k:
+            ids += _ids(tokenizer, "USER:")
+        if k == 0:
+            for sentence in re.findall(r"[^.?!]+[.?!]*", human):
+                piece = _ids(tokenizer, sentence)
+                spans.append((len(ids), len(ids) + len(piece)))
+                ids += piece
+            spans = spans[:-1]
+        else:
+            ids += _ids(tokenizer, human)
+        ids += _ids(tokenizer, " ASSISTANT:")
+        labels += [-100] * (len(ids) - len(labels))
+        answer_ids = [*_ids(tokenizer, answer), tokenizer.eos_token_id]
+        ids += answer_ids
+        labels += answer_ids
+    return ids, spans, labels
 
 
 def encode(tokenizer, lines: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +121,8 @@ def pretrain_text(cfg: TextPretrainConfig) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
         model = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch.float32)
     rows = [tokenize(tokenizer, t) for t in lines]
-    rows = [(r[: cfg.max_length], [sp for sp in spans if sp[1] < cfg.max_length], t) for r, spans, t in rows]
+    rows = [(r[: cfg.max_length], [sp for sp in spans if sp[1] < cfg.max_length], lab[: cfg.max_length])
+            for r, spans, lab in rows]  # fmt: skip
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     embed = model.get_input_embeddings()
@@ -125,20 +139,21 @@ def pretrain_text(cfg: TextPretrainConfig) -> dict:
     return {"losses": losses, "out": cfg.out}
 
 
-def _compressed(embed, ids: list[int], spans: list[tuple[int, int]], target: int, cfg, rng: random.Random):
-    """(input vectors, labels) of one line, its sentences compressed with probability cfg.compress; tokens
-    before `target` are context (no loss)."""
+def _compressed(
+    embed, ids: list[int], spans: list[tuple[int, int]], labels: list[int], cfg, rng: random.Random
+):
+    """(input vectors, labels) of one line, its context sentences compressed with probability cfg.compress
+    (a compressed position is never a target)."""
     vectors = embed(torch.tensor(ids))
-    ids = [-100] * target + ids[target:]
     if not spans or rng.random() >= cfg.compress:
-        return vectors, ids
-    out, labels, i = [], [], 0
+        return vectors, list(labels)
+    out, new, i = [], [], 0
     for start, end in spans:
         out += [vectors[i:start], vectors[start:end].mean(0, keepdim=True)]
-        labels += [*ids[i:start], -100]
+        new += [*labels[i:start], -100]
         i = end
     out.append(vectors[i:])
-    return torch.cat(out), labels + ids[i:]
+    return torch.cat(out), new + labels[i:]
 
 
 def _pad(pieces, width: int):
