@@ -1,7 +1,8 @@
 """Answer accuracy on LLaVA-format questions with short reference answers (e.g. the synthetic task's
 eval.json): the prompt is the record encoded with the chat template up to where the first answer starts;
-greedy decoding produces as many tokens as the reference answer has (its end-of-turn tokens excluded), and
-an item is correct when those tokens are exactly the reference's. Single-turn records only."""
+an item is correct when greedy decoding of as many tokens as the reference answer has (its end-of-turn
+tokens excluded) gives exactly the reference's, computed teacher-forced in batches. The first turn of each
+record is scored."""
 
 from __future__ import annotations
 
@@ -16,40 +17,46 @@ from lnprobe.errors import InputError
 
 @torch.no_grad()
 def answer_accuracy(
-    model, processor, data: str, template: str = "vicuna_v1", image_folder: str | None = None
+    model,
+    processor,
+    data: str,
+    template: str = "vicuna_v1",
+    image_folder: str | None = None,
+    batch_size: int = 32,
 ) -> dict:
-    """{'accuracy', 'correct', 'n', 'items': [{id, answer, prediction, correct}]}."""
+    """{'accuracy', 'correct', 'n', 'items': [{id, answer, prediction, correct}]}.
+
+    Batched and teacher-forced: one forward pass per batch of records; `prediction` is the argmax at every
+    answer position given the reference's earlier tokens. Greedy decoding of as many tokens emits exactly the
+    reference iff every one of those argmaxes is the reference token (each step then sees the same prefix),
+    so `correct` is what greedy decoding gives (tested against `model.generate`); a wrong prediction may
+    differ from greedy's after its first wrong token."""
+    from lnprobe.data.llava import collate
+
     ds = LlavaDataset(data, processor, template, image_folder=image_folder)
-    tok = processor.tokenizer
+    tok, enc = processor.tokenizer, ds.encoder
     stop = {tok.eos_token_id, tok.pad_token_id} - {None}
     model.eval()
     items = []
-    for i in range(len(ds)):
-        item = ds[i]
-        ids, labels = item["input_ids"], item["labels"]
-        start = int((labels != IGNORE).nonzero()[0])
-        answer = [t for t in labels[start:].tolist() if t != IGNORE and t not in stop]
-        answer = answer[: _first_gap(labels[start:])]
-        prompt = ids[:start].unsqueeze(0)
-        extra = {"pixel_values": item["pixel_values"].unsqueeze(0)} if "pixel_values" in item else {}
-        out = model.generate(
-            input_ids=prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=len(answer),
-            min_new_tokens=len(answer),
-            do_sample=False,
-            pad_token_id=tok.pad_token_id,
-            **extra,
-        )
-        pred = out[0, prompt.shape[1] :].tolist()
-        items.append(
-            {
-                "id": item["id"],
-                "answer": tok.decode(answer),
-                "prediction": tok.decode(pred),
-                "correct": pred == answer,
-            }
-        )
+    for s in range(0, len(ds), batch_size):
+        rows = [ds[i] for i in range(s, min(s + batch_size, len(ds)))]
+        batch = collate(rows, tok.pad_token_id, enc.image_token_id, enc.n_image_tokens)
+        batch.pop("labels")
+        best = model(**batch).logits.argmax(-1)
+        for row, item in enumerate(rows):
+            labels = item["labels"]
+            start = int((labels != IGNORE).nonzero()[0])
+            answer = [t for t in labels[start:].tolist() if t != IGNORE and t not in stop]
+            answer = answer[: _first_gap(labels[start:])]
+            pred = best[row, start - 1 : start - 1 + len(answer)].tolist()
+            items.append(
+                {
+                    "id": item["id"],
+                    "answer": tok.decode(answer),
+                    "prediction": tok.decode(pred),
+                    "correct": pred == answer,
+                }
+            )
     correct = sum(it["correct"] for it in items)
     return {"accuracy": correct / len(items), "correct": correct, "n": len(items), "items": items}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lnprobe.demo import run_demo
+from lnprobe.miniature.backbones import shipped
 from lnprobe.miniature.config import CENTRE_LRS, REGIMES, SHAPE, SMOKE, MiniatureConfig
 from lnprobe.models import load
 
@@ -43,7 +44,9 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
     assert load(by["ln-simp"]["checkpoint"]).kind == "delta"
     assert set(first["baselines"]) == {"majority", "blind", "pretrained"}
     assert set(first["goals"]) == {"full_accuracy", "ln_near_full", "ln_simp_over_majority", "above_blind"}
-    assert set(first["timings"]) >= {"vision", "llm", "connector", "sweep", "blind", "accuracy", "claims"}
+    assert set(first["timings"]) >= {"connector", "sweep", "blind", "accuracy", "claims"}
+    assert first["backbones"] == {"llm": shipped("llm"), "vision": shipped("vision")}  # the shipped ones
+    assert not (root / "a" / "llm").exists() and not (root / "a" / "vision").exists()
     verdicts = first["regime_verdicts"]  # every regime judged against full
     assert set(verdicts) == set(REGIMES) - {"full"}
     assert {r for r, v in verdicts.items() if "gradient_variance" in v} == {"ln", "ln-simp"}  # train norms
@@ -79,6 +82,25 @@ def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     assert "make miniature" in md and "| full |" in md and (tmp_path / "accuracy.png").is_file()
     for c in study["claims"].values():
         assert c["verdict"] == (c["per_seed"][0] if len(set(c["per_seed"])) == 1 else "inconclusive")
+
+
+def test_pretrain_stages_build_their_own_backbones_in_the_run(tmp_path):
+    """`--pretrain`: the vision and llm stages pre-train from fresh towers of the miniature's shape into the
+    run's folder (each once) instead of returning the shipped backbones."""
+    from lnprobe.miniature.pipeline import Stages
+
+    stages = Stages(tmp_path, MiniatureConfig(**SMOKE, pretrain=True), progress=False)
+    data = stages.data()
+    llm, vision = stages.llm(data), stages.vision(data)
+    assert (llm, vision) == (str(tmp_path / "llm"), str(tmp_path / "vision"))
+    assert (
+        json.loads((tmp_path / "llm" / "lnprobe_config.json").read_text())["config"]["steps"]
+        == SMOKE["text_steps"]
+    )
+    stamp = (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns
+    assert stages.llm(data) == llm and (tmp_path / "llm" / "model.safetensors").stat().st_mtime_ns == stamp
+    plain = Stages(tmp_path / "b", MiniatureConfig(**SMOKE), progress=False)
+    assert (plain.llm(data), plain.vision(data)) == (shipped("llm"), shipped("vision"))
 
 
 def test_default_shape_has_the_papers_trainable_shares():
@@ -135,7 +157,7 @@ def test_miniature_config_refuses_bad_values():
     ):
         with pytest.raises(InputError):
             MiniatureConfig(**bad)
-    assert MiniatureConfig().lrs("full") == [0.000333, 0.001, 0.003]
+    assert MiniatureConfig().lrs("full") == [0.001, 0.003, 0.009]
     assert MiniatureConfig(centre_lrs={**CENTRE_LRS, "ln": 1e-2}).lrs("ln") == [0.00333, 0.01, 0.03]
     with pytest.raises(InputError, match="no centre learning rate"):
         MiniatureConfig(regimes=("ln", "full", "attn-qv"))

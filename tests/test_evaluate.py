@@ -10,45 +10,68 @@ from lnprobe.evaluate import answer_accuracy
 from lnprobe.models import load
 
 
-def test_answer_accuracy_matches_teacher_forced_argmax(tiny_dir, tmp_path):
-    data = write_synth(tmp_path / "data", SynthConfig(n=20, seed=4))
-    loaded = load(tiny_dir)
-    result = answer_accuracy(loaded.model, loaded.processor, str(data / "eval.json"))
-    records = json.loads((data / "eval.json").read_text())
-    assert result["n"] == len(records) and result["correct"] == sum(it["correct"] for it in result["items"])
-    tok = loaded.processor.tokenizer
-    for it, rec in zip(result["items"], records, strict=True):
-        assert it["answer"].strip() == rec["answer"]
-        assert it["correct"] == (it["prediction"] == it["answer"])
-    # the first generated token is the argmax of the model's next-token logits after the prompt
+def _greedy_reference(model, processor, path) -> list[bool]:
+    """Per record: does one-at-a-time greedy decoding (model.generate) of as many tokens as the reference
+    answer has emit exactly the reference answer?"""
     from lnprobe.data.llava import IGNORE, LlavaDataset
 
-    ds = LlavaDataset(str(data / "eval.json"), loaded.processor)
-    item = ds[0]
-    start = int((item["labels"] != IGNORE).nonzero()[0])
-    with torch.no_grad():
-        logits = loaded.model(
-            input_ids=item["input_ids"][:start][None], pixel_values=item["pixel_values"][None]
-        ).logits
-    first = tok.decode([int(logits[0, -1].argmax())])
-    assert result["items"][0]["prediction"].startswith(first)
+    tok = processor.tokenizer
+    ds = LlavaDataset(str(path), processor)
+    out = []
+    for i in range(len(ds)):
+        item = ds[i]
+        labels = item["labels"]
+        start = int((labels != IGNORE).nonzero()[0])
+        answer = [t for t in labels[start:].tolist() if t not in (IGNORE, tok.eos_token_id)]
+        answer = answer[
+            : int((labels[start:] == IGNORE).nonzero()[0]) if (labels[start:] == IGNORE).any() else None
+        ]
+        answer = [t for t in answer if t != tok.eos_token_id]
+        prompt = item["input_ids"][:start][None]
+        gen = model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            pixel_values=item["pixel_values"][None],
+            max_new_tokens=len(answer),
+            min_new_tokens=len(answer),
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+        out.append(gen[0, prompt.shape[1] :].tolist() == answer)
+    return out
 
-    # a model that is made to emit the reference answers scores 1.0
-    class Oracle(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.calls = 0
 
-        def eval(self):
-            return self
+def test_answer_accuracy_equals_greedy_decoding_one_at_a_time(tiny_dir, tmp_path):
+    """Planted and null: a model trained on eval's own answers (some right, some wrong) and an untrained one;
+    the batched teacher-forced scores equal one-at-a-time greedy decoding item by item on both."""
+    from lnprobe.data.llava import LlavaDataset
 
-        def generate(self, input_ids, max_new_tokens, **kw):
-            labels = ds[self.calls]["labels"]
-            self.calls += 1
-            answer = [t for t in labels.tolist() if t != IGNORE][:max_new_tokens]
-            return torch.cat([input_ids, torch.tensor([answer])], dim=1)
-
-    assert answer_accuracy(Oracle(), loaded.processor, str(data / "eval.json"))["accuracy"] == 1.0
+    data = write_synth(tmp_path / "data", SynthConfig(n=40, seed=4))
+    path = data / "eval.json"
+    loaded = load(tiny_dir)
+    records = json.loads(path.read_text())
+    fresh = answer_accuracy(loaded.model, loaded.processor, str(path), batch_size=3)
+    assert fresh["n"] == len(records) and fresh["correct"] == sum(it["correct"] for it in fresh["items"])
+    assert [it["correct"] for it in fresh["items"]] == _greedy_reference(loaded.model, loaded.processor, path)
+    for it, rec in zip(fresh["items"], records, strict=True):
+        assert it["answer"].strip() == rec["answer"] and it["correct"] == (it["prediction"] == it["answer"])
+    # teach the model half of eval's answers: the score rises, and still equals greedy decoding
+    ds = LlavaDataset(str(path), loaded.processor)
+    model = loaded.model.train().requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        for i in range(0, len(ds), 2):
+            item = ds[i]
+            loss = model(input_ids=item["input_ids"][None], pixel_values=item["pixel_values"][None],
+                         labels=item["labels"][None]).loss  # fmt: skip
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    taught = answer_accuracy(model, loaded.processor, str(path), batch_size=4)
+    assert taught["correct"] > fresh["correct"] and taught["correct"] < taught["n"]
+    assert [it["correct"] for it in taught["items"]] == _greedy_reference(
+        model.eval(), loaded.processor, path
+    )
 
 
 def test_wilson_interval_matches_reference_values():
