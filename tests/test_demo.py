@@ -78,6 +78,7 @@ def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     full = study["accuracy"]["full"]
     assert full["per_seed"][0] == next(r["accuracy"] for r in first["rows"] if r["regime"] == "full")
     assert abs(full["value"] - sum(full["per_seed"]) / 2) < 1e-12
+    assert all(0 <= a["ci95"][0] <= a["ci95"][1] <= 1 for a in study["accuracy"].values() if a["ci95"])
     md = (tmp_path / "study.md").read_text()
     assert "make miniature" in md and "| full |" in md and (tmp_path / "accuracy.png").is_file()
     for c in study["claims"].values():

@@ -42,11 +42,13 @@ def summarise(records: dict[int, dict], cfg: MiniatureConfig) -> dict:
     for name in names:
         per_seed = [_entry(rec, name)["accuracy"] for rec in records.values()]
         accuracy[name] = {
-            **pool(
-                [
-                    (a, tuple(_entry(rec, name)["ci95"]))
-                    for a, rec in zip(per_seed, records.values(), strict=True)
-                ]
+            **_clipped(
+                pool(
+                    [
+                        (a, tuple(_entry(rec, name)["ci95"]))
+                        for a, rec in zip(per_seed, records.values(), strict=True)
+                    ]
+                )
             ),
             "per_seed": per_seed,
             "trainable_pct": _entry(first, name).get("trainable_pct"),
@@ -63,6 +65,14 @@ def summarise(records: dict[int, dict], cfg: MiniatureConfig) -> dict:
         "regime_verdicts": _regime_verdicts(records),
         "timings": {seed: rec["timings"] for seed, rec in records.items()},
     }
+
+
+def _clipped(pooled: dict) -> dict:
+    """An accuracy's interval cut to [0, 1] (a t interval over a few seeds can reach past 1)."""
+    if pooled.get("ci95"):
+        lo, hi = pooled["ci95"]
+        pooled = {**pooled, "ci95": (max(0.0, lo), min(1.0, hi))}
+    return pooled
 
 
 def _entry(record: dict, name: str) -> dict:
@@ -198,7 +208,11 @@ def _reading(study: dict) -> str:
         )
     supported = [c for c, v in study["claims"].items() if v["verdict"] == SUPPORTED]
     refuted = [c for c, v in study["claims"].items() if v["verdict"] == NOT_SUPPORTED]
+    missed = [GOALS[k] for k, g in study["goals"].items() if not g["all"]]
     return (
-        f"The models learned the task. Supported on every seed: {', '.join(supported) or 'none'}; "
-        f"refuted on every seed: {', '.join(refuted) or 'none'}; the rest cannot be told at this scale."
+        "The models learned the task (full finetuning above the goal, every regime above the blind "
+        "baseline on every seed)"
+        + (f"; not met on every seed: {'; '.join(missed)}" if missed else "")
+        + f". Supported on every seed: {', '.join(supported) or 'none'}; refuted on every seed: "
+        f"{', '.join(refuted) or 'none'}; the rest cannot be told at this scale."
     )

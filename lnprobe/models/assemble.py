@@ -237,14 +237,18 @@ def _connector(config: LlavaConfig, cfg: AssembleConfig, dtype: torch.dtype) -> 
 
 
 def _processor(cfg: AssembleConfig, vision_config, tok):
-    from transformers import AutoImageProcessor, CLIPImageProcessor, LlavaProcessor
+    import transformers
+    from transformers import AutoImageProcessor, LlavaProcessor
 
     try:
         with quiet_transformers():
             images = AutoImageProcessor.from_pretrained(cfg.vision, local_files_only=not cfg.online)
     except (OSError, ValueError, KeyError):
         size = vision_config.image_size
-        images = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        with quiet_transformers():  # without torchvision, transformers falls back to the PIL processor
+            images = transformers.CLIPImageProcessor(
+                size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+            )
     siglip = "siglip" in vision_config.model_type
     return LlavaProcessor(
         image_processor=images,

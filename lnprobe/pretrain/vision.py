@@ -84,7 +84,8 @@ def pixels(processor, images: list[Path], wheres: list[str]) -> torch.Tensor:
 
 def pretrain_vision(cfg: VisionPretrainConfig) -> dict:
     """Train, save to cfg.out (tower, image processor, config, loss curve); returns {'losses', 'out'}."""
-    from transformers import CLIPImageProcessor, CLIPVisionModel
+    import transformers
+    from transformers import CLIPVisionModel
 
     from lnprobe.io import Output
     from lnprobe.models.hf import quiet_transformers
@@ -97,7 +98,7 @@ def pretrain_vision(cfg: VisionPretrainConfig) -> dict:
     output.check()
     images, texts, wheres = captions(Path(cfg.data), cfg.image_folder)
     with quiet_transformers():
-        processor = CLIPImageProcessor.from_pretrained(cfg.vision)
+        processor = transformers.CLIPImageProcessor.from_pretrained(cfg.vision)
         tower = CLIPVisionModel.from_pretrained(cfg.vision, dtype=torch.float32)
         pix = pixels(processor, images, wheres)
     tokenizer = build_tokenizer(kind="words", image_token=False)
