@@ -6,9 +6,17 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Under pytest-xdist, each worker gets its share of the cores (it and the processes it starts): N workers
+# with every core each oversubscribe them, and torch's spinning threads then slow small ops many-fold.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if _WORKERS > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from lnprobe.models.tiny import TinyConfig, build_tiny, save_tiny  # noqa: E402
 
