@@ -16,7 +16,8 @@ import torch
 
 
 def greedy_one_at_a_time(model, processor, path: Path) -> list[bool]:
-    from lnprobe.data.llava import IGNORE, LlavaDataset
+    from lnprobe.data.llava import LlavaDataset
+    from lnprobe.evaluate import reference_answer
 
     tok = processor.tokenizer
     ds = LlavaDataset(str(path), processor, "chat")
@@ -24,11 +25,7 @@ def greedy_one_at_a_time(model, processor, path: Path) -> list[bool]:
     with torch.no_grad():
         for i in range(len(ds)):
             item = ds[i]
-            labels = item["labels"]
-            start = int((labels != IGNORE).nonzero()[0])
-            rest = labels[start:]
-            end = int((rest == IGNORE).nonzero()[0]) if (rest == IGNORE).any() else len(rest)
-            answer = [t for t in rest[:end].tolist() if t != tok.eos_token_id]
+            start, answer = reference_answer(item["labels"], {tok.eos_token_id})
             prompt = item["input_ids"][:start][None]
             gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
                                  pixel_values=item["pixel_values"][None], max_new_tokens=len(answer),

@@ -44,10 +44,7 @@ def answer_accuracy(
         batch.pop("labels")
         best = model(**batch).logits.argmax(-1)
         for row, item in enumerate(rows):
-            labels = item["labels"]
-            start = int((labels != IGNORE).nonzero()[0])
-            answer = [t for t in labels[start:].tolist() if t != IGNORE and t not in stop]
-            answer = answer[: _first_gap(labels[start:])]
+            start, answer = reference_answer(item["labels"], stop)
             pred = best[row, start - 1 : start - 1 + len(answer)].tolist()
             items.append(
                 {
@@ -61,14 +58,17 @@ def answer_accuracy(
     return {"accuracy": correct / len(items), "correct": correct, "n": len(items), "items": items}
 
 
-def _first_gap(labels: torch.Tensor) -> int:
-    """Length of the first run of answer tokens (the first assistant turn)."""
-    run = 0
-    for t in labels.tolist():
+def reference_answer(labels: torch.Tensor, stop: set[int]) -> tuple[int, list[int]]:
+    """(where the first answer starts, its tokens): the first run of target labels (the first assistant
+    turn), its end-of-turn tokens (`stop`) dropped."""
+    start = int((labels != IGNORE).nonzero()[0])
+    answer = []
+    for t in labels[start:].tolist():
         if t == IGNORE:
             break
-        run += 1
-    return run
+        if t not in stop:
+            answer.append(t)
+    return start, answer
 
 
 def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -13,20 +13,15 @@ from lnprobe.models import load
 def _greedy_reference(model, processor, path) -> list[bool]:
     """Per record: does one-at-a-time greedy decoding (model.generate) of as many tokens as the reference
     answer has emit exactly the reference answer?"""
-    from lnprobe.data.llava import IGNORE, LlavaDataset
+    from lnprobe.data.llava import LlavaDataset
+    from lnprobe.evaluate import reference_answer
 
     tok = processor.tokenizer
     ds = LlavaDataset(str(path), processor)
     out = []
     for i in range(len(ds)):
         item = ds[i]
-        labels = item["labels"]
-        start = int((labels != IGNORE).nonzero()[0])
-        answer = [t for t in labels[start:].tolist() if t not in (IGNORE, tok.eos_token_id)]
-        answer = answer[
-            : int((labels[start:] == IGNORE).nonzero()[0]) if (labels[start:] == IGNORE).any() else None
-        ]
-        answer = [t for t in answer if t != tok.eos_token_id]
+        start, answer = reference_answer(item["labels"], {tok.eos_token_id})
         prompt = item["input_ids"][:start][None]
         gen = model.generate(
             input_ids=prompt,

@@ -55,21 +55,14 @@ def test_compressed_sentences_are_the_mean_of_their_word_embeddings():
     embed = torch.nn.Embedding(50, 8)
     ids = list(range(10, 22))
     spans, labels = [(2, 5), (5, 9)], [-100] * 10 + [20, 21]
-
-    class Always:
-        compress = 1.0
-
-    vectors, got = _compressed(embed, ids, spans, labels, Always, random.Random(0))
+    vectors, got = _compressed(embed, ids, spans, labels, 1.0, random.Random(0))
     table = embed(torch.tensor(ids))
     assert vectors.shape[0] == len(ids) - 7 + 2
     assert torch.allclose(vectors[2], table[2:5].mean(0)) and torch.allclose(vectors[3], table[5:9].mean(0))
     assert torch.equal(vectors[4:], table[9:]) and torch.equal(vectors[:2], table[:2])
     assert got == [-100] * 5 + [20, 21]  # context and compressed positions are never targets
 
-    class Never:
-        compress = 0.0
-
-    vectors, got = _compressed(embed, ids, spans, labels, Never, random.Random(0))
+    vectors, got = _compressed(embed, ids, spans, labels, 0.0, random.Random(0))
     assert torch.equal(vectors, table) and got == labels
 
 

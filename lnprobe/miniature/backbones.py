@@ -45,13 +45,9 @@ def shipped(part: str) -> str:
 
 def build_backbones(cfg: BackbonesConfig) -> dict:
     """Data, vision tower, text LLM under cfg.out (each a step with its own folder; a finished one is
-    reused); returns {'llm', 'vision', 'data'} paths."""
+    reused); returns {'llm', 'vision', 'data', 'text_accuracy'}."""
     from lnprobe.data.synth import SynthConfig, write_synth
     from lnprobe.demo import _claim
-    from lnprobe.miniature.config import SHAPE
-    from lnprobe.models.tiny import save_tiny_part
-    from lnprobe.pretrain.text import TextPretrainConfig, pretrain_text
-    from lnprobe.pretrain.vision import VisionPretrainConfig, pretrain_vision
 
     out = Path(cfg.out)
     _claim(out, "pretrain backbones")  # a new folder, or this command's earlier one to continue
@@ -60,26 +56,49 @@ def build_backbones(cfg: BackbonesConfig) -> dict:
         synth = SynthConfig(n=cfg.images, seed=cfg.seed, eval_fraction=0.05, val_fraction=0.0,
                             text_scenes=cfg.text_scenes, qtypes=QTYPES, max_shapes=MAX_SHAPES)  # fmt: skip
         write_synth(data, synth, overwrite=True)
-    for part in ("lm", "vision"):
-        if not (out / f"init-{part}" / "config.json").is_file():
-            save_tiny_part(out / f"init-{part}", replace(SHAPE, seed=cfg.seed), part, overwrite=True)
-    if not (out / "vision" / "config.json").is_file():
-        pretrain_vision(VisionPretrainConfig(
-            vision=str(out / "init-vision"), data=str(data / "pretrain.json"), out=str(out / "vision"),
-            steps=cfg.vision_steps, seed=cfg.seed, progress=cfg.progress, force=True))  # fmt: skip
-    if not (out / "llm" / "config.json").is_file():
-        pretrain_text(TextPretrainConfig(
-            llm=str(out / "init-lm"), data=str(data / "text.jsonl"), out=str(out / "llm"),
-            steps=cfg.text_steps, lr=cfg.text_lr, compress=cfg.compress, seed=cfg.seed,
-            progress=cfg.progress, force=True))  # fmt: skip
-    scores = text_accuracy(out / "llm", seed=cfg.seed + 1)
+    vision = pretrained_vision(out, data, cfg.vision_steps, cfg.seed, cfg.progress)
+    llm = pretrained_llm(
+        out, data, cfg.text_steps, cfg.seed, cfg.progress, lr=cfg.text_lr, compress=cfg.compress
+    )
+    scores = text_accuracy(llm, seed=cfg.seed + 1)
     (out / "text_accuracy.json").write_text(json.dumps(scores, indent=1) + "\n")
-    return {
-        "llm": str(out / "llm"),
-        "vision": str(out / "vision"),
-        "data": str(data),
-        "text_accuracy": scores,
-    }
+    return {"llm": llm, "vision": vision, "data": str(data), "text_accuracy": scores}
+
+
+def _fresh(out: Path, part: str, seed: int) -> Path:
+    """OUT/init-PART: an untrained tower of the miniature's shape ('lm' or 'vision'), made once."""
+    from lnprobe.miniature.config import SHAPE
+    from lnprobe.models.tiny import save_tiny_part
+
+    path = out / f"init-{part}"
+    if not (path / "config.json").is_file():
+        save_tiny_part(path, replace(SHAPE, seed=seed), part, overwrite=True)
+    return path
+
+
+def pretrained_vision(out: Path, data: Path, steps: int, seed: int, progress: bool) -> str:
+    """OUT/vision: a fresh tower pre-trained contrastively on DATA/pretrain.json (once; reused after)."""
+    from lnprobe.pretrain.vision import VisionPretrainConfig, pretrain_vision
+
+    done = out / "vision"
+    if not (done / "config.json").is_file():
+        pretrain_vision(VisionPretrainConfig(
+            vision=str(_fresh(out, "vision", seed)), data=str(data / "pretrain.json"), out=str(done),
+            steps=steps, seed=seed, progress=progress, force=True))  # fmt: skip
+    return str(done)
+
+
+def pretrained_llm(out: Path, data: Path, steps: int, seed: int, progress: bool, **options) -> str:
+    """OUT/llm: a fresh LLM pre-trained on DATA/text.jsonl (once; reused after); `options` are further
+    TextPretrainConfig fields (lr, compress)."""
+    from lnprobe.pretrain.text import TextPretrainConfig, pretrain_text
+
+    done = out / "llm"
+    if not (done / "config.json").is_file():
+        pretrain_text(TextPretrainConfig(
+            llm=str(_fresh(out, "lm", seed)), data=str(data / "text.jsonl"), out=str(done), steps=steps,
+            seed=seed, progress=progress, force=True, **options))  # fmt: skip
+    return str(done)
 
 
 def text_accuracy(llm: str | Path, seed: int, n: int = 300) -> dict[str, float]:
@@ -100,16 +119,12 @@ def text_accuracy(llm: str | Path, seed: int, n: int = 300) -> dict[str, float]:
         tokenizer = AutoTokenizer.from_pretrained(str(llm))
         model = AutoModelForCausalLM.from_pretrained(str(llm), dtype=torch.float32).eval()
     rng, hits = random.Random(seed), defaultdict(list)
-
-    class Always:
-        compress = 1.0
-
     for i in range(n):
         items, qtype = _scene(rng, MAX_SHAPES), QTYPES[i % len(QTYPES)]
         q, a = question(items, qtype, rng)
         ids, spans, labels = tokenize(tokenizer, f"USER: {caption(items)} {q} ASSISTANT: {a}</s>")
         with torch.no_grad():
-            x, labels = _compressed(model.get_input_embeddings(), ids, spans, labels, Always, rng)
+            x, labels = _compressed(model.get_input_embeddings(), ids, spans, labels, 1.0, rng)
             pred = model(inputs_embeds=x[None]).logits[0, :-1].argmax(-1)
         gold = torch.tensor(labels[1:])
         hits[qtype].append(bool((pred[gold != -100] == gold[gold != -100]).all()))

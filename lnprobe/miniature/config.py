@@ -52,9 +52,8 @@ class MiniatureConfig:
     bootstrap: int = at_least(10, 200)
     parallel: int = at_least(1, 2)  # sweep runs at once (each in its own process)
     centre_lrs: dict = field(default_factory=lambda: dict(CENTRE_LRS))
-    pretrain: bool = (
-        False  # pre-train vision tower and LLM in the run (vision/text_steps), not the shipped ones
-    )
+    # pre-train the vision tower and the LLM in the run (vision/text_steps) instead of the shipped ones
+    pretrain: bool = False
     llm: str | None = None  # a text LLM to start from (HF id or directory) instead of the shipped one
     vision: str | None = None  # likewise a CLIP vision tower
     online: bool = False

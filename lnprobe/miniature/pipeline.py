@@ -24,8 +24,8 @@ import json
 import time
 from pathlib import Path
 
-from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, shipped
-from lnprobe.miniature.config import SHAPE, MiniatureConfig
+from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, pretrained_llm, pretrained_vision, shipped
+from lnprobe.miniature.config import MiniatureConfig
 
 STAGES = ("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "claims")
 
@@ -61,57 +61,15 @@ class Stages:
             write_synth(data, synth)
         return data
 
-    def _part(self, part: str) -> Path:
-        from dataclasses import replace
-
-        from lnprobe.models.tiny import save_tiny_part
-
-        path = self.out / f"init-{part}"
-        if not (path / "config.json").is_file():
-            save_tiny_part(path, replace(SHAPE, seed=self.cfg.seed), part, overwrite=True)
-        return path
-
     def vision(self, data: Path) -> str:
-        from lnprobe.pretrain.vision import VisionPretrainConfig, pretrain_vision
-
         if self.cfg.vision or not self.cfg.pretrain:
             return self.cfg.vision or shipped("vision")
-        out = self.out / "vision"
-        if not (out / "config.json").is_file():
-            init = self._part("vision")
-            pretrain_vision(
-                VisionPretrainConfig(
-                    vision=str(init),
-                    data=str(data / "pretrain.json"),
-                    out=str(out),
-                    steps=self.cfg.vision_steps,
-                    seed=self.cfg.seed,
-                    progress=self.progress,
-                    force=True,
-                )
-            )
-        return str(out)
+        return pretrained_vision(self.out, data, self.cfg.vision_steps, self.cfg.seed, self.progress)
 
     def llm(self, data: Path) -> str:
-        from lnprobe.pretrain.text import TextPretrainConfig, pretrain_text
-
         if self.cfg.llm or not self.cfg.pretrain:
             return self.cfg.llm or shipped("llm")
-        out = self.out / "llm"
-        if not (out / "config.json").is_file():
-            init = self._part("lm")
-            pretrain_text(
-                TextPretrainConfig(
-                    llm=str(init),
-                    data=str(data / "text.jsonl"),
-                    out=str(out),
-                    steps=self.cfg.text_steps,
-                    seed=self.cfg.seed,
-                    progress=self.progress,
-                    force=True,
-                )
-            )
-        return str(out)
+        return pretrained_llm(self.out, data, self.cfg.text_steps, self.cfg.seed, self.progress)
 
     def assemble(self, llm: str, vision: str) -> Path:
         from lnprobe.models.assemble import AssembleConfig, assemble

@@ -183,13 +183,10 @@ def markdown(study: dict) -> str:
 
 
 def _backbones(study: dict) -> str:
-    from lnprobe.miniature.backbones import SHIPPED
-
     cfg = study["config"]
     if cfg.get("pretrain"):
         return "Each seed pre-trains its own vision tower and text LLM (`--pretrain`)."
-    shipped = all(str(SHIPPED) in str(p) for p in study.get("backbones", {}).values())
-    if shipped and not (cfg.get("llm") or cfg.get("vision")):
+    if not (cfg.get("llm") or cfg.get("vision")):
         return (
             "Every seed starts from the shipped backbones (`lnprobe pretrain backbones`, `make backbones`: a "
             "text LLM and a CLIP vision tower pre-trained on a synthetic world of their own, seed 1000)."

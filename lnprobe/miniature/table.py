@@ -65,7 +65,7 @@ def regime_verdicts(results: dict, claims: dict) -> dict:
 
 
 def results_record(
-    cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict, backbones: dict | None = None
+    cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict, backbones: dict
 ) -> dict:
     pct = shares(base, cfg.regimes, cfg.lora_rank)
     sims, grads = claims["similarity"], claims["gradients"]
@@ -90,7 +90,7 @@ def results_record(
     baselines["pretrained"]["cross_layer_cka"] = sims["base"]["cka"]["value"]
     return {
         "config": asdict(cfg),
-        "backbones": backbones or {},  # the vision tower and text LLM the run started from
+        "backbones": backbones,  # the vision tower and text LLM the run started from
         "rows": rows,
         "baselines": baselines,
         "goals": goals(accuracy, cfg.regimes),

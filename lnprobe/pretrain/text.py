@@ -75,8 +75,6 @@ def tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], li
         return ids, [], [-100, *ids[1:]]
     ids, labels, spans = [tokenizer.bos_token_id, *_ids(tokenizer, "USER:")], [], []
     for k, (human, answer) in enumerate(turns):
-        if k:
-            ids += _ids(tokenizer, "USER:")
         if k == 0:
             for sentence in re.findall(r"[^.?!]+[.?!]*", human):
                 piece = _ids(tokenizer, sentence)
@@ -84,7 +82,7 @@ def tokenize(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], li
                 ids += piece
             spans = spans[:-1]
         else:
-            ids += _ids(tokenizer, human)
+            ids += _ids(tokenizer, "USER:") + _ids(tokenizer, human)
         ids += _ids(tokenizer, " ASSISTANT:")
         labels += [-100] * (len(ids) - len(labels))
         answer_ids = [*_ids(tokenizer, answer), tokenizer.eos_token_id]
@@ -129,7 +127,7 @@ def pretrain_text(cfg: TextPretrainConfig) -> dict:
     model.train()
 
     def loss_of(batch: torch.Tensor) -> torch.Tensor:
-        pieces = [_compressed(embed, *rows[i], cfg, rng) for i in batch.tolist()]
+        pieces = [_compressed(embed, *rows[i], cfg.compress, rng) for i in batch.tolist()]
         x, labels, m = _pad(pieces, embed.embedding_dim)
         return model(inputs_embeds=x, attention_mask=m, labels=labels).loss
 
@@ -140,12 +138,17 @@ def pretrain_text(cfg: TextPretrainConfig) -> dict:
 
 
 def _compressed(
-    embed, ids: list[int], spans: list[tuple[int, int]], labels: list[int], cfg, rng: random.Random
+    embed,
+    ids: list[int],
+    spans: list[tuple[int, int]],
+    labels: list[int],
+    compress: float,
+    rng: random.Random,
 ):
-    """(input vectors, labels) of one line, its context sentences compressed with probability cfg.compress
+    """(input vectors, labels) of one line, its context sentences compressed with probability `compress`
     (a compressed position is never a target)."""
     vectors = embed(torch.tensor(ids))
-    if not spans or rng.random() >= cfg.compress:
+    if not spans or rng.random() >= compress:
         return vectors, list(labels)
     out, new, i = [], [], 0
     for start, end in spans:
