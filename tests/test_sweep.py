@@ -71,11 +71,27 @@ def test_best_lr_averages_seeds():
 
 
 @pytest.mark.slow
-def test_parallel_sweep_in_processes(synth, tmp_path):
+def test_parallel_sweep_in_processes_matches_sequential(synth, tmp_path):
+    """Three runs on two long-lived worker processes give the runs a sequential sweep gives, and the
+    workers' messages stay out of the sweep's output."""
+    rows = {}
+    for parallel in (1, 2):
+        out = tmp_path / f"sweep{parallel}"
+        cfg = base(synth, out)
+        rows[parallel] = run_sweep(cfg, out, plan(cfg, out, ["ln-simp"], [1e-2, 1e-3, 3e-3], [0]), parallel)
+    assert [r["steps"] for r in rows[2]] == [2, 2, 2] and all(r["eval_loss"] is not None for r in rows[2])
+    for one, two in zip(rows[1], rows[2], strict=True):
+        assert two["final_loss"] == pytest.approx(one["final_loss"], rel=1e-4)
+        assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
+    assert not list((tmp_path / "sweep2" / "ln-simp").glob(".*.log"))  # kept only when a run fails
+
+
+def test_a_failing_parallel_run_names_itself(synth, tmp_path):
     out = tmp_path / "sweep"
-    cfg = base(synth, out)
-    rows = run_sweep(cfg, out, plan(cfg, out, ["ln-simp"], [1e-2, 1e-3], [0]), parallel=2)
-    assert [r["steps"] for r in rows] == [2, 2] and all(r["eval_loss"] is not None for r in rows)
+    cfg = base(synth, out).replace(model=str(tmp_path / "no-such-model"))
+    with pytest.raises(InputError, match=r"sweep run .*lr0.01-seed0 failed: .*no-such-model"):
+        run_sweep(cfg, out, plan(cfg, out, ["ln-simp"], [1e-2, 1e-3], [0]), parallel=2)
+    assert list((out / "ln-simp").glob(".*.log"))  # the failed run's messages are kept beside it
 
 
 def test_a_sweep_never_writes_into_a_foreign_directory(synth, tmp_path):

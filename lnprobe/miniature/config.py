@@ -43,7 +43,7 @@ class MiniatureConfig:
     text_steps: int = at_least(1, 200)
     connector_steps: int = at_least(1, 300)
     connector_lr: float = positive(1e-2)  # connector pre-training
-    finetune_steps: int = at_least(1, 100)
+    finetune_steps: int = at_least(1, 200)
     batch_size: int = at_least(1, 16)
     lr_factors: tuple[float, ...] = (1 / 3, 1.0, 3.0)
     regimes: tuple[str, ...] = REGIMES

@@ -4,19 +4,17 @@ rate per regime (lowest mean held-out loss over seeds; training loss when there 
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import statistics
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from lnprobe.data.llava import read_records
 from lnprobe.errors import InputError
@@ -83,34 +81,52 @@ def run_sweep(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int 
 
 
 def _run(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int) -> list[dict]:
-    todo = [r for r in runs if not (r.out / RESULT_FILE).is_file()]
+    todo = [r.config(base.replace(progress=False)) for r in runs if not (r.out / RESULT_FILE).is_file()]
     if parallel <= 1:
-        for run in todo:
-            train(run.config(base.replace(progress=False)))
-    else:
-        with ThreadPoolExecutor(parallel) as pool:
-            threads = str(max(1, (os.cpu_count() or 1) // parallel))  # share the cores, never oversubscribe
-            list(pool.map(lambda r: _subprocess(r.config(base.replace(progress=False)), threads), todo))
+        for config in todo:
+            train(config)
+    elif todo:
+        threads = max(1, (os.cpu_count() or 1) // parallel)  # share the cores, never oversubscribe
+        _in_workers(todo, min(parallel, len(todo)), threads)
     rows = [_row(r) for r in runs]
     _write(out, rows)
     return rows
 
 
-def _subprocess(config: TrainConfig, threads: str) -> None:
+def _in_workers(configs: list[TrainConfig], workers: int, threads: int) -> None:
+    """Run the configs in `workers` long-lived processes (each imports torch and lnprobe once, not once per
+    run; each gets its share of the cores)."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
+    try:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
+            list(pool.map(_worker_train, configs))
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            f"a sweep worker process died ({e}); out of memory? try a lower --parallel"
+        ) from None
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads)
+
+
+def _worker_train(config: TrainConfig) -> None:
+    """One run in a worker. Its messages go to a log file beside the run, not to the sweep's terminal; the
+    log is kept when the run fails."""
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    config_file = out.parent / f".{out.name}.yaml"
-    config_file.write_text(yaml.safe_dump(dataclasses.asdict(config)))
-    done = subprocess.run(
-        [sys.executable, "-m", "lnprobe.cli", "train", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)},
-    )
-    config_file.unlink(missing_ok=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise InputError(f"sweep run {out} failed: {last}")
+    log = out.parent / f".{out.name}.log"
+    with log.open("w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            train(config)
+        except InputError as e:
+            raise InputError(f"sweep run {out} failed: {e}") from None
+    log.unlink()
 
 
 def _row(run: SweepRun) -> dict:
