@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from lnprobe.demo import run_demo
+from lnprobe.errors import InputError
 from lnprobe.miniature.backbones import shipped
 from lnprobe.miniature.config import CENTRE_LRS, REGIMES, SHAPE, SMOKE, MiniatureConfig
+from lnprobe.miniature.pipeline import run_miniature
 from lnprobe.models import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,15 @@ def test_demo_rerun_reuses_finished_stages(demo_runs, capsys):
     again = run_demo(root / "a", MiniatureConfig(**SMOKE))
     assert again["rows"] == first["rows"] and (root / "a" / "sweep").stat().st_mtime_ns == stamp
     _figures_from(root / "a", root / "figures")
+    before = sorted(p.relative_to(root) for p in (root / "a").rglob("*"))
+    with pytest.raises(InputError, match=r"a was made with other settings \(finetune_steps 4 there, 5 now\)"):
+        run_demo(root / "a", MiniatureConfig(**{**SMOKE, "finetune_steps": 5}))  # would reuse 4-step runs
+    assert sorted(p.relative_to(root) for p in (root / "a").rglob("*")) == before
+    assert (root / "a" / "sweep").stat().st_mtime_ns == stamp
+    (root / "old").mkdir()
+    (root / "old" / "results.json").write_text("{}")  # an older miniature, settings not recorded
+    with pytest.raises(InputError, match="settings were not recorded"):
+        run_miniature(root / "old", MiniatureConfig(**SMOKE), progress=False)
 
 
 def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):

@@ -15,15 +15,19 @@
     claims/      `lnprobe claims` on base / ln / full, the other regimes judged beside them
     results.json every number of the table, the stage timings and the configuration
 
-A stage whose output exists is reused, so an interrupted run continues and a finished one re-prints.
+A stage whose output exists is reused, so an interrupted run continues and a finished one re-prints; OUT
+records the settings it was made with (settings.json) and is reused only with the same ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
+from lnprobe.errors import InputError
+from lnprobe.io import MARKER
 from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, pretrained_llm, pretrained_vision, shipped
 from lnprobe.miniature.config import MiniatureConfig
 
@@ -259,6 +263,7 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dic
 
     from lnprobe.miniature.table import results_record
 
+    _same_settings(out, cfg)
     stages = Stages(out, cfg, progress)
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("miniature", total=len(STAGES))
@@ -282,3 +287,25 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dic
     record = results_record(cfg, base, results, accuracy, claims, stages.timings, backbones)
     (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+SETTINGS_FILE = "settings.json"
+_NO_EFFECT = ("parallel",)  # settings that do not change a number (sweep runs at once)
+
+
+def _same_settings(out: Path, cfg: MiniatureConfig) -> None:
+    """Record the settings in a new OUT; refuse to continue an OUT made with other settings (its finished
+    stages would be reused as if they had been made with these)."""
+    path = out / SETTINGS_FILE
+    now = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in _NO_EFFECT}
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [k for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
+        if changed:
+            shown = "; ".join(f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in changed[:3])
+            raise InputError(f"{out} was made with other settings ({shown}): choose another --out")
+        return
+    if out.is_dir() and any(p.name != MARKER for p in out.iterdir()):
+        raise InputError(f"{out} holds a miniature whose settings were not recorded: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(now, indent=1) + "\n")
