@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from lnprobe.probes.hsic import centred, inner_products
+from lnprobe.probes.similarity.hsic import centred, inner_products
 
 
 def timed(fn, reps: int = 10) -> float:

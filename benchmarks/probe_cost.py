@@ -61,15 +61,18 @@ def mean_step(data: Path, out: Path, regime: str, steps: int, callbacks) -> floa
 
 def offline_cost(data: Path, root: Path, reps: int) -> None:
 
-    from lnprobe.data.llava import seeded_batches
-    from lnprobe.gradvar import GradVarConfig, _Accumulator, select_groups
     from lnprobe.models import load, save_tiny
     from lnprobe.models.tiny import TinyConfig
+    from lnprobe.probes import ProbeInputs
+    from lnprobe.probes.gradvar.config import GradVarConfig
+    from lnprobe.probes.gradvar.run import _Accumulator, select_groups
+    from lnprobe.probes.inputs import probe_batches
     from lnprobe.train.loss import loss_sum
 
     loaded = load(save_tiny(root / "tiny", TinyConfig(seed=0)))
     model, sites = loaded.model.eval(), loaded.sites
-    batch = seeded_batches(data / "instruct.json", loaded.processor, n=8, batch_size=8)[0]
+    inputs = ProbeInputs(data=str(data / "instruct.json"), n=8, batch_size=8, progress=False)
+    (batch,) = probe_batches(inputs, loaded.processor)
 
     def median(fn) -> float:
         return median_time(fn, reps)
@@ -85,7 +88,7 @@ def offline_cost(data: Path, root: Path, reps: int) -> None:
 
         base = median(plain)
         for unit in ("example", "batch"):
-            cfg = GradVarConfig(ckpt="tiny", data="-", out="-", unit=unit, groups=kinds, progress=False)
+            cfg = GradVarConfig(ckpt="tiny", inputs=inputs, out="-", unit=unit, groups=kinds)
             seconds = median(lambda cfg=cfg, g=groups: _Accumulator(g, sites, cfg).add(batch, model))
             print(
                 f"groups {'+'.join(kinds):16} unit {unit:8} {seconds * 1e3:7.1f} ms per batch "

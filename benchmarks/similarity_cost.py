@@ -363,9 +363,9 @@ def gpu(device: str = "cuda", n: int = 4096, layers: int = 33) -> None:
 
 STAGES = (
     ("lnprobe.capture:Capture.run", "capture"),
-    ("lnprobe.similarity:_update", "metric accumulation"),
-    ("lnprobe.similarity:_summarise", "bootstrap + summary"),
-    ("lnprobe.similarity:_write", "writing + figures"),
+    ("lnprobe.probes.similarity.run:_update", "metric accumulation"),
+    ("lnprobe.probes.similarity.run:_summarise", "bootstrap + summary"),
+    ("lnprobe.probes.similarity.run:_write", "writing + figures"),
 )
 
 
@@ -400,13 +400,16 @@ def accumulation_share(runs: int = 2) -> None:
     accumulator's `update`), the summary (bootstrap intervals) and the writing (JSON, figures)."""
     from lnprobe.data.synth import SynthConfig, write_synth
     from lnprobe.models import TinyConfig, save_tiny
-    from lnprobe.similarity import SimilarityConfig, run_similarity
+    from lnprobe.probes import ProbeInputs
+    from lnprobe.probes.similarity.config import SimilarityConfig
+    from lnprobe.probes.similarity.run import run_similarity
 
     print("\n== (e) lnprobe similarity, tiny model, 64 examples, minibatches of 8: share of wall time ==")
     with tempfile.TemporaryDirectory() as tmp:
         data = write_synth(Path(tmp) / "data", SynthConfig(n=80, seed=0)) / "instruct.json"
         ckpt = save_tiny(Path(tmp) / "tiny", TinyConfig(seed=0))
-        cfg = SimilarityConfig(a=str(ckpt), data=str(data), out=str(Path(tmp) / "out"), progress=False)
+        inputs = ProbeInputs(data=str(data), n=64, batch_size=8, progress=False)
+        cfg = SimilarityConfig(a=str(ckpt), inputs=inputs, out=str(Path(tmp) / "out"))
         for run in range(runs):
             spent = dict.fromkeys(dict(STAGES).values(), 0.0)
             originals = _watch(spent)

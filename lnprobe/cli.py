@@ -252,73 +252,7 @@ app.command("lnshift")(cli_probes.lnshift_command)
 app.command("eval")(cli_eval.eval_command)
 
 
-@app.command("similarity")
-def similarity_command(
-    ckpt_a: Annotated[str, typer.Argument(help="Checkpoint (any load() spec).")],
-    ckpt_b: Annotated[
-        str | None, typer.Argument(help="Second checkpoint (omit: cross-layer within A).")
-    ] = None,
-    data: Annotated[str, typer.Option(help="LLaVA JSON/JSONL inputs (the same for both checkpoints).")] = "",
-    out: Annotated[Path, typer.Option(help="Output directory (similarity.json/.npz, PNG and HTML).")] = Path(
-        "runs/similarity"
-    ),
-    metric: Annotated[
-        list[str] | None, typer.Option("--metric", "-m", help="cka, cka_biased, rbf_cka, cosine.")
-    ] = None,
-    site: Annotated[
-        list[str] | None, typer.Option("--site", "-s", help="Site glob(s), e.g. 'layer.*'.")
-    ] = None,
-    tokens: Annotated[str, typer.Option(help="all, image, text, answer, mean, last.")] = "all",
-    n: Annotated[int, typer.Option("--n", help="Examples.")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Examples per minibatch.")] = 8,
-    max_rows: Annotated[int, typer.Option(help="Rows (tokens) per minibatch, sampled when more.")] = 512,
-    template: Annotated[str, typer.Option(help="Chat template for the data.")] = "vicuna_v1",
-    image_folder: Annotated[str | None, typer.Option(help="Image folder (default: the data's).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for example order and row sampling.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 200,
-    save_activations: Annotated[
-        str | None, typer.Option(help="Also write the captured rows (safetensors shards) here, for reuse.")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace an earlier `lnprobe similarity` output (nothing else).")
-    ] = False,
-) -> None:
-    """Layer x layer representation similarity within one checkpoint or between two, with 95% intervals."""
-    from lnprobe.similarity import SimilarityConfig, run_similarity
-
-    if not data:
-        raise InputError("--data is required (LLaVA JSON/JSONL inputs)")
-    cfg = SimilarityConfig(
-        a=ckpt_a,
-        b=ckpt_b,
-        data=data,
-        out=str(out),
-        metrics=tuple(metric or ("cka", "cosine")),
-        sites=tuple(site or ("layer.*",)),
-        tokens=tokens,
-        n=n,
-        batch_size=batch_size,
-        max_rows=max_rows,
-        template=template,
-        image_folder=image_folder,
-        seed=seed,
-        device=device,
-        bootstrap=bootstrap,
-        save_activations=save_activations,
-        force=force,
-    )
-    record = run_similarity(cfg)
-    for name, entry in record["metrics"].items():
-        summary = entry.get("cross_layer_mean") or entry.get("diagonal_mean")
-        if summary:
-            lo, hi = summary["ci95"]
-            ci = f" (95% CI {lo:.4f} to {hi:.4f})" if lo is not None else ""
-            kind = "cross-layer mean" if "cross_layer_mean" in entry else "diagonal mean"
-            console.print(f"{name}: {kind} {summary['value']:.4f}{ci}")
-    if record["rectangular"]:
-        console.print("the checkpoints have different numbers of sites: the matrix is rectangular")
-    console.print(f"wrote {out}/similarity.json, .npz and heatmaps")
+app.command("similarity")(cli_probes.similarity_command)
 
 
 app.command("demo")(cli_miniature.demo)

@@ -1,4 +1,5 @@
-"""`lnprobe assemble`, `lnprobe gradvar` and `lnprobe lnshift` on the command line (registered on the app in
+"""`lnprobe assemble`, `lnprobe similarity`, `lnprobe gradvar`, `lnprobe lnshift` and `lnprobe claims` on the
+command line (registered on the app in
 `lnprobe.cli`)."""
 
 from __future__ import annotations
@@ -45,31 +46,24 @@ def gradvar_command(
     force: Force = False,
 ) -> None:
     """Gradient variance per layer and parameter group on fixed, seeded data (nothing is updated)."""
-    from lnprobe.gradvar import GradVarConfig, run_gradvar
+    from lnprobe.probes import PROBES
+    from lnprobe.probes.gradvar.config import GradVarConfig
 
-    if not data:
-        raise InputError("--data is required (LLaVA JSON/JSONL inputs)")
     cfg = GradVarConfig(
         ckpt=ckpt,
-        data=data,
+        inputs=_inputs(data, n, batch_size, template, image_folder, seed, device),
         out=str(out),
-        n=n,
-        batch_size=batch_size,
         unit=unit,
         groups=tuple(group or ("norms", "attn", "mlp")),
         activations=activations,
-        template=template,
-        image_folder=image_folder,
-        seed=seed,
-        device=device,
         force=force,
     )
-    record = run_gradvar(cfg)
-    for kind, s in record["kinds"].items():
+    record = PROBES.get("gradvar").run(cfg)
+    for kind, s in record.kinds.items():
         ci = s["variance_ci95"]
         ci_text = f" (95% CI {ci[0]:.3e} to {ci[1]:.3e})" if ci else ""
         console.print(f"{kind}: variance {s['variance']:.3e}{ci_text}, noise scale {s['noise_scale']:.3g}")
-    console.print(f"wrote {out}/gradvar.json, gradvar.csv and figures ({record['samples']} samples)")
+    console.print(f"wrote {out}/gradvar.json, gradvar.csv and figures ({record.samples} samples)")
 
 
 def lnshift_command(
@@ -92,28 +86,23 @@ def lnshift_command(
     force: Force = False,
 ) -> None:
     """How tuning moved each norm, and the image-vs-text gap before and after each norm, base vs tuned."""
-    from lnprobe.lnshift import LnShiftConfig, run_lnshift
+    from lnprobe.probes import PROBES
+    from lnprobe.probes.lnshift.config import LnShiftConfig
 
-    if not base or not data:
-        raise InputError("--base and --data are required")
+    if not base:
+        raise InputError("--base is required (the checkpoint the tuned one started from)")
     cfg = LnShiftConfig(
         ckpt=ckpt,
         base=base,
-        data=data,
+        inputs=_inputs(data, n, batch_size, template, image_folder, seed, device),
         out=str(out),
-        n=n,
-        batch_size=batch_size,
         modality_split=modality_split,
         outlier_factor=outlier_factor,
-        template=template,
-        image_folder=image_folder,
-        seed=seed,
-        device=device,
         force=force,
     )
-    record = run_lnshift(cfg)
-    s = record["summary"]
-    if record["no_norm_changed"]:
+    record = PROBES.get("lnshift").run(cfg)
+    s = record.summary
+    if record.no_norm_changed:
         console.print(f"no norm changed between {ckpt} and {base} (result flagged no_norm_changed)")
     else:
         console.print(
@@ -211,3 +200,78 @@ def claims_command(
     for claim in record["claims"]:
         console.print(f"{claim['statement']}: [bold]{claim['verdict']}[/bold]")
     console.print(f"wrote {out}/report.md, report.html and claims.json")
+
+
+def _inputs(data, n, batch_size, template, image_folder, seed, device):
+    from lnprobe.probes import ProbeInputs
+
+    return ProbeInputs(
+        data=data,
+        n=n,
+        batch_size=batch_size,
+        template=template,
+        image_folder=image_folder,
+        seed=seed,
+        device=device,
+    )
+
+
+def similarity_command(
+    ckpt_a: Annotated[str, typer.Argument(help="Checkpoint (any load() spec).")],
+    ckpt_b: Annotated[
+        str | None, typer.Argument(help="Second checkpoint (omit: cross-layer within A).")
+    ] = None,
+    data: Annotated[str, typer.Option(help="LLaVA JSON/JSONL inputs (the same for both checkpoints).")] = "",
+    out: Annotated[Path, typer.Option(help="Output directory (similarity.json/.npz, PNG and HTML).")] = Path(
+        "runs/similarity"
+    ),
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="cka, cka_biased, rbf_cka, cosine.")
+    ] = None,
+    site: Annotated[
+        list[str] | None, typer.Option("--site", "-s", help="Site glob(s), e.g. 'layer.*'.")
+    ] = None,
+    tokens: Annotated[str, typer.Option(help="all, image, text, answer, mean, last.")] = "all",
+    n: Annotated[int, typer.Option("--n", help="Examples.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Examples per minibatch.")] = 8,
+    max_rows: Annotated[int, typer.Option(help="Rows (tokens) per minibatch, sampled when more.")] = 512,
+    template: Annotated[str, typer.Option(help="Chat template for the data.")] = "vicuna_v1",
+    image_folder: Annotated[str | None, typer.Option(help="Image folder (default: the data's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for example order and row sampling.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 200,
+    save_activations: Annotated[
+        str | None, typer.Option(help="Also write the captured rows (safetensors shards) here, for reuse.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an earlier `lnprobe similarity` output (nothing else).")
+    ] = False,
+) -> None:
+    """Layer x layer representation similarity within one checkpoint or between two, with 95% intervals."""
+    from lnprobe.probes import PROBES
+    from lnprobe.probes.similarity.config import SimilarityConfig
+
+    cfg = SimilarityConfig(
+        a=ckpt_a,
+        b=ckpt_b,
+        inputs=_inputs(data, n, batch_size, template, image_folder, seed, device),
+        out=str(out),
+        metrics=tuple(metric or ("cka", "cosine")),
+        sites=tuple(site or ("layer.*",)),
+        tokens=tokens,
+        max_rows=max_rows,
+        bootstrap=bootstrap,
+        save_activations=save_activations,
+        force=force,
+    )
+    record = PROBES.get("similarity").run(cfg)
+    for name, entry in record.metrics.items():
+        summary = entry.get("cross_layer_mean") or entry.get("diagonal_mean")
+        if summary:
+            lo, hi = summary["ci95"]
+            ci = f" (95% CI {lo:.4f} to {hi:.4f})" if lo is not None else ""
+            kind = "cross-layer mean" if "cross_layer_mean" in entry else "diagonal mean"
+            console.print(f"{name}: {kind} {summary['value']:.4f}{ci}")
+    if record.rectangular:
+        console.print("the checkpoints have different numbers of sites: the matrix is rectangular")
+    console.print(f"wrote {out}/similarity.json, .npz and heatmaps")

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,8 +27,8 @@ import torch
 
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig, save_tiny
-from lnprobe.probes import cosine_similarity, linear_cka, random_baseline
-from lnprobe.similarity import SimilarityConfig, run_similarity
+from lnprobe.probes import PROBES, ProbeInputs, cosine_similarity, linear_cka, random_baseline
+from lnprobe.probes.similarity import SimilarityConfig
 from lnprobe.train import TrainConfig, train
 
 work = Path(tempfile.mkdtemp())
@@ -58,12 +63,13 @@ print("LN-tuned checkpoint:", result.checkpoint)
 # Rows are text tokens (image tokens sit at another scale and would dominate a linear kernel).
 
 # %%
+inputs = ProbeInputs(data=str(data / "eval.json"), n=16, batch_size=4, progress=False)  # the same inputs for every probe
+similarity = PROBES.get("similarity")
 for name, spec in (("base", base), ("ln", result.checkpoint)):
-    rec = run_similarity(SimilarityConfig(a=str(spec), data=str(data / "eval.json"), out=str(work / f"sim-{name}"),
-                                          n=16, batch_size=4, tokens="text", progress=False))
-    s = rec["metrics"]["cka"]["cross_layer_mean"]
+    rec = similarity.run(SimilarityConfig(a=str(spec), inputs=inputs, out=str(work / f"sim-{name}"), tokens="text"))
+    s = rec.metrics["cka"]["cross_layer_mean"]
     print(f"{name:5} cross-layer CKA {s['value']:.4f}  95% CI [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]")
-pair = run_similarity(SimilarityConfig(a=str(base), b=str(result.checkpoint), data=str(data / "eval.json"),
-                                       out=str(work / "sim-pair"), n=16, batch_size=4, tokens="text", progress=False))
-print("per-layer CKA base vs ln:", [round(v, 3) for v in pair["metrics"]["cka"]["diagonal"]])
+pair = similarity.run(SimilarityConfig(a=str(base), b=str(result.checkpoint), inputs=inputs, out=str(work / "sim-pair"),
+                                       tokens="text"))
+print("per-layer CKA base vs ln:", [round(v, 3) for v in pair.metrics["cka"]["diagonal"]])
 print("figures:", sorted(p.name for p in (work / "sim-pair").glob("*.png")))

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,9 +25,10 @@ import tempfile
 from pathlib import Path
 
 from lnprobe.data.synth import SynthConfig, write_synth
-from lnprobe.gradvar import GradVarConfig, run_gradvar
-from lnprobe.lnshift import LnShiftConfig, run_lnshift
 from lnprobe.models import TinyConfig, save_tiny
+from lnprobe.probes import PROBES, ProbeInputs
+from lnprobe.probes.gradvar import GradVarConfig
+from lnprobe.probes.lnshift import LnShiftConfig
 from lnprobe.train import TrainConfig, train
 
 work = Path(tempfile.mkdtemp())
@@ -47,19 +53,19 @@ for regime, lr in (("ln", 1e-2), ("full", 1e-3)):
 # tr(Σ)/p over per-example gradients; frozen groups get gradients too, for comparison.
 
 # %%
+inputs = ProbeInputs(data=str(data / "eval.json"), n=8, batch_size=4, progress=False)  # shared by both probes
 for regime, result in runs.items():
-    rec = run_gradvar(GradVarConfig(ckpt=str(result.checkpoint), data=str(data / "eval.json"), out=str(work / f"gv-{regime}"),
-                                    n=8, batch_size=4, progress=False))
-    for kind, s in rec["kinds"].items():
+    rec = PROBES.get("gradvar").run(GradVarConfig(ckpt=str(result.checkpoint), inputs=inputs, out=str(work / f"gv-{regime}")))
+    for kind, s in rec.kinds.items():
         print(f"{regime:5} {kind:6} variance {s['variance']:.3e}  noise scale {s['noise_scale']:.3g}  CI {s['variance_ci95']}")
 
 # %% [markdown]
 # ## How the LN-tuned norms moved, and the image-vs-text gap before and after each norm
 
 # %%
-shift = run_lnshift(LnShiftConfig(ckpt=str(runs["ln"].checkpoint), base=str(base), data=str(data / "eval.json"),
-                                  out=str(work / "lnshift"), n=8, batch_size=4, progress=False))
-print(json.dumps(shift["summary"], indent=1))
-top = sorted(shift["weights"].items(), key=lambda kv: kv[1]["rel_l2"] or 0, reverse=True)[:3]
+shift = PROBES.get("lnshift").run(LnShiftConfig(ckpt=str(runs["ln"].checkpoint), base=str(base), inputs=inputs,
+                                                out=str(work / "lnshift")))
+print(json.dumps(shift.summary, indent=1))
+top = sorted(shift.weights.items(), key=lambda kv: kv[1]["rel_l2"] or 0, reverse=True)[:3]
 for name, s in top:
     print(f"{name}: relative change {s['rel_l2']:.4f}, cosine {s['cosine']:.5f}")

@@ -100,6 +100,9 @@ def _ranged_fields(cls) -> list[tuple[str, Range, bool]]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):  # nested settings (a probe's ProbeInputs): same flags
+            out += _ranged_fields(hints[f.name])
+            continue
         rng = f.metadata.get("range")
         if rng is not None:
             integer = "int" in str(hints[f.name]) and "float" not in str(hints[f.name])
@@ -125,13 +128,13 @@ def range_cases() -> list[tuple[str, str, str]]:
     """(command, flag, value) for every ranged field of every command's config."""
     from lnprobe.claims import ClaimsConfig
     from lnprobe.eval.run import EvalConfig
-    from lnprobe.gradvar import GradVarConfig
-    from lnprobe.lnshift import LnShiftConfig
-    from lnprobe.similarity import SimilarityConfig
+    from lnprobe.probes.gradvar import GradVarConfig
+    from lnprobe.probes.lnshift import LnShiftConfig
+    from lnprobe.probes.similarity import SimilarityConfig
     from lnprobe.train.config import TrainConfig
 
     skip = {
-        "similarity": {"text_max_length"},
+        "similarity": {"text_max_length", "max_length"},
         "gradvar": {"max_length"},
         "lnshift": {"max_length", "top_k"},
         "claims": {"max_length"},

@@ -93,7 +93,7 @@ def test_gradient_variance_is_the_planted_variance(planted, holds):
     an independent computation on the trace file."""
     from safetensors.torch import load_file
 
-    from lnprobe.gradvar import TRACE_FILE
+    from lnprobe.probes.gradvar.stats import TRACE_FILE
 
     scenario, record, _ = planted[holds]
     numbers = _claim(record, "gradient_variance")["numbers"]

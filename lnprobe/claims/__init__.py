@@ -28,6 +28,7 @@ from lnprobe.claims.verdicts import interval_verdict, sign_verdict
 from lnprobe.config import at_least, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output, write_json
+from lnprobe.probes import PROBES, ProbeInputs
 from lnprobe.provenance import provenance
 
 
@@ -135,24 +136,31 @@ def _check_inputs(cfg: ClaimsConfig) -> None:
             raise InputError(f"{run}: no such training run directory")
 
 
-def _similarity(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
-    from lnprobe.similarity import SimilarityConfig, run_similarity
-
-    record = run_similarity(
-        SimilarityConfig(
-            a=spec, data=cfg.data, out=str(out), metrics=("cka", "cosine"), n=cfg.n, tokens=cfg.tokens,
-            batch_size=cfg.batch_size, template=cfg.template, image_folder=cfg.image_folder,
-            seed=cfg.seed, device=cfg.device, bootstrap=cfg.bootstrap, progress=cfg.progress,
-        )
+def probe_inputs(cfg: ClaimsConfig) -> ProbeInputs:
+    """The one set of seeded inputs every probe of the claims reads."""
+    return ProbeInputs(
+        data=cfg.data, n=cfg.n, batch_size=cfg.batch_size, template=cfg.template,
+        image_folder=cfg.image_folder, max_length=cfg.max_length, seed=cfg.seed, device=cfg.device,
+        progress=cfg.progress,
     )  # fmt: skip
-    return {m: e["cross_layer_mean"] for m, e in record["metrics"].items()}
+
+
+def _similarity(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
+    from lnprobe.probes.similarity.config import SimilarityConfig
+
+    config = SimilarityConfig(
+        a=spec, inputs=probe_inputs(cfg), out=str(out), metrics=("cka", "cosine"), tokens=cfg.tokens,
+        bootstrap=cfg.bootstrap,
+    )  # fmt: skip
+    result = PROBES.get("similarity").run(config)
+    return {m: e["cross_layer_mean"] for m, e in result.metrics.items()}
 
 
 def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
     """Norm-gradient variance (value, 95 % interval) per LN-tuned and full model (and the base): from the
     training runs' traces when every LN and full checkpoint has one with >= 3 samples, else offline."""
-    from lnprobe.gradvar import TRACE_FILE, GradVarConfig, run_gradvar
-    from lnprobe.probes.gradvar import variance_intervals
+    from lnprobe.probes.gradvar.config import GradVarConfig
+    from lnprobe.probes.gradvar.stats import TRACE_FILE, variance_intervals
 
     runs = {}
     for which, given in (("ln", cfg.ln_runs), ("full", cfg.full_runs)):
@@ -174,17 +182,17 @@ def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
         return out
     out = {}
     for name in [*wanted, "base"]:
-        record = run_gradvar(
+        result = PROBES.get("gradvar").run(
             GradVarConfig(
-                ckpt=cfg.models[name], data=cfg.data, out=str(probes / f"gradvar-{name}"), n=cfg.n,
-                batch_size=cfg.batch_size, groups=("norms",), template=cfg.template,
-                image_folder=cfg.image_folder, max_length=cfg.max_length, seed=cfg.seed, device=cfg.device,
-                progress=cfg.progress,
+                ckpt=cfg.models[name],
+                inputs=probe_inputs(cfg),
+                out=str(probes / f"gradvar-{name}"),
+                groups=("norms",),
             )
-        )  # fmt: skip
-        norms = record["kinds"]["norms"]
+        )
+        norms = result.kinds["norms"]
         out[name] = {"variance": norms["variance"], "ci95": norms["variance_ci95"],
-                     "samples": record["samples"], "source": "offline per-example gradients"}  # fmt: skip
+                     "samples": result.samples, "source": "offline per-example gradients"}  # fmt: skip
     return out
 
 
@@ -192,22 +200,17 @@ def _trace(run: str | None) -> torch.Tensor | None:
     """The norm-gradient samples a training run recorded (`--gradvar-every`), if any."""
     from safetensors.torch import load_file
 
-    from lnprobe.gradvar import TRACE_FILE
+    from lnprobe.probes.gradvar.stats import TRACE_FILE
 
     path = Path(run) / TRACE_FILE if run else None
     return load_file(str(path))["norm_grads"].double() if path and path.is_file() else None
 
 
 def _lnshift(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
-    from lnprobe.lnshift import LnShiftConfig, run_lnshift
+    from lnprobe.probes.lnshift.config import LnShiftConfig
 
-    return run_lnshift(
-        LnShiftConfig(
-            ckpt=spec, base=cfg.base, data=cfg.data, out=str(out), n=cfg.n, batch_size=cfg.batch_size,
-            template=cfg.template, image_folder=cfg.image_folder, max_length=cfg.max_length, seed=cfg.seed,
-            device=cfg.device, progress=cfg.progress,
-        )
-    )  # fmt: skip
+    config = LnShiftConfig(ckpt=spec, base=cfg.base, inputs=probe_inputs(cfg), out=str(out))
+    return PROBES.get("lnshift").run(config).to_json()
 
 
 def _pooled(cfg: ClaimsConfig, which: str, get) -> dict:

@@ -143,7 +143,7 @@ def write_gradient_trace(
     `numel` parameters: the variance tr(Σ)/p the engine estimates is sd² by construction."""
     from safetensors.torch import save_file
 
-    from lnprobe.gradvar import TRACE_FILE
+    from lnprobe.probes.gradvar.stats import TRACE_FILE
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)

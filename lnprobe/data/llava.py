@@ -301,25 +301,3 @@ class LengthGroupedBatches:
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.epoch(0))
-
-
-def seeded_batches(
-    data: str | Path,
-    processor,
-    n: int,
-    batch_size: int,
-    seed: int = 0,
-    template: str = "vicuna_v1",
-    image_folder: str | Path | None = None,
-    max_length: int = 2048,
-) -> list[dict]:
-    """The first `n` examples of a seeded order, collated into batches of `batch_size` (for probes: the
-    same seed gives the same inputs for every checkpoint)."""
-    ds = LlavaDataset(data, processor, template, max_length, image_folder, decode_all=False)
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    ds.check(order)  # only the images these examples use
-    enc, pad = ds.encoder, processor.tokenizer.pad_token_id
-    return [
-        collate([ds[i] for i in order[s : s + batch_size]], pad, enc.image_token_id, enc.n_image_tokens)
-        for s in range(0, len(order), batch_size)
-    ]

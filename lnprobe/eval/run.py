@@ -97,7 +97,7 @@ def prepare(cfg: EvalConfig) -> tuple[list[EvalItem], list[Prompt]]:
 
 def run_eval(cfg: EvalConfig) -> dict:
     from lnprobe.config import save_config
-    from lnprobe.inputs import load_multimodal
+    from lnprobe.probes.inputs import load_multimodal
 
     bench = BENCHES.get(cfg.bench)
     output = cfg.output()

@@ -42,7 +42,7 @@ def regime_verdicts(results: dict, claims: dict) -> dict:
     train no norm have none). The paper's claims are about `ln`; the rest are the same test, for context."""
     from lnprobe.claims import _ci, _log, _log_ci, _trace
     from lnprobe.claims.verdicts import interval_verdict
-    from lnprobe.probes.gradvar import variance_intervals
+    from lnprobe.probes.gradvar.stats import variance_intervals
 
     sims, grads = claims["similarity"], {}
     for regime, r in results.items():

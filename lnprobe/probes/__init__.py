@@ -1,21 +1,38 @@
-"""Similarity metrics (pure tensor functions, registered) and the streaming layer x layer accumulator."""
+"""The probes: one package per probe (`similarity`, `gradvar`, `lnshift`), each registered in `PROBES` with
+its config class and runner, all reading the same seeded inputs (`lnprobe.probes.inputs.ProbeInputs`).
 
-from lnprobe.probes import cka, cosine  # noqa: F401 (register)
-from lnprobe.probes.base import METRICS, Metric
-from lnprobe.probes.cka import linear_cka, random_baseline, rbf_cka
-from lnprobe.probes.cosine import cosine_similarity
-from lnprobe.probes.minibatch import MinibatchCKA, cka_matrix, grams, hsic_matrix, off_diagonal_mean
+The similarity maths is also re-exported here (loaded on first use, so importing this package is cheap):
+`linear_cka`, `rbf_cka`, `cosine_similarity`, `random_baseline`, `METRICS`, `MinibatchCKA`, `cka_matrix`,
+`grams`, `hsic_matrix`, `off_diagonal_mean`.
+"""
 
-__all__ = [
-    "METRICS",
-    "Metric",
-    "MinibatchCKA",
-    "cka_matrix",
-    "cosine_similarity",
-    "grams",
-    "hsic_matrix",
-    "linear_cka",
-    "off_diagonal_mean",
-    "random_baseline",
-    "rbf_cka",
-]
+from __future__ import annotations
+
+import importlib
+
+from lnprobe.probes import gradvar, lnshift, similarity  # noqa: F401 (register the probes)
+from lnprobe.probes.inputs import ProbeInputs
+from lnprobe.probes.registry import PROBES, Probe, ProbeResult
+
+_LAZY = {
+    "METRICS": "metrics",
+    "Metric": "metrics",
+    "linear_cka": "metrics",
+    "rbf_cka": "metrics",
+    "cosine_similarity": "metrics",
+    "random_baseline": "metrics",
+    "MinibatchCKA": "stats",
+    "MinibatchCosine": "stats",
+    "cka_matrix": "stats",
+    "grams": "stats",
+    "hsic_matrix": "stats",
+    "off_diagonal_mean": "stats",
+}
+
+__all__ = ["PROBES", "Probe", "ProbeInputs", "ProbeResult", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"lnprobe.probes.similarity.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'lnprobe.probes' has no attribute {name!r}")

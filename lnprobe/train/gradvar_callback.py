@@ -2,7 +2,7 @@
 
 Every `every` optimizer steps it takes each micro-batch's own gradient of the trainable parameters, grouped
 per decoder layer (`norms.{i}`, `attn.{i}`, `mlp.{i}`, plus `final_norm`, `connector`, `embeddings`,
-`head`, `lora.{i}` where trainable), into streaming `GradStats` (see `lnprobe.probes.gradvar` for the
+`head`, `lora.{i}` where trainable), into streaming `GradStats` (see `lnprobe.probes.gradvar.stats` for the
 definitions), and keeps the per-sample trace of the norm gradients. Other steps cost nothing extra.
 
 Writes to the run directory: `gradvar.jsonl` (after each recorded step: the cumulative summary per group
@@ -20,10 +20,9 @@ from dataclasses import asdict
 import torch
 from safetensors.torch import save_file
 
-from lnprobe.probes.gradvar import GradStats, group_order, is_norm_group, param_group
+from lnprobe.probes.gradvar.stats import TRACE_FILE, GradStats, group_order, is_norm_group, param_group
 from lnprobe.train.callbacks import Callback
 
-TRACE_FILE = "gradvar_trace.safetensors"
 SUMMARY_FILE = "gradvar.jsonl"
 
 
@@ -80,6 +79,6 @@ class GradVarCallback(Callback):
             )
 
     def _summaries(self):
-        from lnprobe.probes.gradvar import summarize
+        from lnprobe.probes.gradvar.stats import summarize
 
         return {g: summarize(acc) for g, acc in self.stats.groups.items() if acc.count >= 2}

@@ -1,4 +1,4 @@
-"""The similarity-metric registry and input handling shared by the metric modules.
+"""Input handling shared by the similarity maths: float64 `[n, d]` matrices, matched pairs, centring.
 
 A metric takes two `[n, d]` matrices of matched rows (the same n examples or tokens; d may differ) as torch
 tensors or numpy arrays and returns a float. Everything is computed in float64 after centring.
@@ -6,25 +6,10 @@ tensors or numpy arrays and returns a float. Everything is computed in float64 a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.registry import Registry
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    fn: Callable[[torch.Tensor, torch.Tensor], float]
-    summary: str
-    min_n: int = 2  # fewest rows the estimator needs
-
-
-METRICS: Registry[Metric] = Registry("metric")
 
 
 def as_float64(x: torch.Tensor | np.ndarray, name: str = "X") -> torch.Tensor:

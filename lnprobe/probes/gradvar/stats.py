@@ -20,6 +20,8 @@ import torch
 
 from lnprobe.errors import InputError
 
+TRACE_FILE = "gradvar_trace.safetensors"  # a run's per-sample norm gradients: `norm_grads` [N, P]
+
 
 class Welford:
     """Per-element running mean and sum of squared deviations of p-dimensional samples (float64)."""

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.probes.base import as_float64
+from lnprobe.probes.similarity.tensors import as_float64
 
 CHUNK = 1 << 12  # float32 partial sums over this many terms, added in float64
 

@@ -11,8 +11,9 @@ from lnprobe import cli
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.errors import InputError
 from lnprobe.models import TinyConfig, save_tiny
-from lnprobe.probes import linear_cka
-from lnprobe.similarity import SimilarityConfig, run_similarity
+from lnprobe.probes import ProbeInputs, linear_cka
+from lnprobe.probes.similarity.config import SimilarityConfig
+from lnprobe.probes.similarity.run import run_similarity
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +28,14 @@ def world(tmp_path_factory):
     }
 
 
+INPUT_FIELDS = ("data", "n", "batch_size", "seed", "template", "image_folder", "device")
+
+
 def sim(world, out, **kw):
-    base = dict(
-        a=world["a"], data=world["data"], out=str(out), n=16, batch_size=4, progress=False, bootstrap=50
-    )
+    """run_similarity with the test's defaults; input settings (data, n, ...) go to its ProbeInputs."""
+    inputs = {"data": world["data"], "n": 16, "batch_size": 4, "progress": False}
+    inputs.update({k: kw.pop(k) for k in INPUT_FIELDS if k in kw})
+    base = dict(a=world["a"], inputs=ProbeInputs(**inputs), out=str(out), bootstrap=50)
     return run_similarity(SimilarityConfig(**{**base, **kw}))
 
 
@@ -44,43 +49,42 @@ def test_cross_layer_within_one_checkpoint(world, tmp_path):
         "plotly.min.js",
     ):
         assert (tmp_path / "s" / name).is_file()
-    cka = np.array(record["metrics"]["cka"]["matrix"])
+    cka = np.array(record.metrics["cka"]["matrix"])
     assert cka.shape == (4, 4) and np.allclose(np.diag(cka), 1.0) and np.allclose(cka, cka.T)
-    summary = record["metrics"]["cka"]["cross_layer_mean"]
+    summary = record.metrics["cka"]["cross_layer_mean"]
     off = cka[~np.eye(4, dtype=bool)].mean()
     assert summary["value"] == pytest.approx(off)
     assert summary["ci95"][0] <= summary["value"] <= summary["ci95"][1]
-    assert 0 <= record["metrics"]["cka_biased"]["random_baseline"] < 0.5
-    assert np.allclose(np.diag(record["metrics"]["cosine"]["matrix"]), 1.0)
-    rbf = np.array(record["metrics"]["rbf_cka"]["matrix"])
+    assert 0 <= record.metrics["cka_biased"]["random_baseline"] < 0.5
+    assert np.allclose(np.diag(record.metrics["cosine"]["matrix"]), 1.0)
+    rbf = np.array(record.metrics["rbf_cka"]["matrix"])
     assert np.allclose(np.diag(rbf), 1.0) and not np.allclose(rbf, cka)
-    assert record["minibatches"] == 4 and record["provenance"]["versions"]["torch"]
+    assert record.minibatches == 4 and record.provenance["versions"]["torch"]
 
 
 def test_a_checkpoint_against_itself_and_another(world, tmp_path):
     same = sim(world, tmp_path / "same", b=world["a"])
-    assert np.allclose(same["metrics"]["cka"]["diagonal"], 1.0)
-    assert np.allclose(same["metrics"]["cosine"]["diagonal"], 1.0)
+    assert np.allclose(same.metrics["cka"]["diagonal"], 1.0)
+    assert np.allclose(same.metrics["cosine"]["diagonal"], 1.0)
     other = sim(world, tmp_path / "other", b=world["b"])
-    assert all(v < 0.999 for v in other["metrics"]["cosine"]["diagonal"])
-    assert other["metrics"]["cka"]["diagonal_mean"]["ci95"][1] <= 1.0 + 1e-9
+    assert all(v < 0.999 for v in other.metrics["cosine"]["diagonal"])
+    assert other.metrics["cka"]["diagonal_mean"]["ci95"][1] <= 1.0 + 1e-9
 
 
 def test_one_minibatch_equals_direct_debiased_cka(world, tmp_path):
     """With a single minibatch the streamed matrix equals linear_cka(debiased) on the captured rows."""
     from lnprobe.capture import Capture, select_sites
     from lnprobe.models import load
-    from lnprobe.similarity import _batches
+    from lnprobe.probes.inputs import probe_batches
 
     record = sim(world, tmp_path / "one", n=8, batch_size=8, metrics=("cka",), max_rows=10_000)
     loaded = load(world["a"])
-    cfg = SimilarityConfig(a=world["a"], data=world["data"], out="x", n=8, batch_size=8)
-    (batch,) = _batches(cfg, loaded.processor)
+    (batch,) = probe_batches(ProbeInputs(data=world["data"], n=8, batch_size=8), loaded.processor)
     image_id = loaded.processor.tokenizer.convert_tokens_to_ids("<image>")
     rows = Capture(loaded.model, select_sites(loaded.sites, ["layer.*"]), "all", image_id).run(batch)
     xs = list(rows.values())
     expected = [[linear_cka(x, y, debiased=True) for y in xs] for x in xs]
-    assert np.allclose(record["metrics"]["cka"]["matrix"], expected, atol=1e-9)
+    assert np.allclose(record.metrics["cka"]["matrix"], expected, atol=1e-9)
 
 
 def test_different_layer_counts_give_a_rectangle(world, tmp_path, capsys):
@@ -128,7 +132,7 @@ def test_bad_input(world, tmp_path, capsys):
         assert code == 2 and len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
         return out.err
 
-    assert "unknown metric(s) svcca" in err("-m", "svcca")
+    assert "unknown metric 'svcca' (known: cka, cka_biased, rbf_cka, cosine)" in err("-m", "svcca")
     assert "site pattern 'blocks.*' matches nothing" in err("-s", "blocks.*")
     assert "unknown token selection 'words'" in err("--tokens", "words")
     assert "at least 4" in err("--n", "2")
@@ -211,10 +215,10 @@ def test_real_pretrained_text_model(minilm, world, tmp_path):
         )
     )
     record = sim(world, tmp_path / "m", a=minilm, data=text, n=32, batch_size=8)
-    cka = np.array(record["metrics"]["cka"]["matrix"])
+    cka = np.array(record.metrics["cka"]["matrix"])
     assert cka.shape == (6, 6) and np.allclose(np.diag(cka), 1.0)
     assert cka[0, 1] > cka[0, 5] and cka[4, 5] > cka[0, 5]  # neighbours are more alike than distant layers
-    assert record["metrics"]["cka"]["cross_layer_mean"]["value"] < 0.99
+    assert record.metrics["cka"]["cross_layer_mean"]["value"] < 0.99
 
 
 def test_capture_reaches_submodules_named_output(minilm):
@@ -245,8 +249,8 @@ def test_capture_reaches_submodules_named_output(minilm):
 def test_deltas_of_one_base_share_one_model(world, tmp_path, monkeypatch):
     """Two ln-simp deltas of the same base: the base is loaded once and the deltas swapped in place, with
     the same numbers as loading each checkpoint on its own."""
-    from lnprobe import similarity
     from lnprobe.models.delta import DeltaInfo, fingerprint, save_delta
+    from lnprobe.probes.similarity import run as similarity
 
     def make_delta(out, seed):
         gen = torch.Generator().manual_seed(seed)
@@ -271,8 +275,8 @@ def test_deltas_of_one_base_share_one_model(world, tmp_path, monkeypatch):
     assert calls == [d1, d2]
     for metric in ("cka", "cosine"):
         np.testing.assert_allclose(
-            swapped["metrics"][metric]["matrix"], separate["metrics"][metric]["matrix"], rtol=1e-12
+            swapped.metrics[metric]["matrix"], separate.metrics[metric]["matrix"], rtol=1e-12
         )
-    assert not np.allclose(swapped["metrics"]["cosine"]["diagonal"], 1.0)  # the deltas really differ
+    assert not np.allclose(swapped.metrics["cosine"]["diagonal"], 1.0)  # the deltas really differ
     base_vs_delta = sim(world, tmp_path / "u", b=d1, metrics=("cosine",))  # base against its own delta
-    assert not np.allclose(base_vs_delta["metrics"]["cosine"]["diagonal"], 1.0)
+    assert not np.allclose(base_vs_delta.metrics["cosine"]["diagonal"], 1.0)

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from lnprobe import cli
-from lnprobe.data.llava import seeded_batches
 from lnprobe.data.synth import SynthConfig, write_synth
-from lnprobe.gradvar import GradVarConfig, _Accumulator, run_gradvar, select_groups
 from lnprobe.models import load
-from lnprobe.probes.gradvar import param_group
+from lnprobe.probes import ProbeInputs
+from lnprobe.probes.gradvar.config import GradVarConfig
+from lnprobe.probes.gradvar.run import _Accumulator, run_gradvar, select_groups
+from lnprobe.probes.gradvar.stats import param_group
+from lnprobe.probes.inputs import probe_batches
 from tests.test_export import make_delta
 
 
@@ -20,8 +22,9 @@ def synth(tmp_path_factory):
     return write_synth(tmp_path_factory.mktemp("synth") / "data", SynthConfig(n=30, seed=1))
 
 
-def _cfg(ckpt, data, out, **kw):
-    return GradVarConfig(ckpt=str(ckpt), data=str(data), out=str(out), progress=False, **kw)
+def _cfg(ckpt, data, out, n=32, batch_size=4, **kw):
+    inputs = ProbeInputs(data=str(data), n=n, batch_size=batch_size, progress=False)
+    return GradVarConfig(ckpt=str(ckpt), inputs=inputs, out=str(out), **kw)
 
 
 def test_per_example_statistics_do_not_depend_on_batching(tiny_dir, synth, tmp_path):
@@ -32,13 +35,13 @@ def test_per_example_statistics_do_not_depend_on_batching(tiny_dir, synth, tmp_p
         for b in (1, 3, 8)
     }
     for b in (3, 8):
-        assert rec[b]["samples"] == rec[1]["samples"] == 8
-        for group, row in rec[1]["groups"].items():
+        assert rec[b].samples == rec[1].samples == 8
+        for group, row in rec[1].groups.items():
             for key in ("variance", "mean_sq", "noise_scale"):
-                assert rec[b]["groups"][group][key] == pytest.approx(row[key], rel=1e-4), (b, group, key)
-        for site, row in rec[1]["activations"].items():
-            assert rec[b]["activations"][site]["count"] == row["count"]  # every real token, once
-            assert rec[b]["activations"][site]["variance"] == pytest.approx(row["variance"], rel=1e-4)
+                assert rec[b].groups[group][key] == pytest.approx(row[key], rel=1e-4), (b, group, key)
+        for site, row in rec[1].activations.items():
+            assert rec[b].activations[site]["count"] == row["count"]  # every real token, once
+            assert rec[b].activations[site]["variance"] == pytest.approx(row["variance"], rel=1e-4)
 
 
 def _hf_example_grads(model, sites, batch, groups):
@@ -65,8 +68,8 @@ def test_statistics_match_an_independent_per_example_computation(tmp_path, tiny_
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     groups = select_groups(model, sites, ("norms", "attn", "mlp"))
     assert any(g.startswith("attn.") for g in groups) and any(g.startswith("mlp.") for g in groups)
-    batches = seeded_batches(synth / "eval.json", loaded.processor, n=6, batch_size=3, seed=0)
     cfg = _cfg(tmp_path / "delta", synth / "eval.json", tmp_path / "x", n=6, batch_size=3)
+    batches = probe_batches(cfg.inputs, loaded.processor)
     acc = _Accumulator(groups, sites, cfg)
     for batch in batches:
         acc.add(batch, model)
@@ -86,8 +89,8 @@ def test_activation_gradients_match_backward_hooks(tiny_dir, synth):
     loaded = load(tiny_dir)
     model, sites = loaded.model.eval(), loaded.sites
     groups = select_groups(model, sites, ("norms",))
-    batch = seeded_batches(synth / "eval.json", loaded.processor, n=2, batch_size=2, seed=0)[0]
     cfg = _cfg(tiny_dir, synth / "eval.json", "unused", n=2, batch_size=2, activations=True)
+    (batch,) = probe_batches(cfg.inputs, loaded.processor)
     acc = _Accumulator(groups, sites, cfg)
     acc.add(batch, model)
     # reference: each example alone, transformers' loss, gradients read by tensor hooks on layer outputs
@@ -136,7 +139,7 @@ def test_batch_unit_counts_batches_and_cli_writes_outputs(tiny_dir, synth, tmp_p
     [
         (["--unit", "token"], "unknown --unit"),
         (["-g", "vision"], "unknown --group"),
-        (["--n", "1"], "--n 1: must be >= 2"),
+        (["--n", "1"], "1 gradient sample(s); a variance needs at least 2"),
         (["--data", "nope.json"], "nope.json"),
     ],
 )

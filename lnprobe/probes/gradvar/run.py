@@ -1,6 +1,7 @@
-"""`lnprobe gradvar CKPT --data ... --out DIR`: gradient statistics of any checkpoint on fixed, seeded data.
+"""The gradvar probe's runner (`lnprobe gradvar CKPT --data ... --out DIR`): gradient statistics of any
+checkpoint on fixed, seeded data.
 
-The same statistics as the training callback (`lnprobe.probes.gradvar`: per group, variance = tr(Σ)/p,
+The same statistics as the training callback (`lnprobe.probes.gradvar.stats`: per group, variance = tr(Σ)/p,
 mean square, noise scale tr(Σ)/|μ|²), computed without updating anything, so a base, an LN-tuned and a
 fully-finetuned model can be compared on identical inputs. Gradients are taken for the chosen parameter
 groups whether or not the checkpoint's regime trained them (frozen attention / MLP weights included).
@@ -22,17 +23,16 @@ from __future__ import annotations
 
 import csv
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from lnprobe.config import at_least, seed_field, validate
 from lnprobe.data.llava import read_records
 from lnprobe.errors import InputError
-from lnprobe.inputs import config_batches, load_multimodal
-from lnprobe.io import Output, write_json
-from lnprobe.probes.gradvar import (
+from lnprobe.io import write_json
+from lnprobe.probes.gradvar.config import GradVarConfig
+from lnprobe.probes.gradvar.stats import (
+    TRACE_FILE,
     GradStats,
     group_kind,
     group_order,
@@ -41,65 +41,50 @@ from lnprobe.probes.gradvar import (
     pooled,
     variance_intervals,
 )
+from lnprobe.probes.inputs import load_multimodal, probe_batches
+from lnprobe.probes.registry import ProbeResult
 from lnprobe.provenance import provenance
 
-GROUP_KINDS = ("norms", "attn", "mlp", "connector", "embeddings", "head", "lora")
-UNITS = ("example", "batch")
-TRACE_FILE = "gradvar_trace.safetensors"
+
+@dataclass
+class GradVarResult(ProbeResult):
+    """OUT/gradvar.json. `groups[g]` per parameter group (`norms.3`, `attn.0`, ...): kind, layer, count,
+    numel, variance, mean_sq, noise_scale, variance_ci95; `kinds[k]` the same pooled per kind; `activations`
+    per decoder layer (with `activations`); `trace_groups` the columns of each norm group in the trace."""
+
+    FILE = "gradvar.json"
+    config: dict
+    definitions: dict
+    samples: int
+    groups: dict[str, dict]
+    kinds: dict[str, dict]
+    activations: dict[str, dict]
+    trace_groups: dict[str, list]
+    provenance: dict
 
 
-@dataclass(frozen=True)
-class GradVarConfig:
-    ckpt: str
-    data: str
-    out: str
-    n: int = at_least(2, 32)  # examples (the first n of a seeded order)
-    batch_size: int = at_least(1, 4)
-    unit: str = "example"
-    groups: tuple[str, ...] = ("norms", "attn", "mlp")
-    activations: bool = False
-    template: str = "vicuna_v1"
-    image_folder: str | None = None
-    max_length: int = at_least(2, 2048)
-    seed: int = seed_field(0)
-    device: str = "cpu"
-    progress: bool = True
-    force: bool = False  # replace an earlier `lnprobe gradvar` output at `out`
-
-    def output(self) -> Output:
-        return Output(Path(self.out), "gradvar", self.force, (self.ckpt, self.data, self.image_folder))
-
-    def __post_init__(self) -> None:
-        validate(self)
-        if self.unit not in UNITS:
-            raise InputError(f"unknown --unit {self.unit!r} (example or batch)")
-        unknown = [g for g in self.groups if g not in GROUP_KINDS]
-        if unknown or not self.groups:
-            raise InputError(f"unknown --group {', '.join(unknown)} (known: {', '.join(GROUP_KINDS)})")
-
-
-def run_gradvar(cfg: GradVarConfig) -> dict:
-    """Compute and write OUT/gradvar.{json,csv}, the norm-gradient trace and figures; return the record."""
+def run_gradvar(cfg: GradVarConfig) -> GradVarResult:
+    """Compute and write OUT/gradvar.{json,csv}, the norm-gradient trace and figures; return the result."""
     cfg.output().check()
-    read_records(cfg.data)  # bad data fails before any weights are loaded
-    loaded = load_multimodal(cfg.ckpt, cfg.device)
+    read_records(cfg.inputs.data)  # bad data fails before any weights are loaded
+    loaded = load_multimodal(cfg.ckpt, cfg.inputs.device)
     model, sites = loaded.model, loaded.sites
     groups = select_groups(model, sites, cfg.groups)
-    batches = config_batches(cfg, loaded.processor)
+    batches = probe_batches(cfg.inputs, loaded.processor)
     n_samples = sum(len(b["labels"]) for b in batches) if cfg.unit == "example" else len(batches)
     if n_samples < 2:
-        raise InputError(f"{cfg.data}: {n_samples} gradient sample(s); a variance needs at least 2")
+        raise InputError(f"{cfg.inputs.data}: {n_samples} gradient sample(s); a variance needs at least 2")
     acc = _Accumulator(groups, sites, cfg)
     items = batches
-    if cfg.progress:
+    if cfg.inputs.progress:
         from rich.progress import track
 
         items = track(batches, description=f"gradients of {cfg.ckpt}")
     for batch in items:
-        acc.add({k: v.to(cfg.device) for k, v in batch.items()}, model)
+        acc.add({k: v.to(cfg.inputs.device) for k, v in batch.items()}, model)
     record = acc.record(cfg)
     _write(cfg, record, acc)
-    return record
+    return GradVarResult.from_json(record)
 
 
 def select_groups(model, sites, kinds) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
@@ -207,7 +192,7 @@ class _Accumulator:
             "kinds": kinds,
             "activations": {k: asdict(v) for k, v in self.act_stats.summary().items()},
             "trace_groups": {g: list(v) for g, v in slices.items() if g != "norms"},
-            "provenance": provenance(seed=cfg.seed),
+            "provenance": provenance(seed=cfg.inputs.seed),
         }
 
 

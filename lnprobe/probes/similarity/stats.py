@@ -1,4 +1,5 @@
-"""Layer x layer CKA over a dataset streamed in minibatches (Nguyen, Raghu & Kornblith 2021).
+"""The similarity probe's streaming maths. Layer x layer CKA over a dataset streamed in minibatches
+(Nguyen, Raghu & Kornblith 2021).
 
 Each `update` takes one minibatch's features for every layer of model X and of model Y (the same rows:
 tokens or examples), computes the HSIC of every layer pair from centred float64 Gram matrices, and keeps
@@ -15,8 +16,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.probes.base import as_float64, center
-from lnprobe.probes.hsic import hsic_pairs
+from lnprobe.probes.similarity.hsic import hsic_pairs
+from lnprobe.probes.similarity.tensors import as_float64, center
 
 
 def grams(features: Sequence, matmul_dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -33,7 +34,7 @@ def grams(features: Sequence, matmul_dtype: torch.dtype = torch.float64) -> torc
 def rbf_grams(features: Sequence) -> torch.Tensor:
     """Gaussian-kernel Gram matrices `[L, n, n]` (float64), bandwidth = sqrt(median squared distance) of
     each layer's rows (the median heuristic, per minibatch)."""
-    from lnprobe.probes.cka import _rbf_gram
+    from lnprobe.probes.similarity.metrics import _rbf_gram
 
     return torch.stack([_rbf_gram(as_float64(f, f"layer {i}"), None) for i, f in enumerate(features)])
 
@@ -73,7 +74,7 @@ class MinibatchCKA:
         self.terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per minibatch: xy, xx, yy
 
     def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
-        """Add one minibatch. Linear kernel: Gram or feature space by cost (`lnprobe.probes.hsic`)."""
+        """Add one minibatch. Linear kernel: Gram or feature space by cost (`..hsic`)."""
         if self.kernel == "rbf":
             return self._update_rbf(xs, ys)
         xy, xx, yy = hsic_pairs(xs, ys, self.debiased, self.matmul_dtype)
@@ -140,7 +141,7 @@ def cka_matrix(
 ) -> torch.Tensor:
     """All-pairs linear CKA `[L, L]` of one set of layers over the same n rows, biased or unbiased, in Gram
     space (one Gram per layer, L n² d / 2, then every pair at once, L² n² / 2) or feature space (|XᵢᵀXⱼ|²,
-    n d² per pair), whichever costs less (`lnprobe.probes.hsic`). With `matmul_dtype=torch.float32` the
+    n d² per pair), whichever costs less (`..hsic`). With `matmul_dtype=torch.float32` the
     products stay in float32 on the features' device (centred in two passes; at torch's float32 matmul
     precision, TF32 where allowed), summed in float64: the fast path, on GPUs too."""
     h, _, _ = hsic_pairs(features, None, debiased, matmul_dtype)
@@ -148,3 +149,35 @@ def cka_matrix(
     if (d <= 0).any():
         raise InputError("CKA is undefined for a layer with constant features")
     return h / torch.outer(d, d)
+
+
+def cosine_matrix(xs: Sequence, ys: Sequence) -> torch.Tensor:
+    """Mean cosine of matched rows for every pair (i, j) with equal widths (NaN otherwise)."""
+    out = torch.full((len(xs), len(ys)), float("nan"), dtype=torch.float64)
+    nx = [torch.nn.functional.normalize(torch.as_tensor(x).double(), dim=1, eps=1e-12) for x in xs]
+    ny = [torch.nn.functional.normalize(torch.as_tensor(y).double(), dim=1, eps=1e-12) for y in ys]
+    for i, x in enumerate(nx):
+        for j, y in enumerate(ny):
+            if x.shape == y.shape:
+                out[i, j] = (x * y).sum(1).mean()
+    return out
+
+
+class MinibatchCosine:
+    """Streaming layer x layer mean cosine: the mean over minibatches of each minibatch's mean cosine of
+    matched rows (same `update` / `compute` / `bootstrap` as `MinibatchCKA`)."""
+
+    def __init__(self) -> None:
+        self.terms: list[torch.Tensor] = []
+
+    def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
+        self.terms.append(cosine_matrix(xs, xs if ys is None else ys))
+
+    def compute(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.terms:
+            raise InputError("no minibatches were added")
+        idx = range(len(self.terms)) if which is None else which.tolist()
+        return torch.stack([self.terms[i] for i in idx]).mean(0)
+
+    def bootstrap(self, statistic, draws: int = 200, level: float = 0.95, seed: int = 0):
+        return MinibatchCKA.bootstrap(self, statistic, draws, level, seed)  # the same minibatch resampling

@@ -1,5 +1,6 @@
-"""`lnprobe lnshift CKPT --base BASE --data ... --out DIR`: how tuning moved the norms, and whether the
-tuned norms bring image tokens closer to text tokens (definitions in `lnprobe.probes.lnstats`).
+"""The lnshift probe's runner (`lnprobe lnshift CKPT --base BASE --data ... --out DIR`): how tuning moved
+the norms, and whether the tuned norms bring image tokens closer to text tokens (definitions in
+`lnprobe.probes.lnshift.stats`).
 
 Two passes, one model in memory at a time: the tuned checkpoint (any `load()` spec: HF directory, lnprobe
 delta, PEFT LN-tuning adapter), then the base. Each pass keeps its norm parameters (small) and streams the
@@ -13,56 +14,45 @@ from __future__ import annotations
 import csv
 import gc
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from lnprobe.capture import Capture, select_sites
-from lnprobe.config import at_least, positive, seed_field, validate
 from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
-from lnprobe.inputs import config_batches, load_multimodal
-from lnprobe.io import Output, write_json
-from lnprobe.probes.lnstats import Moments, modality_gap, summarize_moments, weight_shift
+from lnprobe.io import write_json
+from lnprobe.probes.inputs import load_multimodal, probe_batches
+from lnprobe.probes.lnshift.config import LnShiftConfig
+from lnprobe.probes.lnshift.stats import Moments, modality_gap, summarize_moments, weight_shift
+from lnprobe.probes.registry import ProbeResult
 from lnprobe.provenance import provenance
 
 NORM_SITES = ["input_norm.*", "post_attention_norm.*", "final_norm.*"]
 
 
-@dataclass(frozen=True)
-class LnShiftConfig:
-    ckpt: str
-    base: str
-    data: str
-    out: str
-    n: int = at_least(1, 32)
-    batch_size: int = at_least(1, 4)
-    modality_split: bool = True
-    outlier_factor: float = positive(6.0)
-    top_k: int = at_least(1, 5)
-    template: str = "vicuna_v1"
-    image_folder: str | None = None
-    max_length: int = at_least(2, 2048)
-    seed: int = seed_field(0)
-    device: str = "cpu"
-    progress: bool = True
-    force: bool = False  # replace an earlier `lnprobe lnshift` output at `out`
+@dataclass
+class LnShiftResult(ProbeResult):
+    """OUT/lnshift.json. `weights[param]`: the weight shift of each norm tensor (tuned vs base);
+    `activations[tuned|base][site][modality]`: moment summaries; `gaps[site]`: the image-vs-text gap, tuned
+    and base; `summary`: the headline numbers; `no_norm_changed` flags identical norms."""
 
-    def output(self) -> Output:
-        inputs = (self.ckpt, self.base, self.data, self.image_folder)
-        return Output(Path(self.out), "lnshift", self.force, inputs)
-
-    def __post_init__(self) -> None:
-        validate(self)
+    FILE = "lnshift.json"
+    config: dict
+    no_norm_changed: bool
+    weights: dict[str, dict]
+    activations: dict[str, dict]
+    gaps: dict[str, dict]
+    provenance: dict
+    summary: dict
 
 
-def run_lnshift(cfg: LnShiftConfig) -> dict:
+def run_lnshift(cfg: LnShiftConfig) -> LnShiftResult:
     """Compute and write OUT/lnshift.json, the CSV tables and figures; return the record."""
     cfg.output().check()
-    records = read_records(cfg.data)
+    records = read_records(cfg.inputs.data)
     if cfg.modality_split and not any(r.image for r in records):
         raise InputError(
-            f"{cfg.data}: no record has an image, so there are no image tokens to split by modality "
+            f"{cfg.inputs.data}: no record has an image, so there are no image tokens to split by modality "
             "(--no-modality-split for statistics over all tokens)"
         )
     check_same_architecture(cfg.ckpt, cfg.base)
@@ -75,11 +65,11 @@ def run_lnshift(cfg: LnShiftConfig) -> dict:
         "weights": shifts,
         "activations": {"tuned": tuned["stats"], "base": base["stats"]},
         "gaps": _gaps(tuned["stats"], base["stats"]) if cfg.modality_split else {},
-        "provenance": provenance(seed=cfg.seed),
+        "provenance": provenance(seed=cfg.inputs.seed),
     }
     record["summary"] = _summary(record)
     _write(cfg, record)
-    return record
+    return LnShiftResult.from_json(record)
 
 
 def check_same_architecture(ckpt: str, base: str) -> None:
@@ -117,17 +107,17 @@ def norm_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _pass(spec: str, cfg: LnShiftConfig) -> dict:
-    loaded = load_multimodal(spec, cfg.device)
+    loaded = load_multimodal(spec, cfg.inputs.device)
     model = loaded.model
     norms = norm_parameters(model)
     tok = loaded.processor.tokenizer
     image_id = tok.convert_tokens_to_ids(IMAGE) if IMAGE in tok.get_vocab() else None
     sites = select_sites(loaded.sites, NORM_SITES)
     capture = Capture(model, sites, "all", image_id)
-    batches = config_batches(cfg, loaded.processor)
+    batches = probe_batches(cfg.inputs, loaded.processor)
     acc: dict[str, dict[str, Moments]] = {}
     items = batches
-    if cfg.progress:
+    if cfg.inputs.progress:
         from rich.progress import track
 
         items = track(batches, description=f"norm activations of {spec}")
@@ -160,7 +150,7 @@ def _gaps(tuned: dict, base: dict) -> dict:
 
 
 def _ms(d: dict):
-    from lnprobe.probes.lnstats import MomentSummary
+    from lnprobe.probes.lnshift.stats import MomentSummary
 
     return MomentSummary(**d)
 

@@ -17,8 +17,8 @@ from lnprobe.probes import (
     random_baseline,
     rbf_cka,
 )
-from lnprobe.probes.cka import _hsic_unbiased_feature, hsic_unbiased_gram
-from lnprobe.probes.hsic import hsic_pairs, use_feature_space
+from lnprobe.probes.similarity.hsic import hsic_pairs, use_feature_space
+from lnprobe.probes.similarity.metrics import _hsic_unbiased_feature, hsic_unbiased_gram
 
 
 def rand(n, d, seed=0):
@@ -61,7 +61,7 @@ def test_unbiased_hsic_feature_and_gram_forms_match_the_u_statistic():
     assert float(_hsic_unbiased_feature(x, y)) == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("metric", ["cka", "cka_debiased", "rbf_cka"])
+@pytest.mark.parametrize("metric", ["cka", "cka_biased", "rbf_cka"])
 def test_invariances(metric):
     fn = METRICS.get(metric).fn
     x = rand(40, 12, 5)
@@ -366,3 +366,20 @@ def test_float32_overflow_is_an_error_not_a_silent_nan():
     x = rand(50, 20, 95).float() * 1e30  # finite in float32; its Gram products are not
     with pytest.raises(InputError, match="overflowed"):
         cka_matrix([x, x + 1], debiased=True, matmul_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("metric", ["cka", "cka_biased", "rbf_cka", "cosine"])
+def test_a_metric_name_means_one_estimator(metric):
+    """The registry's single-pair function and the streaming accumulator `lnprobe similarity` runs under
+    the same name agree on one minibatch (`cka` is the unbiased estimator in both)."""
+    entry = METRICS.get(metric)
+    layers = [rand(24, 6, 50), rand(24, 6, 50) + 0.4 * rand(24, 6, 51), rand(24, 6, 52)]
+    acc = entry.accumulator()
+    acc.update(layers)
+    m = acc.compute()
+    for i, j in itertools.product(range(3), range(3)):
+        assert float(m[i, j]) == pytest.approx(entry.fn(layers[i], layers[j]), rel=1e-9, abs=1e-12)
+    if metric == "cka":
+        assert entry.fn(layers[0], layers[2]) == pytest.approx(
+            linear_cka(layers[0], layers[2], debiased=True)
+        )

@@ -1,4 +1,5 @@
-"""`lnprobe similarity CKPT_A [CKPT_B]`: layer x layer representation similarity, with bootstrap intervals.
+"""The similarity probe's runner (`lnprobe similarity CKPT_A [CKPT_B]`): layer x layer representation
+similarity, with bootstrap intervals.
 
 One checkpoint: every captured site against every other (the paper's cross-layer similarity, summarised by
 the mean over off-diagonal pairs). Two checkpoints: every site of A against every site of B, plus the
@@ -10,7 +11,8 @@ checkpoint).
 Metrics: `cka` (linear CKA, unbiased HSIC averaged over minibatches), `cka_biased` (with its random
 baseline: Y rows permuted within each minibatch), `rbf_cka` (Gaussian kernels, median-heuristic bandwidth
 per minibatch, unbiased HSIC), `cosine` (mean cosine of matched rows; equal widths).
-Intervals: percentile bootstrap over minibatches.
+Intervals: percentile bootstrap over minibatches. Inputs: `lnprobe.probes.inputs` (the seeded examples
+every probe shares; a trailing minibatch under 4 examples joins the one before).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import dataclasses
 import gc
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,73 +30,46 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lnprobe.capture import Capture, select_sites, stream
-from lnprobe.capture.tokens import MODES
-from lnprobe.config import at_least, seed_field, validate
-from lnprobe.data.llava import LlavaDataset, collate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.models import load
-from lnprobe.probes.minibatch import MinibatchCKA, off_diagonal_mean
+from lnprobe.probes.inputs import probe_batches, read_texts
+from lnprobe.probes.registry import ProbeResult
+from lnprobe.probes.similarity.config import SimilarityConfig
+from lnprobe.probes.similarity.metrics import METRICS
+from lnprobe.probes.similarity.stats import MinibatchCKA, off_diagonal_mean
 from lnprobe.provenance import provenance
-from lnprobe.textio import parse_json, read_text
 
-SIM_METRICS = ("cka", "cka_biased", "rbf_cka", "cosine")
+MIN_ROWS = 4  # the CKA estimators' fewest rows per minibatch
 
 
-@dataclass(frozen=True)
-class SimilarityConfig:
-    a: str
-    data: str
-    out: str
-    b: str | None = None
-    metrics: tuple[str, ...] = ("cka", "cosine")
-    sites: tuple[str, ...] = ("layer.*",)
-    tokens: str = "all"
-    n: int = at_least(1, 64)  # examples
-    batch_size: int = at_least(1, 8)
-    max_rows: int = at_least(4, 512)  # rows per minibatch (a random subset when more tokens are selected)
-    text_max_length: int = at_least(2, 128)  # tokens per text, for text models
-    template: str = "vicuna_v1"
-    image_folder: str | None = None
-    seed: int = seed_field(0)
-    device: str = "cpu"
-    bootstrap: int = at_least(2, 200)
-    save_activations: str | None = None  # write each checkpoint's captured rows here (a/ and b/ shards)
-    progress: bool = True
-    force: bool = False  # replace an earlier `lnprobe similarity` output at `out`
-    extra: dict = field(default_factory=dict)
+@dataclass
+class SimilarityResult(ProbeResult):
+    """OUT/similarity.json. `metrics[name]`: `matrix` (sites of A x sites of B), and with one checkpoint
+    `cross_layer_mean`, with two (equal site counts) `diagonal` and `diagonal_mean`, each {value, ci95};
+    `cka_biased` also `random_baseline`."""
 
-    def __post_init__(self) -> None:
-        validate(self)
-        unknown = [m for m in self.metrics if m not in SIM_METRICS]
-        if unknown:
-            raise InputError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(SIM_METRICS)})")
-        if self.tokens not in MODES:
-            raise InputError(f"unknown token selection {self.tokens!r} (known: {', '.join(MODES)})")
+    FILE = "similarity.json"
+    config: dict
+    sites_a: list[str]
+    sites_b: list[str]
+    rectangular: bool
+    minibatches: int
+    examples: int
+    metrics: dict[str, dict]
+    provenance: dict
 
-    def output(self) -> Output:
-        return Output(
-            Path(self.out), "similarity", self.force, (self.a, self.b, self.data, self.image_folder)
-        )
-
-    def activations_output(self) -> Output | None:
-        if not self.save_activations:
-            return None
-        inputs = (self.a, self.b, self.data, self.image_folder, self.out)
-        return Output(
-            Path(self.save_activations),
-            "similarity activations",
-            self.force,
-            inputs,
-            flag="--save-activations",
-        )
+    def summary(self, metric: str) -> dict | None:
+        """{value, ci95} of the metric's cross-layer mean (one checkpoint) or diagonal mean (two)."""
+        entry = self.metrics[metric]
+        return entry.get("cross_layer_mean") or entry.get("diagonal_mean")
 
 
 class _Pass:
     """One checkpoint's pass over the data: model, processor, selected sites, capture."""
 
     def __init__(self, spec: str, cfg: SimilarityConfig, loaded=None) -> None:
-        self.loaded = loaded or load(spec, device=cfg.device)
+        self.loaded = loaded or load(spec, device=cfg.inputs.device)
         if self.loaded.processor is None:
             raise InputError(f"{spec}: has no processor files (needed to tokenise the data)")
         sites = self.loaded.sites
@@ -104,53 +79,6 @@ class _Pass:
         )  # a text model's is a tokenizer
         image_id = tok.convert_tokens_to_ids("<image>") if "<image>" in tok.get_vocab() else None
         self.capture = Capture(self.loaded.model.eval(), self.sites, cfg.tokens, image_id)
-
-
-def _chunks(cfg: SimilarityConfig, count: int) -> list[list[int]]:
-    """Seeded example order cut into minibatches (a trailing one too small for the estimator dropped)."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n].tolist()
-    chunks = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-    return chunks[:-1] if len(chunks) > 1 and len(chunks[-1]) < 4 else chunks
-
-
-def _batches(cfg: SimilarityConfig, processor) -> list[dict]:
-    """LLaVA data through a multi-modal processor, or plain text through a text model's tokenizer."""
-    if not hasattr(processor, "image_processor"):
-        texts = read_texts(cfg.data)
-        return [
-            dict(
-                processor(
-                    [texts[i] for i in c],
-                    padding=True,
-                    truncation=True,
-                    max_length=cfg.text_max_length,
-                    return_tensors="pt",
-                )
-            )
-            for c in _chunks(cfg, len(texts))
-        ]
-    data = LlavaDataset(cfg.data, processor, cfg.template, image_folder=cfg.image_folder, decode_all=False)
-    enc = data.encoder
-    pad = processor.tokenizer.pad_token_id
-    chunks = _chunks(cfg, len(data))
-    data.check([i for c in chunks for i in c])  # only the images these examples use
-    return [collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens) for c in chunks]
-
-
-def read_texts(path: str | Path) -> list[str]:
-    """Texts for a text model: a JSONL of {"text": ...} lines, or the turns of LLaVA records."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        lines = read_text(path, "text data").splitlines()
-        rows = [parse_json(line, f"{path}: line {i}") for i, line in enumerate(lines, 1) if line.strip()]
-        if rows and all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in rows):
-            return [r["text"] for r in rows]
-    from lnprobe.data.llava import IMAGE, read_records
-
-    return [
-        " ".join(part.replace(IMAGE, "").strip() for turn in r.turns for part in turn)
-        for r in read_records(path)
-    ]
 
 
 def _subset(rows: dict[str, torch.Tensor], cap: int, seed: int) -> dict[str, torch.Tensor]:
@@ -167,39 +95,12 @@ def _subset(rows: dict[str, torch.Tensor], cap: int, seed: int) -> dict[str, tor
 
 
 def _check_rows(rows: dict[str, torch.Tensor], metrics) -> None:
-    small = {k: v.shape[0] for k, v in rows.items() if v.shape[0] < 4}
+    small = {k: v.shape[0] for k, v in rows.items() if v.shape[0] < MIN_ROWS}
     if small and any(m.startswith("cka") for m in metrics):
         raise InputError(
             f"fewer than 4 rows in a minibatch at {', '.join(small)}; CKA needs more "
             "(larger --batch-size, or a token selection with more tokens)"
         )
-
-
-def _cosine_matrix(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
-    """Mean cosine of matched rows for every pair (i, j) with equal widths (NaN otherwise)."""
-    out = torch.full((len(xs), len(ys)), float("nan"), dtype=torch.float64)
-    nx = [torch.nn.functional.normalize(x.double(), dim=1, eps=1e-12) for x in xs]
-    ny = [torch.nn.functional.normalize(y.double(), dim=1, eps=1e-12) for y in ys]
-    for i, x in enumerate(nx):
-        for j, y in enumerate(ny):
-            if x.shape == y.shape:
-                out[i, j] = (x * y).sum(1).mean()
-    return out
-
-
-class _Cosine:
-    def __init__(self) -> None:
-        self.terms: list[torch.Tensor] = []
-
-    def update(self, xs, ys=None) -> None:
-        self.terms.append(_cosine_matrix(xs, xs if ys is None else ys))
-
-    def compute(self, which=None) -> torch.Tensor:
-        idx = range(len(self.terms)) if which is None else which.tolist()
-        return torch.stack([self.terms[i] for i in idx]).mean(0)
-
-    def bootstrap(self, statistic, draws, level=0.95, seed=0):
-        return MinibatchCKA.bootstrap(self, statistic, draws, level, seed)  # same resampling of minibatches
 
 
 def _validate(cfg: SimilarityConfig) -> None:
@@ -212,19 +113,21 @@ def _validate(cfg: SimilarityConfig) -> None:
         sites = resolve_sites(build_from_config(resolve_config(spec)))
         select_sites(sites, list(cfg.sites))
         text_model = text_model or sites.vision_tower is None
-    available = min(cfg.n, len(read_texts(cfg.data) if text_model else read_records(cfg.data)))
-    if available < 4:
-        raise InputError(f"{cfg.data}: {available} examples; the estimators need at least 4")
+    available = min(
+        cfg.inputs.n, len(read_texts(cfg.inputs.data) if text_model else read_records(cfg.inputs.data))
+    )
+    if available < MIN_ROWS:
+        raise InputError(f"{cfg.inputs.data}: {available} examples; the estimators need at least 4")
     if (
         cfg.tokens in ("mean", "last")
-        and cfg.batch_size < 4
+        and cfg.inputs.batch_size < MIN_ROWS
         and any(m.startswith("cka") for m in cfg.metrics)
     ):
         raise InputError(f"--tokens {cfg.tokens} gives one row per example: CKA needs --batch-size >= 4")
 
 
-def run_similarity(cfg: SimilarityConfig) -> dict:
-    """Compute, write OUT/similarity.{json,npz} + heatmap PNG/HTML atomically, and return the record."""
+def run_similarity(cfg: SimilarityConfig) -> SimilarityResult:
+    """Compute, write OUT/similarity.{json,npz} + heatmap PNG/HTML atomically, and return the result."""
     output, acts = cfg.output(), cfg.activations_output()
     output.check()
     if acts:
@@ -235,16 +138,16 @@ def run_similarity(cfg: SimilarityConfig) -> dict:
         record, accs = _compute(work)
         record["config"] = _jsonable(asdict(cfg))
         _write(output, record, accs)
-    return record
+    return SimilarityResult.from_json(record)
 
 
 def _compute(cfg: SimilarityConfig) -> tuple[dict, dict]:
-    accs = {m: _accumulator(m) for m in cfg.metrics}
+    accs = {m: METRICS.get(m).accumulator() for m in cfg.metrics}
     baseline = MinibatchCKA(debiased=False) if "cka_biased" in cfg.metrics else None
     shared = shared_base(cfg.a, cfg.b) if cfg.b else None
-    swap = DeltaSwap(load(shared[0], device=cfg.device), shared[1], shared[2]) if shared else None
+    swap = DeltaSwap(load(shared[0], device=cfg.inputs.device), shared[1], shared[2]) if shared else None
     first = _Pass(cfg.a, cfg, swap.use("a") if swap else None)
-    batches = _batches(cfg, first.loaded.processor)
+    batches = probe_batches(cfg.inputs, first.loaded.processor, MIN_ROWS, cfg.text_max_length)
     names_a = [s.name for s in first.sites]
     if cfg.b is None:
         _single_pass(cfg, first, batches, accs, baseline)
@@ -261,7 +164,8 @@ def _compute(cfg: SimilarityConfig) -> tuple[dict, dict]:
                 second = _Pass(cfg.b, cfg)
             names_b = [s.name for s in second.sites]
             _second_pass(cfg, second, batches, Path(shards), names_a, accs, baseline)
-    return _summarise(cfg, accs, baseline, names_a, names_b), accs
+    examples = sum(len(b["input_ids"]) for b in batches)
+    return _summarise(cfg, accs, baseline, names_a, names_b, examples), accs
 
 
 def _delta_side(spec: str) -> tuple[str, dict[str, torch.Tensor]] | None:
@@ -319,15 +223,15 @@ class DeltaSwap:
 
 def _rows_of(cfg, p: _Pass, batches, label, which: str = "a"):
     save_to = Path(cfg.save_activations) / which if cfg.save_activations else None
-    for b, rows in enumerate(stream(p.capture, batches, len(batches), label, cfg.progress, save_to)):
-        rows = _subset(rows, cfg.max_rows, cfg.seed * 7919 + b)
+    for b, rows in enumerate(stream(p.capture, batches, len(batches), label, cfg.inputs.progress, save_to)):
+        rows = _subset(rows, cfg.max_rows, cfg.inputs.seed * 7919 + b)
         _check_rows(rows, cfg.metrics)
         yield b, rows
 
 
 def _single_pass(cfg, p: _Pass, batches, accs, baseline) -> None:
     for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.a}"):
-        _update(accs, baseline, list(rows.values()), None, b, cfg.seed)
+        _update(accs, baseline, list(rows.values()), None, b, cfg.inputs.seed)
 
 
 def _first_pass_to_disk(cfg, p: _Pass, batches, shards: Path) -> None:
@@ -346,15 +250,7 @@ def _second_pass(cfg, p: _Pass, batches, shards: Path, names_a, accs, baseline) 
                 "the two checkpoints select different rows from the same inputs (different "
                 "image-token counts?)"
             )
-        _update(accs, baseline, xs, ys, b, cfg.seed)
-
-
-def _accumulator(metric: str):
-    if metric == "cosine":
-        return _Cosine()
-    if metric == "rbf_cka":
-        return MinibatchCKA(debiased=True, kernel="rbf")
-    return MinibatchCKA(debiased=metric == "cka")
+        _update(accs, baseline, xs, ys, b, cfg.inputs.seed)
 
 
 def _update(accs, baseline, xs, ys, batch_index, seed) -> None:
@@ -369,7 +265,7 @@ def _update(accs, baseline, xs, ys, batch_index, seed) -> None:
         baseline.update(xs, [y[perm] for y in (xs if ys is None else ys)])
 
 
-def _summarise(cfg, accs, baseline, names_a, names_b) -> dict:
+def _summarise(cfg, accs, baseline, names_a, names_b, examples: int) -> dict:
     single = cfg.b is None
     summary = {}
     for metric, acc in accs.items():
@@ -392,8 +288,9 @@ def _summarise(cfg, accs, baseline, names_a, names_b) -> dict:
         "sites_b": names_b,
         "rectangular": len(names_a) != len(names_b),
         "minibatches": len(next(iter(accs.values())).terms),
+        "examples": examples,
         "metrics": summary,
-        "provenance": provenance(seed=cfg.seed),
+        "provenance": provenance(seed=cfg.inputs.seed),
     }
 
 
@@ -402,7 +299,7 @@ def _diag_mean(m: torch.Tensor) -> torch.Tensor:
 
 
 def _ci(acc, fn, cfg) -> tuple[float, float]:
-    lo, hi = acc.bootstrap(lambda mat: fn(mat).reshape(()), draws=cfg.bootstrap, seed=cfg.seed)
+    lo, hi = acc.bootstrap(lambda mat: fn(mat).reshape(()), draws=cfg.bootstrap, seed=cfg.inputs.seed)
     return float(lo), float(hi)
 
 

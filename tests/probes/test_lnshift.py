@@ -10,7 +10,7 @@ from lnprobe import cli
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig, load, save_tiny
 from lnprobe.models.export import export_peft
-from lnprobe.probes.lnstats import Moments, MomentSummary, modality_gap, summarize_moments, weight_shift
+from lnprobe.probes.lnshift.stats import Moments, MomentSummary, modality_gap, summarize_moments, weight_shift
 from tests.test_export import make_delta
 
 

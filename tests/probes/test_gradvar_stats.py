@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.probes.gradvar import GradStats, Welford, summarize
+from lnprobe.probes.gradvar.stats import GradStats, Welford, summarize
 
 
 def samples(t, p, seed=0):
@@ -137,7 +137,7 @@ def test_training_callback_records_micro_batch_gradient_statistics(tmp_path):
 
 
 def test_variance_intervals_equal_an_explicit_jackknife_and_cover():
-    from lnprobe.probes.gradvar import variance_intervals
+    from lnprobe.probes.gradvar.stats import variance_intervals
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(12, 30, generator=gen, dtype=torch.float64) * torch.linspace(0.5, 2, 30)

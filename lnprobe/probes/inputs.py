@@ -1,0 +1,112 @@
+"""What every probe shares: its inputs (`ProbeInputs`), the model loaded with its processor, and one seeded
+batcher, so that probes given the same `ProbeInputs` see the same examples in the same order.
+
+The examples are the first `n` of a seeded permutation of the data, cut into minibatches of `batch_size`.
+Nothing is dropped: a probe whose estimator needs at least `min_last` rows per minibatch (CKA with one row
+per example needs 4) gets a too-small trailing minibatch merged into the one before it, which keeps the
+examples and only changes the grouping (every probe statistic is a mean over examples or minibatch
+terms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lnprobe.config import at_least, seed_field, validate
+from lnprobe.errors import InputError
+
+
+@dataclass(frozen=True)
+class ProbeInputs:
+    """The inputs of a probe run; `lnprobe claims` builds one and hands it to every probe."""
+
+    data: str  # LLaVA JSON/JSONL records (or, for a text model, a JSONL of {"text": ...} lines)
+    n: int = at_least(1, 32)  # examples: the first n of a seeded order
+    batch_size: int = at_least(1, 4)  # examples per forward pass
+    template: str = "vicuna_v1"  # chat template for the data
+    image_folder: str | None = None  # image folder (default: the data file's)
+    max_length: int = at_least(2, 2048)  # tokens per example
+    seed: int = seed_field(0)  # seed of the example order
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.data:
+            raise InputError("--data is required (LLaVA JSON/JSONL inputs)")
+
+    def files(self) -> tuple[str | None, ...]:
+        """The input files (never to be written over by a probe's output)."""
+        return (self.data, self.image_folder)
+
+
+def load_multimodal(spec: str, device: str = "cpu", **options):
+    """`load(spec)`, in eval mode; InputError if it has no multi-modal processor (LLaVA data needs one).
+    `options` go to `load` (dtype, online, ...)."""
+    from lnprobe.models import load
+
+    loaded = load(spec, device=device, **options)
+    if loaded.processor is None or not hasattr(loaded.processor, "tokenizer"):
+        raise InputError(f"{spec}: needs a multi-modal processor (LLaVA-format data)")
+    loaded.model.eval()
+    return loaded
+
+
+def example_chunks(count: int, inputs: ProbeInputs, min_last: int = 1) -> list[list[int]]:
+    """Indices of the first `n` examples of the seeded order, in minibatches (a trailing one smaller than
+    `min_last` merged into the one before)."""
+    import torch
+
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(inputs.seed))[: inputs.n].tolist()
+    chunks = [order[s : s + inputs.batch_size] for s in range(0, len(order), inputs.batch_size)]
+    if len(chunks) > 1 and len(chunks[-1]) < min_last:
+        chunks[-2:] = [chunks[-2] + chunks[-1]]
+    return chunks
+
+
+def probe_batches(
+    inputs: ProbeInputs, processor, min_last: int = 1, text_max_length: int | None = None
+) -> list[dict]:
+    """The collated minibatches of `inputs`: LLaVA records through a multi-modal processor, or texts
+    through a text model's tokenizer (truncated to `text_max_length`, default `max_length`)."""
+    from lnprobe.data.llava import LlavaDataset, collate
+
+    if not hasattr(processor, "image_processor"):
+        texts = read_texts(inputs.data)
+        return [
+            dict(
+                processor(
+                    [texts[i] for i in chunk],
+                    padding=True,
+                    truncation=True,
+                    max_length=text_max_length or inputs.max_length,
+                    return_tensors="pt",
+                )
+            )
+            for chunk in example_chunks(len(texts), inputs, min_last)
+        ]
+    data = LlavaDataset(
+        inputs.data, processor, inputs.template, inputs.max_length, inputs.image_folder, decode_all=False
+    )
+    chunks = example_chunks(len(data), inputs, min_last)
+    data.check([i for c in chunks for i in c])  # only the images these examples use
+    enc, pad = data.encoder, processor.tokenizer.pad_token_id
+    return [collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens) for c in chunks]
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts for a text model: a JSONL of {"text": ...} lines, or the turns of LLaVA records."""
+    from lnprobe.data.llava import IMAGE, read_records
+    from lnprobe.textio import parse_json, read_text
+
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        lines = read_text(path, "text data").splitlines()
+        rows = [parse_json(line, f"{path}: line {i}") for i, line in enumerate(lines, 1) if line.strip()]
+        if rows and all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in rows):
+            return [r["text"] for r in rows]
+    return [
+        " ".join(part.replace(IMAGE, "").strip() for turn in r.turns for part in turn)
+        for r in read_records(path)
+    ]
