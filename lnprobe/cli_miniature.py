@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lnprobe.cli_options import with_dataclass_options
+from lnprobe.cli_options import Group, with_dataclass_options
 from lnprobe.miniature.backbones import BackbonesConfig
-from lnprobe.pretrain.text import TextPretrainConfig
-from lnprobe.pretrain.vision import VisionPretrainConfig
+from lnprobe.pretrain.config import TextPretrainConfig, VisionPretrainConfig
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -77,6 +76,7 @@ def study(
 
 
 pretrain_app = typer.Typer(
+    cls=Group,
     help="The stages before `assemble`: pre-train a text LLM, a vision tower, or the miniature's backbones.",
     no_args_is_help=True,
 )

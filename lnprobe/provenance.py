@@ -1,11 +1,10 @@
-"""Provenance recorded beside every output: git state, package versions, platform, time."""
+"""Provenance recorded beside every output: git state, package versions, platform, time.
+
+(Its standard-library helpers are imported when a record is made: `lnprobe.config` imports this module,
+and the command line's start-up should not pay for them.)"""
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata as _md
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,8 @@ _PACKAGES = ("lnprobe", "torch", "transformers", "peft", "nnsight", "accelerate"
 
 
 def _git(*args: str) -> str | None:
+    import subprocess
+
     repo = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=5, check=True)
@@ -22,6 +23,8 @@ def _git(*args: str) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
+    import importlib.metadata as _md
+
     found: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
@@ -33,6 +36,9 @@ def versions() -> dict[str, str | None]:
 
 def provenance(**extra: Any) -> dict[str, Any]:
     """A JSON-ready record of where a result came from; `extra` adds seeds, inputs, etc."""
+    import datetime as _dt
+    import platform
+
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain") if sha else None
     return {

@@ -1,9 +1,28 @@
-"""Model loading, site resolution, tiny models, presets and delta checkpoints."""
+"""Model loading, site resolution, tiny models, presets and delta checkpoints.
 
-from lnprobe.models.load import Loaded, build_from_config, checkpoint_kind, load, resolve_config
-from lnprobe.models.sites import ModelSites, is_norm, resolve_sites
-from lnprobe.models.tiny import TinyConfig, build_tiny, save_tiny
+The names below are imported on first use (PEP 562): importing a torch-free submodule (or the command
+line) does not load torch or transformers."""
 
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Loaded": "load",
+    "build_from_config": "load",
+    "checkpoint_kind": "load",
+    "load": "load",
+    "resolve_config": "load",
+    "ModelSites": "sites",
+    "is_norm": "sites",
+    "resolve_sites": "sites",
+    "TinyConfig": "tiny",
+    "build_tiny": "tiny",
+    "save_tiny": "tiny",
+}
 __all__ = [
     "Loaded",
     "ModelSites",
@@ -17,3 +36,33 @@ __all__ = [
     "resolve_sites",
     "save_tiny",
 ]
+
+if TYPE_CHECKING:
+    from lnprobe.models.load import Loaded, build_from_config, checkpoint_kind, load, resolve_config
+    from lnprobe.models.sites import ModelSites, is_norm, resolve_sites
+    from lnprobe.models.tiny import TinyConfig, build_tiny, save_tiny
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """`lnprobe.models.load` stays the function `load` (as when this package imported it eagerly) after the
+    submodule of the same name is first imported: the import system then binds the submodule here."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "load" and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.load":
+            value = value.load
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -14,31 +14,12 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lnprobe.config import at_least, positive, ranged, seed_field, validate
 from lnprobe.errors import InputError
-
-
-@dataclass(frozen=True)
-class TextPretrainConfig:
-    llm: str  # a text-only causal LM directory (model + tokenizer)
-    data: str  # JSONL of {"text": ...}
-    out: str
-    steps: int = at_least(1, 300)
-    batch_size: int = at_least(1, 32)
-    lr: float = positive(3e-3)
-    max_length: int = at_least(2, 128)
-    compress: float = ranged(0.5, 0, 1)  # share of chat lines whose user turn is span-compressed
-    seed: int = seed_field(0)
-    progress: bool = True
-    force: bool = False
-
-    def __post_init__(self) -> None:
-        validate(self)
+from lnprobe.pretrain.config import TextPretrainConfig
 
 
 def read_lines(path: Path) -> list[str]:

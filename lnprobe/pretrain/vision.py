@@ -8,30 +8,12 @@ answer is its caption)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lnprobe.config import at_least, positive, seed_field, validate
-
-
-@dataclass(frozen=True)
-class VisionPretrainConfig:
-    vision: str  # a CLIP vision model directory (model + image processor)
-    data: str  # LLaVA JSON of captioned images
-    out: str
-    image_folder: str | None = None  # default: the data file's folder
-    steps: int = at_least(1, 300)
-    batch_size: int = at_least(2, 128)
-    lr: float = positive(2e-3)
-    seed: int = seed_field(0)
-    progress: bool = True
-    force: bool = False
-
-    def __post_init__(self) -> None:
-        validate(self)
+from lnprobe.pretrain.config import VisionPretrainConfig
 
 
 class CaptionEncoder(nn.Module):

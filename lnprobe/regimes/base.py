@@ -10,18 +10,24 @@ part is an atom (presets do not combine). One module per atom / preset registers
 Applying a regime freezes everything, then unfreezes its set in place: no module is copied (PEFT's
 LNTuning deep-copies each norm; lnprobe does not). Only the `lora` atom changes the model, by wrapping the
 LLM's linear layers with PEFT adapters (before any atom selects). The vision tower is always frozen.
+
+The registries import without torch (models are only touched when a regime is applied), so `lnprobe
+regimes` and the command line's `--help` stay fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lnprobe.errors import InputError
-from lnprobe.models.sites import ModelSites, resolve_sites
 from lnprobe.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lnprobe.models.sites import ModelSites
 
 SEP = "+"
 
@@ -45,8 +51,8 @@ class RegimeOptions:
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
 
 
-Select = Callable[[nn.Module, ModelSites, RegimeOptions], Iterable[str]]
-Prepare = Callable[[nn.Module, ModelSites, RegimeOptions], nn.Module]
+Select = Callable[["nn.Module", "ModelSites", RegimeOptions], Iterable[str]]
+Prepare = Callable[["nn.Module", "ModelSites", RegimeOptions], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class Regime:
         return all(a.whole_modules for a in self.atoms)
 
     def prepare(self, model: nn.Module, sites: ModelSites, options: RegimeOptions) -> nn.Module:
+        from lnprobe.models.sites import resolve_sites
+
         for atom in self.atoms:
             if atom.prepare is not None:
                 model = atom.prepare(model, sites, options)
@@ -166,6 +174,8 @@ class Applied:
 def apply_regime(model: nn.Module, name: str, options: RegimeOptions | None = None) -> Applied:
     """Freeze `model`, then make exactly the regime's parameters trainable. Returns the model to train
     (the same object unless the regime wraps it) and the names of its trainable parameters."""
+    from lnprobe.models.sites import resolve_sites
+
     regime = resolve_regime(name)
     options = options or RegimeOptions()
     sites = resolve_sites(model).require("vision_tower", "connector", "lm_head")

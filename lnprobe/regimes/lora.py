@@ -13,13 +13,12 @@ named q/k/v projections are never wrapped. The connector is unfrozen in place, n
 
 import warnings
 
-from torch import nn
-
-from lnprobe.models.hf import quiet_transformers
 from lnprobe.regimes.base import ATOMS, REGIMES, Atom, Preset
 
 
-def lora_targets(model: nn.Module, sites) -> list[str]:
+def lora_targets(model, sites) -> list[str]:
+    from torch import nn
+
     return [
         name
         for name, module in model.named_modules()
@@ -29,6 +28,8 @@ def lora_targets(model: nn.Module, sites) -> list[str]:
 
 def _prepare(model, sites, options):
     from peft import LoraConfig, get_peft_model
+
+    from lnprobe.models.hf import quiet_transformers
 
     config = LoraConfig(
         r=options.lora_rank,
