@@ -16,10 +16,12 @@ import typer
 from rich.table import Table
 
 from lnprobe import cli_eval, cli_miniature, cli_probes, cli_train
+from lnprobe.cli_options import Group
 from lnprobe.cli_train import console
 from lnprobe.errors import InputError
 
 app = typer.Typer(
+    cls=Group,
     name="lnprobe",
     help="Train LayerNorm-tuned, LoRA and fully-finetuned multi-modal LLMs, then probe why LN tuning works.",
     no_args_is_help=True,
@@ -236,7 +238,9 @@ def tiny(
     console.print(f"wrote tiny {what[part]} to {out}")
 
 
-data_app = typer.Typer(help="Datasets: synthetic data, manifest checks, subsets.", no_args_is_help=True)
+data_app = typer.Typer(
+    cls=Group, help="Datasets: synthetic data, manifest checks, subsets.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 data_app.command("synth")(cli_train.data_synth)
 data_app.command("verify")(cli_train.data_verify)
@@ -253,8 +257,6 @@ app.command("eval")(cli_eval.eval_command)
 
 
 app.command("similarity")(cli_probes.similarity_command)
-
-
 app.command("demo")(cli_miniature.demo)
 app.command("study")(cli_miniature.study)
 app.add_typer(cli_miniature.pretrain_app, name="pretrain")

@@ -12,6 +12,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+
+class Group(TyperGroup):
+    """A command group whose `--help` flag defaults to False: typer leaves it None, and coercing None (on
+    every run through the group, e.g. `lnprobe train --help`) imports pydantic, a tenth of a second."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
 
 
 def _base_type(hint: Any) -> Any:
