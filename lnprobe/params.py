@@ -19,7 +19,7 @@ from torch import nn
 from lnprobe.models.sites import ModelSites
 from lnprobe.regimes import RegimeOptions, apply_regime
 
-GROUPS = ("norms", "connector", "embeddings", "head", "lora", "attention", "mlp", "vision", "other")
+GROUPS = ("norms", "connector", "embeddings", "head", "lora", "attn", "mlp", "vision", "other")
 FP32_BYTES = 4
 ADAMW_STATES = 2  # exp_avg and exp_avg_sq
 
@@ -60,22 +60,8 @@ class ParamsReport:
 
 
 def group_of(name: str, sites: ModelSites) -> str:
-    """Which group a parameter name belongs to (LoRA adapters first: they sit inside attention/MLP)."""
-    if ".lora_" in name:
-        return "lora"
-    checks = (
-        ("vision", (sites.vision_tower,)),
-        ("connector", (sites.connector,)),
-        ("embeddings", (sites.embed_tokens,)),
-        ("head", (sites.lm_head,)),
-        ("norms", sites.lm_norms()),
-        ("attention", sites.attention),
-        ("mlp", sites.mlp),
-    )
-    for group, prefixes in checks:
-        if any(p and name.startswith(p + ".") for p in prefixes):
-            return group
-    return "other"
+    """Which group (`GROUPS`) a parameter name belongs to: `ModelSites.group_of`, else `other`."""
+    return sites.group_of(name) or "other"
 
 
 def estimate_memory(frozen: int, trainable: int, dtype: torch.dtype) -> MemoryEstimate:

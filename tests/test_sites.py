@@ -2,6 +2,7 @@
 its errors on models it cannot use."""
 
 import pytest
+import torch
 from torch import nn
 from transformers import (
     BertConfig,
@@ -32,7 +33,7 @@ def test_transformers5_layout(lm, connector):
     assert s.input_norms == tuple(f"{lm_root}.layers.{i}.input_layernorm" for i in range(L))
     assert s.post_attention_norms == tuple(f"{lm_root}.layers.{i}.post_attention_layernorm" for i in range(L))
     assert s.final_norm == f"{lm_root}.norm"
-    assert s.attention == tuple(f"{lm_root}.layers.{i}.self_attn" for i in range(L))
+    assert s.attn == tuple(f"{lm_root}.layers.{i}.self_attn" for i in range(L))
     assert s.mlp == tuple(f"{lm_root}.layers.{i}.mlp" for i in range(L))
     assert (s.embed_tokens, s.lm_head) == (f"{lm_root}.embed_tokens", "lm_head")
     assert (s.connector, s.vision_tower) == ("model.multi_modal_projector", "model.vision_tower")
@@ -105,7 +106,7 @@ def test_post_ln_encoder_resolves_without_final_norm():
     assert s.language_model == "" and s.layers == ("encoder.layer.0", "encoder.layer.1")
     assert s.input_norms[0] == "encoder.layer.0.attention.output.LayerNorm"
     assert s.post_attention_norms[0] == "encoder.layer.0.output.LayerNorm"
-    assert (s.attention[0], s.mlp[0]) == ("encoder.layer.0.attention", "encoder.layer.0.intermediate")
+    assert (s.attn[0], s.mlp[0]) == ("encoder.layer.0.attention", "encoder.layer.0.intermediate")
     assert s.final_norm is None and s.lm_norms() == tuple(n for pair in s.layer_norms for n in pair)
 
 
@@ -156,3 +157,60 @@ def test_released_mistral_and_qwen2_llava_variants(family):
     assert (s.final_norm, s.lm_head) == ("model.language_model.norm", "lm_head")
     assert (s.connector, s.vision_tower) == ("model.multi_modal_projector", "model.vision_tower")
     assert len(s.vision_norms) == 2 * len(s.vision_layers) + (2 if family.startswith("llava_next") else 1)
+
+
+def test_one_vocabulary_for_parameter_groups(tiny):
+    """`ModelSites.group_of` is the one answer to "which group is this parameter in": per layer for the
+    probes (`norms.3`), by kind for params and the regimes' learning rates, the same words as capture."""
+    from lnprobe.capture import catalogue
+    from lnprobe.models.sites import KINDS
+    from lnprobe.params import group_of
+    from lnprobe.probes.gradvar.stats import group_kind
+
+    model, _ = tiny
+    s = resolve_sites(model)
+    names = [n for n, _ in model.named_parameters()]
+    for name in names:
+        kind, layered = s.group_of(name), s.group_of(name, per_layer=True)
+        assert (kind is None) == (layered is None)
+        assert kind is None or kind == group_kind(layered) and kind in KINDS
+        assert group_of(name, s) == (kind or "other")
+    layer1 = [n for n in names if n.startswith(s.layers[1] + ".")]
+    expected = {
+        n: "norms.1"
+        if any(n.startswith(m + ".") for m in s.layer_norms[1])
+        else "attn.1"
+        if n.startswith(s.attn[1] + ".")
+        else "mlp.1"
+        for n in layer1
+    }
+    assert {n: s.group_of(n, per_layer=True) for n in layer1} == expected
+    assert {"norms", "attn", "mlp", "connector", "embeddings", "head", "vision"} == {
+        s.group_of(n) for n in names
+    }
+    assert s.group_of(s.final_norm + ".weight", per_layer=True) == "final_norm"
+    site_kinds = {c.name.split(".")[0] for c in catalogue(s)}
+    assert {"attn", "mlp"} <= site_kinds  # capture names use the same words
+
+
+def test_one_test_for_a_norm():
+    """`is_norm` decides for every part of lnprobe (sites, regimes, lnshift): LayerNorm / RMSNorm of any
+    architecture, never GroupNorm / BatchNorm / Identity."""
+    from lnprobe.probes.lnshift.run import norm_parameters
+
+    class LlamaRMSNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(4))
+
+    model = torch.nn.ModuleDict(
+        {
+            "ln": torch.nn.LayerNorm(4),
+            "rms": LlamaRMSNorm(),
+            "group": torch.nn.GroupNorm(2, 4),
+            "batch": torch.nn.BatchNorm1d(4),
+            "identity_norm": torch.nn.Identity(),
+        }
+    )
+    assert [k for k, m in model.items() if is_norm(m)] == ["ln", "rms"]
+    assert sorted(norm_parameters(model)) == ["ln.bias", "ln.weight", "rms.weight"]

@@ -42,7 +42,7 @@ def catalogue(sites: ModelSites) -> list[Site]:
                 Site(f"{family}.{i}.out", module, "output", "text"),
             ]
         out += [
-            Site(f"attn.{i}", sites.attention[i], "output", "text"),
+            Site(f"attn.{i}", sites.attn[i], "output", "text"),
             Site(f"mlp.{i}", sites.mlp[i], "output", "text"),
             Site(f"layer.{i}", layer, "output", "text"),
         ]

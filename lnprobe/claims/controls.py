@@ -108,7 +108,7 @@ def scale_norm_dims(
 def _writes(model: nn.Module, sites: ModelSites) -> list[nn.Linear]:
     """The projections by which each decoder layer writes into the residual stream: the last linear layer
     of its attention (o_proj) and of its MLP (down_proj)."""
-    return [_last_linear(model.get_submodule(part)) for part in (*sites.attention, *sites.mlp)]
+    return [_last_linear(model.get_submodule(part)) for part in (*sites.attn, *sites.mlp)]
 
 
 @torch.no_grad()

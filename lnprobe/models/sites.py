@@ -24,6 +24,8 @@ from torch import nn
 from lnprobe.errors import SitesError
 
 _NORM_SUFFIXES = ("LayerNorm", "RMSNorm", "Norm")
+# The one vocabulary of parameter groups (ModelSites.group_of); per layer `norms.{i}`, `attn.{i}`, ...
+KINDS = ("norms", "attn", "mlp", "lora", "connector", "embeddings", "head", "vision")
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 _MLP_NAMES = ("mlp", "feed_forward", "ffn", "intermediate")
 
@@ -59,7 +61,7 @@ class ModelSites:
     post_attention_norms: tuple[str, ...]
     layer_norms: tuple[tuple[str, ...], ...]  # every norm inside each decoder layer, in order
     final_norm: str | None  # None for post-LN encoders (BERT) that end without a norm
-    attention: tuple[str, ...]
+    attn: tuple[str, ...]  # each layer's attention module
     mlp: tuple[str, ...]
     embed_tokens: str
     lm_head: str | None
@@ -82,6 +84,40 @@ class ModelSites:
         if missing:
             raise SitesError(f"{self.model_type}: could not find {', '.join(missing)} in the model")
         return self
+
+    def group_of(self, name: str, per_layer: bool = False) -> str | None:
+        """The group of a parameter (or module) name, in the one vocabulary every part of lnprobe uses
+        (`KINDS`: params, regimes' learning rates, gradvar, capture site names): `norms`, `attn`, `mlp`,
+        `lora` (adapters, which sit inside attention / MLP), `connector`, `embeddings`, `head`, `vision`;
+        None for anything else. `per_layer`: decoder-layer groups carry their index (`norms.3`, `attn.0`,
+        `lora.2`) and the final norm is `final_norm` (kind `norms`)."""
+        lora = ".lora_" in name
+        for i, layer in enumerate(self.layers):
+            if _under(name, layer):
+                if lora:
+                    kind = "lora"
+                elif any(_under(name, n) for n in self.layer_norms[i]):
+                    kind = "norms"
+                elif _under(name, self.attn[i]):
+                    kind = "attn"
+                elif _under(name, self.mlp[i]):
+                    kind = "mlp"
+                else:
+                    return None
+                return f"{kind}.{i}" if per_layer else kind
+        if lora:
+            return "lora"
+        if self.final_norm and _under(name, self.final_norm):
+            return "final_norm" if per_layer else "norms"
+        for kind, prefix in (
+            ("connector", self.connector),
+            ("embeddings", self.embed_tokens),
+            ("head", self.lm_head),
+            ("vision", self.vision_tower),
+        ):
+            if prefix and _under(name, prefix):
+                return kind
+        return None
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -115,7 +151,7 @@ def resolve_sites(model: nn.Module) -> ModelSites:
         post_attention_norms=tuple(p.post_attention_norm for p in parts),
         layer_norms=tuple(p.norms for p in parts),
         final_norm=final_norm,
-        attention=tuple(p.attention for p in parts),
+        attn=tuple(p.attention for p in parts),
         mlp=tuple(p.mlp for p in parts),
         embed_tokens=embed,
         lm_head=head,

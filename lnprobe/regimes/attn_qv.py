@@ -11,7 +11,7 @@ from lnprobe.regimes.base import ATOMS, REGIMES, Atom, Preset
 
 def _select(model, sites, options):
     names = []
-    for attn in sites.attention:
+    for attn in sites.attn:
         for proj in ("q_proj", "v_proj"):
             try:
                 model.get_submodule(f"{attn}.{proj}")

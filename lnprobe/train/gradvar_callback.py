@@ -20,7 +20,7 @@ from dataclasses import asdict
 import torch
 from safetensors.torch import save_file
 
-from lnprobe.probes.gradvar.stats import TRACE_FILE, GradStats, group_order, is_norm_group, param_group
+from lnprobe.probes.gradvar.stats import TRACE_FILE, GradStats, group_order, is_norm_group
 from lnprobe.train.callbacks import Callback
 
 SUMMARY_FILE = "gradvar.jsonl"
@@ -46,7 +46,7 @@ class GradVarCallback(Callback):
             path.write_text("".join(ln + "\n" for ln in keep))
         self.groups: dict[str, list[torch.nn.Parameter]] = {}
         for name, param in trainer.model.named_parameters():
-            group = param_group(name, trainer.sites) if param.requires_grad else None
+            group = trainer.sites.group_of(name, per_layer=True) if param.requires_grad else None
             if group is not None:
                 self.groups.setdefault(group, []).append(param)
 

@@ -12,7 +12,6 @@ from lnprobe.models import load
 from lnprobe.probes import ProbeInputs
 from lnprobe.probes.gradvar.config import GradVarConfig
 from lnprobe.probes.gradvar.run import _Accumulator, run_gradvar, select_groups
-from lnprobe.probes.gradvar.stats import param_group
 from lnprobe.probes.inputs import probe_batches
 from tests.test_export import make_delta
 
@@ -157,7 +156,7 @@ def test_group_names_cover_trainable_sets(tiny):
     from lnprobe.models import resolve_sites
 
     sites = resolve_sites(model)
-    kinds = {param_group(n, sites) for n, _ in model.named_parameters()}
+    kinds = {sites.group_of(n, per_layer=True) for n, _ in model.named_parameters()}
     assert {"norms.0", "attn.0", "mlp.0", "final_norm", "connector", "embeddings", "head"} <= kinds
 
 

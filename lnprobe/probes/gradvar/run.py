@@ -37,7 +37,6 @@ from lnprobe.probes.gradvar.stats import (
     group_kind,
     group_order,
     is_norm_group,
-    param_group,
     pooled,
     variance_intervals,
 )
@@ -92,7 +91,7 @@ def select_groups(model, sites, kinds) -> dict[str, list[tuple[str, torch.nn.Par
     every other parameter is frozen (nothing is updated: gradients are read, never applied)."""
     groups: dict[str, list] = {}
     for name, param in model.named_parameters():
-        group = param_group(name, sites)
+        group = sites.group_of(name, per_layer=True)
         keep = group is not None and group_kind(group) in kinds
         param.requires_grad_(keep)
         if keep:

@@ -107,26 +107,6 @@ class GradStats:
         return {name: summarize(acc) for name, acc in self.groups.items()}
 
 
-def param_group(name: str, sites) -> str | None:
-    """The group of a parameter name: per layer for norms / attention / MLP / LoRA, else its site."""
-    for i, layer in enumerate(sites.layers):
-        if name.startswith(layer + "."):
-            if ".lora_" in name:
-                return f"lora.{i}"
-            if any(name.startswith(n + ".") for n in sites.layer_norms[i]):
-                return f"norms.{i}"
-            if name.startswith(sites.attention[i] + "."):
-                return f"attn.{i}"
-            if name.startswith(sites.mlp[i] + "."):
-                return f"mlp.{i}"
-            return None
-    for site in ("final_norm", "connector", "embed_tokens", "lm_head"):
-        prefix = getattr(sites, site)
-        if prefix and name.startswith(prefix + "."):
-            return {"embed_tokens": "embeddings", "lm_head": "head"}.get(site, site)
-    return None
-
-
 def group_order(group: str) -> tuple[int, str]:
     kind, _, index = group.partition(".")
     return (int(index) if index.isdigit() else 10**6, kind)

@@ -98,9 +98,11 @@ def _clean(name: str) -> str:
 
 def norm_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter owned directly by a norm module (LayerNorm / RMSNorm / ...), vision tower included."""
+    from lnprobe.models.sites import is_norm
+
     out = {}
     for mod_name, module in model.named_modules():
-        if "norm" in type(module).__name__.lower() and "Identity" not in type(module).__name__:
+        if is_norm(module):
             for p_name, p in module.named_parameters(recurse=False):
                 out[_clean(f"{mod_name}.{p_name}")] = p.detach().float().cpu().clone()
     return out
