@@ -1,7 +1,7 @@
-"""Held-out answer accuracy: batched teacher-forced scoring (`lnprobe.evaluate.answer_accuracy`) against
-one-at-a-time greedy decoding (`model.generate` per question, as lnprobe did before), on the same model and
-questions. Both give the same per-question verdicts (checked here, and in tests/test_evaluate.py); the ratio
-is the speed-up.
+"""Held-out answer accuracy: batched teacher-forced scoring (`lnprobe.eval.accuracy.answer_accuracy`)
+against one-at-a-time greedy decoding (`model.generate` per question, as lnprobe did before), on the same
+model and questions. Both give the same per-question verdicts (checked here, and in
+tests/eval/test_accuracy.py); the ratio is the speed-up.
 
     python benchmarks/answer_accuracy.py runs/demo     # a finished demo: its base model and eval.json
 """
@@ -17,7 +17,7 @@ import torch
 
 def greedy_one_at_a_time(model, processor, path: Path) -> list[bool]:
     from lnprobe.data.llava import LlavaDataset
-    from lnprobe.evaluate import reference_answer
+    from lnprobe.eval.accuracy import reference_answer
 
     tok = processor.tokenizer
     ds = LlavaDataset(str(path), processor, "chat")
@@ -36,7 +36,7 @@ def greedy_one_at_a_time(model, processor, path: Path) -> list[bool]:
 
 
 def main() -> None:
-    from lnprobe.evaluate import answer_accuracy
+    from lnprobe.eval.accuracy import answer_accuracy
     from lnprobe.models import load
 
     demo = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo")

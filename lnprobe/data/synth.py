@@ -23,7 +23,7 @@
 
 Answers cannot be guessed from the question: colours, shapes and places are drawn independently per image,
 and each question type's answers are balanced (yes/no half each, 1-3 shapes equally often), so the most
-common answer per type scores about 1/3 on average (see `majority_baseline` in lnprobe.evaluate).
+common answer per type scores about 1/3 on average (see `majority_baseline` in lnprobe.eval.accuracy).
 
 Question types (`qtypes`): the colour / the shape at a place, how many shapes, is there a given shape /
 colour; and, for pictures of one shape (`max_shapes` 1, the miniature's task), its colour, its shape and its

@@ -191,7 +191,7 @@ class Stages:
     def accuracy(self, base: Path, results: dict, blind: str, data: Path) -> dict:
         """Held-out answer accuracy with its 95 % Wilson interval: the connector-pretrained base, each regime,
         the blind baseline (on the questions without images) and the majority answer per question type."""
-        from lnprobe.evaluate import answer_accuracy, majority_baseline, wilson
+        from lnprobe.eval.accuracy import answer_accuracy, majority_baseline, wilson
         from lnprobe.models import load
 
         path = self.out / "accuracy.json"

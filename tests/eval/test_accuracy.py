@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lnprobe.data.synth import SynthConfig, write_synth
-from lnprobe.evaluate import answer_accuracy
+from lnprobe.eval.accuracy import answer_accuracy
 from lnprobe.models import load
 
 
@@ -14,7 +14,7 @@ def _greedy_reference(model, processor, path) -> list[bool]:
     """Per record: does one-at-a-time greedy decoding (model.generate) of as many tokens as the reference
     answer has emit exactly the reference answer?"""
     from lnprobe.data.llava import LlavaDataset
-    from lnprobe.evaluate import reference_answer
+    from lnprobe.eval.accuracy import reference_answer
 
     tok = processor.tokenizer
     ds = LlavaDataset(str(path), processor)
@@ -70,7 +70,7 @@ def test_answer_accuracy_equals_greedy_decoding_one_at_a_time(tiny_dir, tmp_path
 
 
 def test_wilson_interval_matches_reference_values():
-    from lnprobe.evaluate import wilson
+    from lnprobe.eval.accuracy import wilson
 
     # reference values (Wilson 1927; e.g. Newcombe 1998, table I): 0/10, 5/10, 81/263
     for (k, n), (lo, hi) in {
@@ -86,7 +86,7 @@ def test_wilson_interval_matches_reference_values():
 
 def test_majority_baseline_counts_training_answers_per_type(tmp_path):
     from lnprobe.errors import InputError
-    from lnprobe.evaluate import majority_baseline
+    from lnprobe.eval.accuracy import majority_baseline
 
     def rec(qtypes, answers):
         turns = [t for a in answers for t in ({"from": "human", "value": "q"}, {"from": "gpt", "value": a})]
@@ -121,7 +121,7 @@ def test_majority_baseline_counts_training_answers_per_type(tmp_path):
 
 def test_majority_baseline_of_the_synthetic_task_is_low(tmp_path):
     """The question types' answers are balanced: guessing the commonest answer per type scores ~1/3."""
-    from lnprobe.evaluate import majority_baseline
+    from lnprobe.eval.accuracy import majority_baseline
 
     data = write_synth(tmp_path / "d", SynthConfig(n=600, seed=1))
     got = majority_baseline(data / "instruct.json", data / "eval.json")

@@ -1,0 +1,3 @@
+"""Data: LLaVA-format records (`llava`: conversation JSON → tokens + label masks), chat templates
+(`templates`), images (`images`), the synthetic shapes task (`synth`), dataset manifests (`manifest`) and
+seeded subsets by kind (`subset`)."""
