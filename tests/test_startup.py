@@ -64,6 +64,17 @@ def test_importing_the_command_line_imports_no_heavy_library():
     assert done.stdout.strip() == "[]"
 
 
+def test_regimes_command_imports_no_heavy_library():
+    """The regime registries (presets, atoms and their summaries) load without torch."""
+    code = (
+        "import sys\nfrom lnprobe import cli\nassert cli.main(['regimes']) == 0\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ln-simp" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_public_import_paths_still_work():
     """The lazily re-exporting packages still give the same names (and `lnprobe.models.load` stays the
     function after its submodule is imported)."""
