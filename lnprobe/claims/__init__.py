@@ -6,7 +6,7 @@ dataset, it runs the probes on identical seeded inputs and judges:
 1. cross-layer similarity: the LN-tuned model's mean off-diagonal layer x layer linear CKA (and cosine) is
    lower than the fully-finetuned model's (the base as control);
 2. gradient variance: the LN-tuned model's norm-weight gradient variance tr(Σ)/p is lower than the
-   fully-finetuned model's (from the training runs' gradient traces when both have at least two samples,
+   fully-finetuned model's (from the training runs' gradient traces when both have at least three samples,
    else offline per-example gradients), compared on a log scale;
 3. domain adaptation: after the norms, the image-vs-text token gap is smaller in the LN-tuned model than in
    the base, layer by layer (sign test over the norm-output sites).

@@ -19,7 +19,7 @@
                          (`USER: ... ASSISTANT: ...</s>USER: ...`) with its description where the image
                          will be: every question about it, and for one scene in four a request to
                          describe it
-    synth_config.json    the generator's settings and provenance
+    lnprobe_config.json  the generator's settings and provenance
 
 Answers cannot be guessed from the question: colours, shapes and places are drawn independently per image,
 and each question type's answers are balanced (yes/no half each, 1-3 shapes equally often), so the most
