@@ -215,8 +215,8 @@ def export_command(
 ) -> None:
     """Export an ln / ln-simp (or norms/connector/embed/head composition) delta as a PEFT adapter (loads
     with PeftModel.from_pretrained)."""
-    from lnprobe.models.delta import is_delta
-    from lnprobe.models.export import export_peft
+    from lnprobe.checkpoints.delta import is_delta
+    from lnprobe.checkpoints.export import export_peft
 
     if not is_delta(delta):
         raise InputError(f"{delta}: not an lnprobe delta checkpoint (no lnprobe_delta.json)")

@@ -7,7 +7,7 @@ import pytest
 from lnprobe import cli
 from lnprobe.claims.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, interval_verdict, sign_verdict
 from lnprobe.data.synth import SynthConfig, write_synth
-from tests.test_export import make_delta
+from tests.checkpoints.test_export import make_delta
 
 
 @pytest.mark.parametrize(

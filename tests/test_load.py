@@ -9,10 +9,10 @@ import torch
 from peft import LNTuningConfig, LoraConfig, get_peft_model
 from transformers import AutoModelForImageTextToText, LlavaProcessor
 
+from lnprobe.checkpoints.delta import DELTA_FILE, DeltaInfo, fingerprint, read_delta, save_delta
 from lnprobe.errors import InputError
 from lnprobe.models import TinyConfig, build_tiny, checkpoint_kind, load, save_tiny
 from lnprobe.models.connector import LinearConnector
-from lnprobe.models.delta import DELTA_FILE, DeltaInfo, fingerprint, read_delta, save_delta
 from lnprobe.regimes import RegimeOptions, apply_regime
 from tests.conftest import image_batch
 

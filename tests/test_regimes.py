@@ -272,9 +272,9 @@ def test_bad_composition_fails_train_and_sweep_before_any_work(capsys, tmp_path)
 def test_composed_delta_round_trips_and_exports(tiny_dir, tmp_path):
     """A delta saved under a composition re-applies it by name on load; an LN-tuning-shaped composition
     exports to PEFT, a LoRA one is refused."""
+    from lnprobe.checkpoints.export import export_peft
     from lnprobe.models import load
-    from lnprobe.models.export import export_peft
-    from tests.test_export import make_delta
+    from tests.checkpoints.test_export import make_delta
 
     make_delta(tiny_dir, "norms+head", tmp_path / "nh")
     tuned = load(tmp_path / "nh")

@@ -169,7 +169,7 @@ def _save_hf(model: nn.Module, processor, like: Path, out: Path) -> Path:
 
 def _save_ln_delta(model: nn.Module, base: Path, out: Path) -> Path:
     """Save the `ln` regime's tensors of `model` as an lnprobe delta of `base`."""
-    from lnprobe.models.delta import DeltaInfo, fingerprint, save_delta
+    from lnprobe.checkpoints.delta import DeltaInfo, fingerprint, save_delta
     from lnprobe.regimes import apply_regime
 
     applied = apply_regime(model, "ln")

@@ -1,4 +1,5 @@
-"""Model loading, site resolution, tiny models, presets and delta checkpoints.
+"""Model loading (HF checkpoints, hub ids, PEFT adapters, and the formats of higher layers registered in
+`formats`: lnprobe deltas, from `lnprobe.checkpoints`), site resolution, tiny models and presets.
 
 The names below are imported on first use (PEP 562): importing a torch-free submodule (or the command
 line) does not load torch or transformers."""

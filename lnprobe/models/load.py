@@ -2,9 +2,10 @@
 
 A spec is a local HF checkpoint directory, a hub id (read from the local Hugging Face cache; downloaded
 only with `online=True`), a PEFT adapter directory (LoRA or LN tuning; base from its adapter_config.json),
-an lnprobe delta directory (base from its lnprobe_delta.json), or a training run directory (its newest
-checkpoint, as named by its `latest` file). Weights are read from safetensors only;
-`trust_remote_code` is off unless asked for.
+a directory of a registered format (`lnprobe.models.formats`: an lnprobe delta, base from its
+lnprobe_delta.json, loaded by `lnprobe.checkpoints`), or a training run directory (its newest checkpoint,
+as named by its `latest` file). Weights are read from safetensors only; `trust_remote_code` is off unless
+asked for.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 from lnprobe import textio
 from lnprobe.errors import InputError
-from lnprobe.models import delta as delta_io
 from lnprobe.models.connector import connector_kind, install_connector
+from lnprobe.models.formats import FORMATS
 from lnprobe.models.hf import quiet_transformers
 from lnprobe.models.presets import PRESETS, preset_config
 from lnprobe.models.sites import ModelSites, resolve_sites
@@ -39,7 +40,7 @@ class Loaded:
     model: nn.Module
     processor: Any
     spec: str
-    kind: str  # "hf" | "peft" | "delta"
+    kind: str  # "hf" | "peft" | a registered format ("delta")
     base: str | None = None
     regime: str | None = None
 
@@ -70,20 +71,21 @@ def resolve_run(spec: str | Path) -> str:
 
 
 def checkpoint_kind(spec: str) -> str:
-    """'preset', 'hf', 'peft', 'delta', 'json' (a config file) or 'hub'; InputError if none fits."""
+    """'preset', 'hf', 'peft', a registered format ('delta'), 'json' (a config file) or 'hub'; InputError
+    if none fits."""
     path = Path(spec)
     if path.is_dir():
-        if delta_io.is_delta(path):
-            return "delta"
+        for name in FORMATS:
+            if FORMATS.get(name).marks(path):
+                return name
         if (path / "adapter_config.json").is_file():
             return "peft"
         if (path / "config.json").is_file():
             return "hf"
         if resolve_run(spec) != str(spec):
             return checkpoint_kind(resolve_run(spec))
-        raise InputError(
-            f"{spec}: not a model checkpoint (no config.json, adapter_config.json or {delta_io.DELTA_FILE})"
-        )
+        files = ["config.json", "adapter_config.json", *(FORMATS.get(n).marker for n in FORMATS)]
+        raise InputError(f"{spec}: not a model checkpoint (no {', '.join(files[:-1])} or {files[-1]})")
     if path.is_file():
         if path.suffix == ".json":
             return "json"
@@ -105,12 +107,14 @@ def read_json(path: Path) -> dict:
 
 
 def base_of(spec: str, base: str | None = None) -> str:
-    """The base model spec of a PEFT adapter or delta directory (an explicit `base` wins)."""
+    """The base model spec of a PEFT adapter or registered-format (delta) directory (an explicit `base`
+    wins)."""
     spec = resolve_run(spec)
     path = Path(spec)
     kind = checkpoint_kind(spec)
-    if kind == "delta":
-        named, source = delta_io.read_delta(path).base, path / delta_io.DELTA_FILE
+    if kind in FORMATS:
+        fmt = FORMATS.get(kind)
+        named, source = fmt.base(path), path / fmt.marker
     else:
         named = read_json(path / "adapter_config.json").get("base_model_name_or_path")
         source = path / "adapter_config.json"
@@ -133,7 +137,7 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
     kind = checkpoint_kind(spec)
     if kind == "preset":
         return preset_config(spec)
-    if kind in ("peft", "delta"):
+    if kind == "peft" or kind in FORMATS:
         return resolve_config(base_of(spec, base), online=online)
     if kind == "json":
         data = read_json(Path(spec))
@@ -239,7 +243,7 @@ def load(
     base_spec = base_of(spec, base)
     if kind == "peft":
         return _load_peft(spec, base_spec, torch_dtype, device, merge, online, trust_remote_code)
-    return _load_delta(spec, base_spec, torch_dtype, device, merge, online, trust_remote_code)
+    return FORMATS.get(kind).load(spec, base_spec, torch_dtype, device, merge, online, trust_remote_code)
 
 
 def _load_hf(spec, dtype, device, online, trust_remote_code) -> Loaded:
@@ -308,37 +312,3 @@ def _merge_peft(model):
         parent = base.get_submodule(parent_name) if parent_name else base
         setattr(parent, attr, module.ln_tuning_layers[module.active_adapters[0]])
     return base
-
-
-def check_base(spec: str, info: delta_io.DeltaInfo, base_spec: str) -> None:
-    """Refuse a base whose weights differ from the one the delta was trained on."""
-    if info.base_fingerprint and Path(base_spec).is_dir():
-        found = delta_io.fingerprint(base_spec)
-        if found != info.base_fingerprint:
-            raise InputError(
-                f"{spec}: base {base_spec!r} differs from the one the delta was trained on "
-                f"(fingerprint {found} != {info.base_fingerprint})"
-            )
-
-
-def _load_delta(spec, base_spec, dtype, device, merge, online, trust_remote_code) -> Loaded:
-    from lnprobe.regimes import RegimeOptions, apply_regime
-
-    info = delta_io.read_delta(spec)
-    check_base(spec, info, base_spec)
-    loaded = load(base_spec, dtype=dtype, device=device, online=online, trust_remote_code=trust_remote_code)
-    try:
-        options = RegimeOptions(**info.regime_options)
-    except TypeError as exc:
-        raise InputError(f"{spec}: bad regime_options ({exc})") from None
-    applied = apply_regime(loaded.model, info.regime, options)
-    tensors = delta_io.load_delta_tensors(spec, info, set(applied.trainable))
-    params = dict(applied.model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            params[name].copy_(tensor)
-    model = applied.model
-    if merge and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.requires_grad_(False)
-    return Loaded(model.eval(), loaded.processor, spec, "delta", base=base_spec, regime=info.regime)

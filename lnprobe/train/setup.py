@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lnprobe.checkpoints.delta import load_delta_tensors, read_delta
 from lnprobe.errors import InputError
 from lnprobe.models import load
-from lnprobe.models.delta import load_delta_tensors, read_delta
 from lnprobe.params import group_of
 from lnprobe.regimes import RegimeOptions, apply_regime
 from lnprobe.train.config import TrainConfig

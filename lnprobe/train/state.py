@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lnprobe.checkpoints.delta import DELTA_FILE, TENSORS_FILE, DeltaInfo, fingerprint
 from lnprobe.errors import InputError
 from lnprobe.io import atomic_dir
-from lnprobe.models.delta import DELTA_FILE, TENSORS_FILE, DeltaInfo, fingerprint
 from lnprobe.models.hf import quiet_transformers
 from lnprobe.regimes import resolve_regime
 

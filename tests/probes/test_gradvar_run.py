@@ -13,7 +13,7 @@ from lnprobe.probes import ProbeInputs
 from lnprobe.probes.gradvar.config import GradVarConfig
 from lnprobe.probes.gradvar.run import _Accumulator, run_gradvar, select_groups
 from lnprobe.probes.inputs import probe_batches
-from tests.test_export import make_delta
+from tests.checkpoints.test_export import make_delta
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from lnprobe import cli
+from lnprobe.checkpoints.export import export_peft
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig, load, save_tiny
-from lnprobe.models.export import export_peft
 from lnprobe.probes.lnshift.stats import Moments, MomentSummary, modality_gap, summarize_moments, weight_shift
-from tests.test_export import make_delta
+from tests.checkpoints.test_export import make_delta
 
 
 def test_weight_shift_hand_worked():

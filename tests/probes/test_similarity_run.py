@@ -163,7 +163,7 @@ def test_bad_input(world, tmp_path, capsys):
 
 
 def test_nan_weights_are_named(world, tmp_path):
-    from lnprobe.models.delta import DeltaInfo, fingerprint, save_delta
+    from lnprobe.checkpoints.delta import DeltaInfo, fingerprint, save_delta
 
     tensors = {
         "model.language_model.layers.1.post_attention_layernorm.weight": torch.full((64,), float("nan"))
@@ -249,7 +249,7 @@ def test_capture_reaches_submodules_named_output(minilm):
 def test_deltas_of_one_base_share_one_model(world, tmp_path, monkeypatch):
     """Two ln-simp deltas of the same base: the base is loaded once and the deltas swapped in place, with
     the same numbers as loading each checkpoint on its own."""
-    from lnprobe.models.delta import DeltaInfo, fingerprint, save_delta
+    from lnprobe.checkpoints.delta import DeltaInfo, fingerprint, save_delta
     from lnprobe.probes.similarity import run as similarity
 
     def make_delta(out, seed):

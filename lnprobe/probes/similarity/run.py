@@ -170,8 +170,9 @@ def _compute(cfg: SimilarityConfig) -> tuple[dict, dict]:
 
 def _delta_side(spec: str) -> tuple[str, dict[str, torch.Tensor]] | None:
     """(resolved base directory, tensors to put in) for a base checkpoint or a non-LoRA delta of one."""
-    from lnprobe.models.delta import read_delta, read_delta_tensors
-    from lnprobe.models.load import base_of, check_base, checkpoint_kind, resolve_run
+    from lnprobe.checkpoints.delta import read_delta, read_delta_tensors
+    from lnprobe.checkpoints.load import check_base
+    from lnprobe.models.load import base_of, checkpoint_kind, resolve_run
 
     spec = resolve_run(spec)
     kind = checkpoint_kind(spec)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from lnprobe.checkpoints.delta import load_delta_tensors, read_delta
 from lnprobe.errors import InputError
 from lnprobe.io import Output
-from lnprobe.models.delta import load_delta_tensors, read_delta
 from lnprobe.models.hf import quiet_transformers
 from lnprobe.models.load import base_of, load
 from lnprobe.regimes import ATOMS, RegimeOptions, apply_regime, resolve_regime

@@ -8,10 +8,10 @@ from peft import PeftModel
 from transformers import AutoModelForImageTextToText
 
 from lnprobe import cli
+from lnprobe.checkpoints.delta import DeltaInfo, fingerprint, save_delta
+from lnprobe.checkpoints.export import export_peft
 from lnprobe.errors import InputError
 from lnprobe.models import TinyConfig, load, save_tiny
-from lnprobe.models.delta import DeltaInfo, fingerprint, save_delta
-from lnprobe.models.export import export_peft
 from lnprobe.regimes import apply_regime
 from tests.conftest import image_batch
 

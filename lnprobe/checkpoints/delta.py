@@ -9,7 +9,7 @@ Layout of a delta directory::
                          after `apply_regime(base, regime, options)`
 
 Loading re-applies the regime to the base, checks that the tensor names equal the regime's trainable set
-exactly, and copies the tensors in. An `ln-simp` delta of a 7B model is ~1 MB.
+exactly, and copies the tensors in (`lnprobe.checkpoints.load`). An `ln-simp` delta of a 7B model is ~1 MB.
 
 The base fingerprint (`fp1:`) is a sha256 over each safetensors file's name, size, header and sampled
 chunks of its data (the whole file when it is under 64 MiB), so it is cheap at 7B yet changes when the
@@ -23,13 +23,14 @@ import json
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.textio import read_json
+
+if TYPE_CHECKING:
+    import torch
 
 DELTA_FILE = "lnprobe_delta.json"
 TENSORS_FILE = "delta.safetensors"
@@ -109,6 +110,8 @@ def save_delta(
     overwrite: bool = False,
 ) -> Path:
     """Write a delta atomically: into a temporary sibling directory, then renamed into place."""
+    from safetensors.torch import save_file
+
     with Output(Path(out_dir), "delta", force=overwrite).build() as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / info.tensors))
         (tmp / DELTA_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
@@ -117,6 +120,8 @@ def save_delta(
 
 def read_delta_tensors(path: str | Path, info: DeltaInfo) -> dict[str, torch.Tensor]:
     """The delta's tensors as stored (InputError naming the file when it is corrupt)."""
+    from safetensors.torch import load_file
+
     file = Path(path) / info.tensors
     try:
         return load_file(str(file))
