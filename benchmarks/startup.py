@@ -1,8 +1,8 @@
 """Start-up cost of the command line, side by side with the torch import it is judged against.
 
 Each entry is the wall time, and the CPU time (user + system; close to the wall time on idle cores, and
-steadier when others load the machine), of a fresh process (median of --runs, after one discarded warm-up
-run):
+steadier when others load the machine), of a fresh process: the median of --runs rounds, each running every
+entry once, after one discarded warm-up round:
 
 * `import torch`: the floor every command that does real work pays;
 * `lnprobe --help`, `lnprobe train --help`, `lnprobe sites --help`: should import neither torch nor
@@ -63,26 +63,21 @@ def stubbed(module: str, package: str, name: str, *args: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def measure(command: list[str], runs: int, cwd: Path) -> tuple[list[float], list[float]]:
-    """Wall times and CPU times (user + system of the child) of `runs` runs, after a warm-up run."""
-    walls, cpus = [], []
-    for i in range(runs + 1):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-        elapsed = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if done.returncode != 0:
-            raise SystemExit(f"{command[:3]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-        if i:  # the first run warms the file cache
-            walls.append(elapsed)
-            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return walls, cpus
+def run_once(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall time and CPU time (user + system of the child) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:3]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="Timed runs per entry (median reported).")
+    parser.add_argument("--runs", type=int, default=5, help="Timed rounds (median reported).")
     args = parser.parse_args()
 
     import tempfile
@@ -101,15 +96,20 @@ def main() -> None:
         ),
     }
     print(f"lnprobe from {Path(lnprobe.__file__).parent}; python {sys.executable}")
-    print(f"{os.cpu_count()} cores; median of {args.runs} runs (after one warm-up run)")
+    print(f"{os.cpu_count()} cores; median of {args.runs} rounds (after one warm-up round)")
     print(f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    walls, cpus = {}, {}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in entries}
     with tempfile.TemporaryDirectory() as tmp:  # commands that write do so under a scratch folder
-        for name, command in entries.items():
-            w, c = measure(command, args.runs, Path(tmp))
-            walls[name], cpus[name] = statistics.median(w), statistics.median(c)
-            spread = f"min {min(w):.3f}, max {max(w):.3f}"
-            print(f"  {name:44} wall {walls[name]:6.3f} s ({spread}), cpu {cpus[name]:6.3f} s", flush=True)
+        for i in range(args.runs + 1):  # round robin, so a change in the machine's load hits every entry
+            for name, command in entries.items():
+                timing = run_once(command, Path(tmp))
+                if i:  # the first round warms the file cache
+                    runs[name].append(timing)
+    walls = {name: statistics.median(w for w, _ in r) for name, r in runs.items()}
+    cpus = {name: statistics.median(c for _, c in r) for name, r in runs.items()}
+    for name, r in runs.items():
+        spread = f"min {min(w for w, _ in r):.3f}, max {max(w for w, _ in r):.3f}"
+        print(f"  {name:44} wall {walls[name]:6.3f} s ({spread}), cpu {cpus[name]:6.3f} s")
     print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     torch_w, torch_c = walls["import torch"], cpus["import torch"]
     print("\n| entry | wall s | / torch | - torch, s | cpu s | / torch | - torch, s |")
