@@ -56,7 +56,7 @@ def test_help_of_every_command_imports_no_heavy_library():
 
 def test_importing_the_command_line_imports_no_heavy_library():
     code = (
-        "import sys\nfrom lnprobe import cli\nfrom lnprobe.cli_train import console\n"
+        "import sys\nfrom lnprobe import cli\nfrom lnprobe.cli.core import console\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

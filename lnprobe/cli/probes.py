@@ -1,6 +1,4 @@
-"""`lnprobe assemble`, `lnprobe similarity`, `lnprobe gradvar`, `lnprobe lnshift` and `lnprobe claims` on the
-command line (registered on the app in
-`lnprobe.cli`)."""
+"""`lnprobe similarity`, `gradvar`, `lnshift` and `claims`: the probes on the command line."""
 
 from __future__ import annotations
 
@@ -9,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lnprobe.cli_train import console
+from lnprobe.cli.core import app, console
 from lnprobe.errors import InputError
 
 Ckpt = Annotated[str, typer.Argument(help="Checkpoint (any load() spec).")]
@@ -25,6 +23,7 @@ Force = Annotated[
 ]
 
 
+@app.command("gradvar")
 def gradvar_command(
     ckpt: Ckpt,
     data: Data = "",
@@ -66,6 +65,7 @@ def gradvar_command(
     console.print(f"wrote {out}/gradvar.json, gradvar.csv and figures ({record.samples} samples)")
 
 
+@app.command("lnshift")
 def lnshift_command(
     ckpt: Ckpt,
     base: Annotated[str, typer.Option(help="The base checkpoint the tuned one started from.")] = "",
@@ -118,33 +118,7 @@ def lnshift_command(
     console.print(f"wrote {out}/lnshift.json, CSV tables and figures")
 
 
-def assemble_command(
-    llm: Annotated[
-        str, typer.Option(help="Text causal LM (Llama / Mistral / Qwen2): directory or hub id.")
-    ] = "",
-    vision: Annotated[
-        str, typer.Option(help="CLIP / SigLIP vision model (or a full CLIP / SigLIP model).")
-    ] = "",
-    out: Annotated[Path, typer.Option(help="Output checkpoint directory.")] = Path("runs/assembled"),
-    connector: Annotated[str, typer.Option(help="linear (LLaVA-1, the paper) or mlp2x_gelu (LLaVA-1.5).")] = (
-        "mlp2x_gelu"
-    ),
-    seed: Annotated[int, typer.Option(help="Seed of the connector's initialisation (recorded).")] = 0,
-    online: Annotated[bool, typer.Option("--online", help="Allow downloading hub ids.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
-) -> None:
-    """Build a LLaVA checkpoint from a text LLM and a vision encoder (fresh connector, `<image>` token)."""
-    from lnprobe.models.assemble import AssembleConfig, assemble
-
-    if not llm or not vision:
-        raise InputError("--llm and --vision are required")
-    cfg = AssembleConfig(
-        llm=llm, vision=vision, out=str(out), connector=connector, seed=seed, online=online, force=force
-    )
-    path = assemble(cfg)
-    console.print(f"wrote {path} (LLaVA: {llm} + {vision}, {connector} connector, seed {seed})")
-
-
+@app.command("claims")
 def claims_command(
     base: Annotated[str, typer.Option(help="The base model the others were tuned from.")] = "",
     ln: Annotated[list[str] | None, typer.Option(help="LN-tuned checkpoint(s), one per seed.")] = None,
@@ -216,6 +190,7 @@ def _inputs(data, n, batch_size, template, image_folder, seed, device):
     )
 
 
+@app.command("similarity")
 def similarity_command(
     ckpt_a: Annotated[str, typer.Argument(help="Checkpoint (any load() spec).")],
     ckpt_b: Annotated[

@@ -1,41 +1,17 @@
-"""The `lnprobe` command line: thin wrappers that parse arguments and call the library.
-
-Bad input (a missing checkpoint, an unknown regime, ...) prints one line `lnprobe: error: ...` and exits 2;
-an unexpected internal error prints its traceback and exits 1.
-"""
+"""`lnprobe params`, `regimes`, `sites`, `tiny`, `assemble` and `export`: models and checkpoints on the
+command line."""
 
 from __future__ import annotations
 
 import json
-import sys
-import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from lnprobe import cli_eval, cli_miniature, cli_probes, cli_train
-from lnprobe.cli_options import Group
-from lnprobe.cli_train import console
+from lnprobe.cli.core import app, console
 from lnprobe.errors import InputError
-
-app = typer.Typer(
-    cls=Group,
-    name="lnprobe",
-    help="Train LayerNorm-tuned, LoRA and fully-finetuned multi-modal LLMs, then probe why LN tuning works.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-# typer >= 0.26 vendors click; older releases raise click's own exceptions
-_USAGE_ERRORS: tuple[type[Exception], ...] = (getattr(typer, "TyperException", InputError),)
-try:
-    import click
-
-    _USAGE_ERRORS += (click.ClickException,)
-except ImportError:  # pragma: no cover
-    pass
 
 ModelArg = Annotated[
     str,
@@ -238,58 +214,50 @@ def tiny(
     console.print(f"wrote tiny {what[part]} to {out}")
 
 
-data_app = typer.Typer(
-    cls=Group, help="Datasets: synthetic data, manifest checks, subsets.", no_args_is_help=True
-)
-app.add_typer(data_app, name="data")
-data_app.command("synth")(cli_train.data_synth)
-data_app.command("verify")(cli_train.data_verify)
-data_app.command("subset")(cli_train.data_subset)
-data_app.command("fixture")(cli_eval.fixture_command)
-app.command("train")(cli_train.train_command)
-app.command("sweep")(cli_train.sweep_command)
-app.command("export")(cli_train.export_command)
-app.command("assemble")(cli_probes.assemble_command)
-app.command("claims")(cli_probes.claims_command)
-app.command("gradvar")(cli_probes.gradvar_command)
-app.command("lnshift")(cli_probes.lnshift_command)
-app.command("eval")(cli_eval.eval_command)
+@app.command("assemble")
+def assemble_command(
+    llm: Annotated[
+        str, typer.Option(help="Text causal LM (Llama / Mistral / Qwen2): directory or hub id.")
+    ] = "",
+    vision: Annotated[
+        str, typer.Option(help="CLIP / SigLIP vision model (or a full CLIP / SigLIP model).")
+    ] = "",
+    out: Annotated[Path, typer.Option(help="Output checkpoint directory.")] = Path("runs/assembled"),
+    connector: Annotated[str, typer.Option(help="linear (LLaVA-1, the paper) or mlp2x_gelu (LLaVA-1.5).")] = (
+        "mlp2x_gelu"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the connector's initialisation (recorded).")] = 0,
+    online: Annotated[bool, typer.Option("--online", help="Allow downloading hub ids.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Build a LLaVA checkpoint from a text LLM and a vision encoder (fresh connector, `<image>` token)."""
+    from lnprobe.models.assemble import AssembleConfig, assemble
+
+    if not llm or not vision:
+        raise InputError("--llm and --vision are required")
+    cfg = AssembleConfig(
+        llm=llm, vision=vision, out=str(out), connector=connector, seed=seed, online=online, force=force
+    )
+    path = assemble(cfg)
+    console.print(f"wrote {path} (LLaVA: {llm} + {vision}, {connector} connector, seed {seed})")
 
 
-app.command("similarity")(cli_probes.similarity_command)
-app.command("demo")(cli_miniature.demo)
-app.command("study")(cli_miniature.study)
-app.add_typer(cli_miniature.pretrain_app, name="pretrain")
+@app.command("export")
+def export_command(
+    delta: Annotated[
+        str,
+        typer.Argument(
+            help="An lnprobe delta of ln, ln-simp or a composition of norms/connector/embed/head."
+        ),
+    ],
+    peft: Annotated[Path, typer.Option("--peft", help="Write a PEFT LN-tuning adapter directory here.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output if it exists.")] = False,
+) -> None:
+    """Export an ln / ln-simp (or norms/connector/embed/head composition) delta as a PEFT adapter (loads
+    with PeftModel.from_pretrained)."""
+    from lnprobe.checkpoints.delta import is_delta
+    from lnprobe.checkpoints.export import export_peft
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: maps bad input to exit 2 with one line, internal errors to exit 1."""
-    try:
-        result = app(args=argv, prog_name="lnprobe", standalone_mode=False)
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        print("lnprobe: aborted", file=sys.stderr)
-        return 130
-    except _USAGE_ERRORS as exc:  # unknown option, missing argument, bad value
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        if not message:  # bare `lnprobe`: help was printed
-            return 0
-        print(f"lnprobe: error: {message}", file=sys.stderr)
-        return 2
-    except InputError as exc:
-        print(f"lnprobe: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception:
-        traceback.print_exc()
-        print("lnprobe: internal error (please report it with the traceback above)", file=sys.stderr)
-        return 1
-    return result if isinstance(result, int) else 0  # --help in non-standalone mode returns 0
-
-
-def run() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    run()
+    if not is_delta(delta):
+        raise InputError(f"{delta}: not an lnprobe delta checkpoint (no lnprobe_delta.json)")
+    console.print(f"wrote PEFT adapter {export_peft(delta, peft, overwrite=force)}")

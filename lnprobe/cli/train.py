@@ -1,97 +1,18 @@
-"""`lnprobe data synth`, `train`, `sweep` and `export`: the training side of the command line (registered on
-the app in `lnprobe.cli`)."""
+"""`lnprobe train` and `lnprobe sweep`: training on the command line."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from lnprobe.cli_options import with_dataclass_options
+from lnprobe.cli.core import app, console
+from lnprobe.cli.options import with_dataclass_options
 from lnprobe.errors import InputError
 from lnprobe.train.config import TrainConfig
-
-console = Console(width=None if sys.stdout.isatty() else 120)
-
-
-def data_synth(
-    out: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
-    n: Annotated[int, typer.Option("--n", help="Number of pictures.")] = 400,
-    seed: Annotated[int, typer.Option(help="Seed (the data is deterministic per seed).")] = 0,
-    text_scenes: Annotated[
-        int, typer.Option("--text-scenes", help="Extra scenes described in text.jsonl only (no picture).")
-    ] = 0,
-    qtypes: Annotated[
-        str, typer.Option(help="Question types asked, comma-separated.")
-    ] = "colour,shape,count,has-shape,has-colour",
-    max_shapes: Annotated[
-        int, typer.Option("--max-shapes", help="Shapes per picture: 1 to this many (<= 3).")
-    ] = 3,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
-) -> None:
-    """Write the synthetic shapes task in LLaVA format (+ a text-only corpus from the same world)."""
-    from lnprobe.data.synth import SynthConfig, write_synth
-
-    if n < 5:
-        raise InputError(f"--n must be >= 5, got {n}")
-    kinds = tuple(q.strip() for q in qtypes.split(","))
-    config = SynthConfig(n=n, seed=seed, text_scenes=text_scenes, qtypes=kinds, max_shapes=max_shapes)
-    path = write_synth(out, config, overwrite=force)
-    console.print(f"wrote {n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
-
-
-def data_verify(
-    manifest: Annotated[str, typer.Argument(help="Manifest YAML, or a shipped name (e.g. pope).")],
-    root: Annotated[Path, typer.Option(help="The dataset's local root directory.")] = Path("."),
-) -> None:
-    """Check a local dataset copy against its manifest: presence, sizes and sha256 of every file."""
-    from lnprobe.data.manifest import read_manifest, verify
-
-    m = read_manifest(manifest)
-    if not root.is_dir():
-        raise InputError(f"--root {root}: no such directory")
-    rows = verify(m, root, progress=sys.stderr.isatty())
-    table = Table(title=f"{m.name} under {root}")
-    for col in ("file", "status", "detail"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["path"], r["status"], r["detail"])
-    console.print(table)
-    bad = [r for r in rows if r["status"] not in ("ok", "present")]
-    if bad:
-        raise InputError(f"{m.name}: {len(bad)} of {len(rows)} file(s) missing or mismatched under {root}")
-    console.print(
-        f"{m.name}: all {len(rows)} file(s) present"
-        + ("" if all(r["status"] == "ok" for r in rows) else " (some sizes/hashes unknown, so not checked)")
-    )
-
-
-def data_subset(
-    data: Annotated[
-        list[str], typer.Option("--data", help="LLaVA JSON/JSONL file(s); kind = `kind` field or file stem.")
-    ],
-    out: Annotated[Path, typer.Option(help="Output LLaVA JSON (plus OUT.meta.json).")],
-    per_kind: Annotated[int | None, typer.Option(help="Equal number of records per kind.")] = None,
-    tokens_per_kind: Annotated[int | None, typer.Option(help="Equal number of tokens per kind.")] = None,
-    model: Annotated[str | None, typer.Option(help="Checkpoint whose tokenizer counts tokens.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
-) -> None:
-    """Draw a seeded subset of instruction data by kind: equal records or equal tokens per kind."""
-    from lnprobe.data.subset import SubsetConfig, make_subset
-
-    cfg = SubsetConfig(tuple(data), str(out), per_kind, tokens_per_kind, model, seed, force)
-    meta = make_subset(cfg)
-    for kind, s in meta["kinds"].items():
-        tokens = "" if s["tokens"] is None else f", {s['tokens']} tokens"
-        console.print(f"{kind}: {s['records']} of {s['available']} records{tokens}")
-    console.print(f"wrote {out} and {out.with_suffix('.meta.json')}")
-
 
 TRAIN_HELP = {
     "model": "load() spec, or 'tiny' (a fresh tiny LLaVA saved into the run).",
@@ -116,6 +37,7 @@ TRAIN_HELP = {
 }
 
 
+@app.command("train")
 @with_dataclass_options(TrainConfig, TRAIN_HELP, "YAML/JSON file of these options (flags override it).")
 def train_command(config_file: Path | None, values: dict) -> None:
     """Train a model with a regime on LLaVA-format data; checkpoints resume exactly."""
@@ -161,6 +83,7 @@ SWEEP_EXTRA = {
 }
 
 
+@app.command("sweep")
 @with_dataclass_options(
     TrainConfig,
     TRAIN_HELP,
@@ -201,23 +124,3 @@ def sweep_command(
     console.print(table)
     best = json.loads((out / "sweep.json").read_text())["best"]
     console.print("best lr: " + ", ".join(f"{k} {v['lr']:g}" for k, v in best.items()))
-
-
-def export_command(
-    delta: Annotated[
-        str,
-        typer.Argument(
-            help="An lnprobe delta of ln, ln-simp or a composition of norms/connector/embed/head."
-        ),
-    ],
-    peft: Annotated[Path, typer.Option("--peft", help="Write a PEFT LN-tuning adapter directory here.")],
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the output if it exists.")] = False,
-) -> None:
-    """Export an ln / ln-simp (or norms/connector/embed/head composition) delta as a PEFT adapter (loads
-    with PeftModel.from_pretrained)."""
-    from lnprobe.checkpoints.delta import is_delta
-    from lnprobe.checkpoints.export import export_peft
-
-    if not is_delta(delta):
-        raise InputError(f"{delta}: not an lnprobe delta checkpoint (no lnprobe_delta.json)")
-    console.print(f"wrote PEFT adapter {export_peft(delta, peft, overwrite=force)}")

@@ -1,4 +1,4 @@
-"""`lnprobe eval` on the command line (registered on the app in `lnprobe.cli`)."""
+"""`lnprobe eval`: benchmark evaluation on the command line."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from lnprobe.cli_train import console
+from lnprobe.cli.core import app, console
 from lnprobe.errors import InputError
 
 
+@app.command("eval")
 def eval_command(
     ckpt: Annotated[
         str | None, typer.Argument(help="Checkpoint (any load() spec); omit with --predictions.")
@@ -64,17 +65,3 @@ def eval_command(
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def fixture_command(
-    bench: Annotated[str, typer.Argument(help="pope, mme, vqav2, coco or flickr30k.")],
-    out: Annotated[Path, typer.Option(help="Folder to write (the benchmark's --data).")] = Path("data/bench"),
-    n: Annotated[int, typer.Option("--n", help="Items (images) per file / subtask.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed for the drawn images.")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
-) -> None:
-    """Write a tiny benchmark folder in the official file format, images drawn locally (for trying eval)."""
-    from lnprobe.eval.fixtures import write_fixture
-
-    write_fixture(bench, out, n=n, seed=seed, force=force)
-    console.print(f"wrote a tiny {bench} folder to {out}")

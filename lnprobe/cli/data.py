@@ -1,0 +1,107 @@
+"""`lnprobe data synth | verify | subset | fixture`: datasets on the command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lnprobe.cli.core import console, group
+from lnprobe.errors import InputError
+
+data = group("data", "Datasets: synthetic data, manifest checks, subsets.")
+
+
+@data.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
+    n: Annotated[int, typer.Option("--n", help="Number of pictures.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed (the data is deterministic per seed).")] = 0,
+    text_scenes: Annotated[
+        int, typer.Option("--text-scenes", help="Extra scenes described in text.jsonl only (no picture).")
+    ] = 0,
+    qtypes: Annotated[
+        str, typer.Option(help="Question types asked, comma-separated.")
+    ] = "colour,shape,count,has-shape,has-colour",
+    max_shapes: Annotated[
+        int, typer.Option("--max-shapes", help="Shapes per picture: 1 to this many (<= 3).")
+    ] = 3,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Write the synthetic shapes task in LLaVA format (+ a text-only corpus from the same world)."""
+    from lnprobe.data.synth import SynthConfig, write_synth
+
+    if n < 5:
+        raise InputError(f"--n must be >= 5, got {n}")
+    kinds = tuple(q.strip() for q in qtypes.split(","))
+    config = SynthConfig(n=n, seed=seed, text_scenes=text_scenes, qtypes=kinds, max_shapes=max_shapes)
+    path = write_synth(out, config, overwrite=force)
+    console.print(f"wrote {n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
+
+
+@data.command("verify")
+def data_verify(
+    manifest: Annotated[str, typer.Argument(help="Manifest YAML, or a shipped name (e.g. pope).")],
+    root: Annotated[Path, typer.Option(help="The dataset's local root directory.")] = Path("."),
+) -> None:
+    """Check a local dataset copy against its manifest: presence, sizes and sha256 of every file."""
+    from lnprobe.data.manifest import read_manifest, verify
+
+    m = read_manifest(manifest)
+    if not root.is_dir():
+        raise InputError(f"--root {root}: no such directory")
+    rows = verify(m, root, progress=sys.stderr.isatty())
+    table = Table(title=f"{m.name} under {root}")
+    for col in ("file", "status", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["path"], r["status"], r["detail"])
+    console.print(table)
+    bad = [r for r in rows if r["status"] not in ("ok", "present")]
+    if bad:
+        raise InputError(f"{m.name}: {len(bad)} of {len(rows)} file(s) missing or mismatched under {root}")
+    console.print(
+        f"{m.name}: all {len(rows)} file(s) present"
+        + ("" if all(r["status"] == "ok" for r in rows) else " (some sizes/hashes unknown, so not checked)")
+    )
+
+
+@data.command("subset")
+def data_subset(
+    data: Annotated[
+        list[str], typer.Option("--data", help="LLaVA JSON/JSONL file(s); kind = `kind` field or file stem.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output LLaVA JSON (plus OUT.meta.json).")],
+    per_kind: Annotated[int | None, typer.Option(help="Equal number of records per kind.")] = None,
+    tokens_per_kind: Annotated[int | None, typer.Option(help="Equal number of tokens per kind.")] = None,
+    model: Annotated[str | None, typer.Option(help="Checkpoint whose tokenizer counts tokens.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Draw a seeded subset of instruction data by kind: equal records or equal tokens per kind."""
+    from lnprobe.data.subset import SubsetConfig, make_subset
+
+    cfg = SubsetConfig(tuple(data), str(out), per_kind, tokens_per_kind, model, seed, force)
+    meta = make_subset(cfg)
+    for kind, s in meta["kinds"].items():
+        tokens = "" if s["tokens"] is None else f", {s['tokens']} tokens"
+        console.print(f"{kind}: {s['records']} of {s['available']} records{tokens}")
+    console.print(f"wrote {out} and {out.with_suffix('.meta.json')}")
+
+
+@data.command("fixture")
+def fixture_command(
+    bench: Annotated[str, typer.Argument(help="pope, mme, vqav2, coco or flickr30k.")],
+    out: Annotated[Path, typer.Option(help="Folder to write (the benchmark's --data).")] = Path("data/bench"),
+    n: Annotated[int, typer.Option("--n", help="Items (images) per file / subtask.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed for the drawn images.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Write a tiny benchmark folder in the official file format, images drawn locally (for trying eval)."""
+    from lnprobe.eval.fixtures import write_fixture
+
+    write_fixture(bench, out, n=n, seed=seed, force=force)
+    console.print(f"wrote a tiny {bench} folder to {out}")
