@@ -13,7 +13,9 @@ entry once, after one discarded warm-up round:
   (`resolve_config`) replaced by an immediate exit;
 * `import torch + transformers (models.load's)`: torch and the transformers classes `lnprobe.models.load`
   imports, the floor of every command that builds a model (transformers 5 pulls in much of
-  torch.distributed for its config classes); `params tiny`'s start-up minus this is lnprobe's own share.
+  torch.distributed for its config classes); `params tiny`'s start-up minus this is lnprobe's own share;
+* the same share timed inside one process (torch and those transformers classes imported first, then the
+  clock runs from there to the work call): the command line, argument parsing and lnprobe's own modules.
 
     python benchmarks/startup.py [--runs 5]
 
@@ -33,9 +35,13 @@ import time
 from pathlib import Path
 
 # Replace `name` in `module` (and in its re-exporting package) by an exit, then run the command line.
+# `{before}` runs first; the time from there to the work call is printed as "IN-PROCESS wall cpu".
 STUB = """
-import importlib, sys
+import importlib, sys, time
+{before}
+t0, c0 = time.perf_counter(), time.process_time()
 def stop(*args, **kwargs):
+    print("IN-PROCESS", time.perf_counter() - t0, time.process_time() - c0)
     raise SystemExit(0)
 for module in ({module!r}, {package!r}):
     setattr(importlib.import_module(module), {name!r}, stop)
@@ -49,6 +55,8 @@ TRANSFORMERS = (
     "AutoProcessor, PretrainedConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig"
 )
 
+OWN = "params tiny start-up after torch + transformers (in-process)"
+
 
 def cli(*args: str) -> list[str]:
     """`lnprobe ARGS` through the console script next to this Python (as a user runs it)."""
@@ -58,8 +66,8 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from lnprobe.cli import run; run()", *args]
 
 
-def stubbed(module: str, package: str, name: str, *args: str) -> list[str]:
-    code = STUB.format(module=module, package=package, name=name, args=list(args))
+def stubbed(module: str, package: str, name: str, *args: str, before: str = "") -> list[str]:
+    code = STUB.format(module=module, package=package, name=name, args=list(args), before=before)
     return [sys.executable, "-c", code]
 
 
@@ -72,6 +80,10 @@ def run_once(command: list[str], cwd: Path) -> tuple[float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{command[:3]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    for line in done.stdout.splitlines():
+        if line.startswith("IN-PROCESS "):  # a stub that timed itself: its own figures
+            _, wall, cpu = line.split()
+            return float(wall), float(cpu)
     return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
@@ -93,6 +105,9 @@ def main() -> None:
         "import torch + transformers (models.load's)": [sys.executable, "-c", TRANSFORMERS],
         "start-up of lnprobe params tiny": stubbed(
             "lnprobe.models.load", "lnprobe.models", "resolve_config", "params", "tiny"
+        ),
+        OWN: stubbed(
+            "lnprobe.models.load", "lnprobe.models", "resolve_config", "params", "tiny", before=TRANSFORMERS
         ),
     }
     print(f"lnprobe from {Path(lnprobe.__file__).parent}; python {sys.executable}")
@@ -124,6 +139,7 @@ def main() -> None:
     own_w = walls["start-up of lnprobe params tiny"] - walls[floor]
     own_c = cpus["start-up of lnprobe params tiny"] - cpus[floor]
     print(f"\nparams tiny start-up minus {floor}: wall {own_w:+.3f} s, cpu {own_c:+.3f} s")
+    print(f"lnprobe's own share, timed in-process ({OWN}): wall {walls[OWN]:.3f} s, cpu {cpus[OWN]:.3f} s")
 
 
 if __name__ == "__main__":
