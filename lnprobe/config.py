@@ -41,6 +41,18 @@ def from_dict(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
     return cls(**data)
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or JSON mapping of config fields (a saved lnprobe_config.json: its `config`); the fields are
+    checked when the config is built."""
+    from lnprobe.textio import read_json, read_yaml
+
+    path = Path(path)
+    data = read_json(path, "config") if path.suffix == ".json" else read_yaml(path, "config")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: config must be a mapping of field: value")
+    return data.get("config", data)
+
+
 def save_config(config: Any, out_dir: str | Path, **extra: Any) -> Path:
     """Write `config` with provenance to OUT_DIR/lnprobe_config.json; returns the path."""
     path = Path(out_dir) / CONFIG_FILE
@@ -82,34 +94,78 @@ class Range:
         return " and ".join(parts)
 
 
-def ranged(default: Any = dataclasses.MISSING, lo=None, hi=None, *, lo_open=False, hi_open=False):
+# -- command-line metadata ---------------------------------------------------------------------------------
+# A config field's help text and how it appears on the command line live in its metadata, so a command's
+# options are generated from its config (`lnprobe.cli.options`):
+#   help        the flag's help text
+#   positional  an argument (`lnprobe gradvar CKPT`) rather than an option
+#   flags       the option's names when they are not the field's (`("--metric", "-m")` for `metrics`)
+#   switch      a bool given as a bare `--force` (no `--no-force`)
+#   sep         a tuple given as one separated string (`--qtypes colour,shape`)
+#   metavar     the argument's or value's name in `--help` and errors (`CKPT_A`, `NAME=SPEC`)
+CLI_KEYS = frozenset({"positional", "flags", "switch", "sep", "metavar"})
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    **cli: Any,
+):
+    """A dataclass field with its help text and command-line metadata (see CLI_KEYS)."""
+    return _field(default, {}, help, cli, default_factory)
+
+
+def _field(default: Any, metadata: dict, help: str, cli: dict, default_factory: Any = dataclasses.MISSING):
+    unknown = sorted(set(cli) - CLI_KEYS)
+    if unknown:
+        raise TypeError(f"unknown command-line metadata {unknown} (known: {sorted(CLI_KEYS)})")
+    metadata = {**metadata, **cli, **({"help": help} if help else {})}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def ranged(
+    default: Any = dataclasses.MISSING, lo=None, hi=None, *, lo_open=False, hi_open=False, help="", **cli
+):
     """A dataclass field whose value must lie in the range (None always passes: 'not set')."""
-    return dataclasses.field(default=default, metadata={"range": Range(lo, hi, lo_open, hi_open)})
+    return _field(default, {"range": Range(lo, hi, lo_open, hi_open)}, help, cli)
 
 
-def positive(default: Any = dataclasses.MISSING):
+def positive(default: Any = dataclasses.MISSING, help: str = "", **cli):
     """> 0 (and finite, as every float field)."""
-    return ranged(default, 0, lo_open=True)
+    return ranged(default, 0, lo_open=True, help=help, **cli)
 
 
-def at_least(lo: float, default: Any = dataclasses.MISSING):
-    return ranged(default, lo)
+def at_least(lo: float, default: Any = dataclasses.MISSING, help: str = "", **cli):
+    return ranged(default, lo, help=help, **cli)
 
 
-def choice(default: Any, options: tuple[str, ...]):
+def choice(default: Any, options: tuple[str, ...], help: str = "", **cli):
     """One of `options`."""
-    return dataclasses.field(default=default, metadata={"choices": tuple(options)})
+    return _field(default, {"choices": tuple(options)}, help, cli)
 
 
 SEED = (0, 2**32 - 1)  # numpy's and every framework's seed range
 
 
-def seed_field(default: int = 0):
-    return ranged(default, *SEED)
+def seed_field(default: int = 0, help: str = "Seed.", **cli):
+    return ranged(default, *SEED, help=help, **cli)
 
 
 def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def flag_for(field: dataclasses.Field) -> str:
+    """How the command line names `field`: its first flag, its argument's name, or `--field-name`."""
+    if field.metadata.get("flags"):
+        return field.metadata["flags"][0]
+    if field.metadata.get("positional"):
+        return field.metadata.get("metavar") or field.name.upper()
+    return flag_of(field.name)
 
 
 def _kind_ok(value: Any, hint: Any) -> bool:
@@ -151,13 +207,13 @@ def validate(config: Any) -> None:
     is written."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        value, hint = getattr(config, f.name), hints.get(f.name)
+        value, hint, flag = getattr(config, f.name), hints.get(f.name), flag_for(f)
         if hint is not None and not _kind_ok(value, hint):
-            raise InputError(f"{flag_of(f.name)} {value!r}: expected {_kind_name(hint)}")
+            raise InputError(f"{flag} {value!r}: expected {_kind_name(hint)}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise InputError(f"{flag_of(f.name)} {value}: must be a finite number")
+            raise InputError(f"{flag} {value}: must be a finite number")
         rng, options = f.metadata.get("range"), f.metadata.get("choices")
         if rng is not None and value is not None and not rng.ok(value):
-            raise InputError(f"{flag_of(f.name)} {value!r}: must be {rng.text()}")
+            raise InputError(f"{flag} {value!r}: must be {rng.text()}")
         if options is not None and value is not None and value not in options:
-            raise InputError(f"{flag_of(f.name)} {value!r}: must be one of {', '.join(options)}")
+            raise InputError(f"{flag} {value!r}: must be one of {', '.join(options)}")

@@ -10,36 +10,28 @@ import typer
 from rich.table import Table
 
 from lnprobe.cli.core import console, group
+from lnprobe.cli.options import REQUIRED, config_command
+from lnprobe.data.subset import SubsetConfig
+from lnprobe.data.synth import SynthConfig
 from lnprobe.errors import InputError
 
 data = group("data", "Datasets: synthetic data, manifest checks, subsets.")
 
 
 @data.command("synth")
-def data_synth(
-    out: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
-    n: Annotated[int, typer.Option("--n", help="Number of pictures.")] = 400,
-    seed: Annotated[int, typer.Option(help="Seed (the data is deterministic per seed).")] = 0,
-    text_scenes: Annotated[
-        int, typer.Option("--text-scenes", help="Extra scenes described in text.jsonl only (no picture).")
-    ] = 0,
-    qtypes: Annotated[
-        str, typer.Option(help="Question types asked, comma-separated.")
-    ] = "colour,shape,count,has-shape,has-colour",
-    max_shapes: Annotated[
-        int, typer.Option("--max-shapes", help="Shapes per picture: 1 to this many (<= 3).")
-    ] = 3,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
-) -> None:
+@config_command(
+    SynthConfig,
+    extra={
+        "out": (Annotated[Path, typer.Argument(help="Directory to write the dataset to.")], REQUIRED),
+        "force": (Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")], False),
+    },
+)
+def data_synth(config: SynthConfig, out: Path, force: bool) -> None:
     """Write the synthetic shapes task in LLaVA format (+ a text-only corpus from the same world)."""
-    from lnprobe.data.synth import SynthConfig, write_synth
+    from lnprobe.data.synth import write_synth
 
-    if n < 5:
-        raise InputError(f"--n must be >= 5, got {n}")
-    kinds = tuple(q.strip() for q in qtypes.split(","))
-    config = SynthConfig(n=n, seed=seed, text_scenes=text_scenes, qtypes=kinds, max_shapes=max_shapes)
     path = write_synth(out, config, overwrite=force)
-    console.print(f"wrote {n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
+    console.print(f"wrote {config.n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
 
 
 @data.command("verify")
@@ -70,25 +62,16 @@ def data_verify(
 
 
 @data.command("subset")
-def data_subset(
-    data: Annotated[
-        list[str], typer.Option("--data", help="LLaVA JSON/JSONL file(s); kind = `kind` field or file stem.")
-    ],
-    out: Annotated[Path, typer.Option(help="Output LLaVA JSON (plus OUT.meta.json).")],
-    per_kind: Annotated[int | None, typer.Option(help="Equal number of records per kind.")] = None,
-    tokens_per_kind: Annotated[int | None, typer.Option(help="Equal number of tokens per kind.")] = None,
-    model: Annotated[str | None, typer.Option(help="Checkpoint whose tokenizer counts tokens.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
-) -> None:
+@config_command(SubsetConfig)
+def data_subset(cfg: SubsetConfig) -> None:
     """Draw a seeded subset of instruction data by kind: equal records or equal tokens per kind."""
-    from lnprobe.data.subset import SubsetConfig, make_subset
+    from lnprobe.data.subset import make_subset
 
-    cfg = SubsetConfig(tuple(data), str(out), per_kind, tokens_per_kind, model, seed, force)
     meta = make_subset(cfg)
     for kind, s in meta["kinds"].items():
         tokens = "" if s["tokens"] is None else f", {s['tokens']} tokens"
         console.print(f"{kind}: {s['records']} of {s['available']} records{tokens}")
+    out = Path(cfg.out)
     console.print(f"wrote {out} and {out.with_suffix('.meta.json')}")
 
 

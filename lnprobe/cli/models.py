@@ -11,7 +11,9 @@ import typer
 from rich.table import Table
 
 from lnprobe.cli.core import app, console
+from lnprobe.cli.options import config_command
 from lnprobe.errors import InputError
+from lnprobe.models.config import AssembleConfig
 
 ModelArg = Annotated[
     str,
@@ -215,31 +217,15 @@ def tiny(
 
 
 @app.command("assemble")
-def assemble_command(
-    llm: Annotated[
-        str, typer.Option(help="Text causal LM (Llama / Mistral / Qwen2): directory or hub id.")
-    ] = "",
-    vision: Annotated[
-        str, typer.Option(help="CLIP / SigLIP vision model (or a full CLIP / SigLIP model).")
-    ] = "",
-    out: Annotated[Path, typer.Option(help="Output checkpoint directory.")] = Path("runs/assembled"),
-    connector: Annotated[str, typer.Option(help="linear (LLaVA-1, the paper) or mlp2x_gelu (LLaVA-1.5).")] = (
-        "mlp2x_gelu"
-    ),
-    seed: Annotated[int, typer.Option(help="Seed of the connector's initialisation (recorded).")] = 0,
-    online: Annotated[bool, typer.Option("--online", help="Allow downloading hub ids.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
-) -> None:
+@config_command(AssembleConfig, defaults={"llm": "", "vision": "", "out": "runs/assembled"})
+def assemble_command(cfg: AssembleConfig) -> None:
     """Build a LLaVA checkpoint from a text LLM and a vision encoder (fresh connector, `<image>` token)."""
-    from lnprobe.models.assemble import AssembleConfig, assemble
+    from lnprobe.models.assemble import assemble
 
-    if not llm or not vision:
-        raise InputError("--llm and --vision are required")
-    cfg = AssembleConfig(
-        llm=llm, vision=vision, out=str(out), connector=connector, seed=seed, online=online, force=force
-    )
     path = assemble(cfg)
-    console.print(f"wrote {path} (LLaVA: {llm} + {vision}, {connector} connector, seed {seed})")
+    console.print(
+        f"wrote {path} (LLaVA: {cfg.llm} + {cfg.vision}, {cfg.connector} connector, seed {cfg.seed})"
+    )
 
 
 @app.command("export")

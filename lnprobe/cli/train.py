@@ -10,43 +10,18 @@ import typer
 from rich.table import Table
 
 from lnprobe.cli.core import app, console
-from lnprobe.cli.options import with_dataclass_options
+from lnprobe.cli.options import config_command
 from lnprobe.errors import InputError
 from lnprobe.train.config import TrainConfig
 
-TRAIN_HELP = {
-    "model": "load() spec, or 'tiny' (a fresh tiny LLaVA saved into the run).",
-    "regime": "Training regime: a preset or atoms joined by '+', e.g. lora+connector+embed+head "
-    "(lnprobe regimes).",
-    "data": "LLaVA JSON/JSONL data file.",
-    "image_folder": "Folder the records' image paths are relative to (default: the data file's).",
-    "template": "Chat template: vicuna_v1, llama_2 or plain.",
-    "out": "Run directory (checkpoints, metrics.jsonl, config).",
-    "lr": "Learning rate (peak of the cosine schedule).",
-    "lr_norm": "Learning rate for norms (default: --lr).",
-    "lr_connector": "Learning rate for the connector (default: --lr).",
-    "lr_embed": "Learning rate for word embeddings and output head (default: --lr).",
-    "max_steps": "Optimizer steps (overrides --epochs).",
-    "batch_size": "Micro-batch size.",
-    "grad_accum": "Micro-batches per optimizer step.",
-    "save_every": "Checkpoint every N optimizer steps (0: only at the end).",
-    "dtype": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
-    "skip_missing": "Skip records whose image file is missing (counted) instead of stopping.",
-    "gradvar_every": "Record gradient statistics every K steps to gradvar.jsonl (0: off).",
-    "resume": "RUN_DIR: continue that run from its latest checkpoint (same config; it is the --out).",
-}
-
 
 @app.command("train")
-@with_dataclass_options(TrainConfig, TRAIN_HELP, "YAML/JSON file of these options (flags override it).")
-def train_command(config_file: Path | None, values: dict) -> None:
+@config_command(TrainConfig, config_file="YAML/JSON file of these options (flags override it).")
+def train_command(config: TrainConfig) -> None:
     """Train a model with a regime on LLaVA-format data; checkpoints resume exactly."""
-    from lnprobe.config import from_dict
     from lnprobe.train import train
-    from lnprobe.train.config import load_config_file
 
-    merged = {**(load_config_file(config_file) if config_file else {}), **values}
-    result = train(from_dict(TrainConfig, merged, source=str(config_file or "flags")))
+    result = train(config)
     console.print(
         f"trained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint: {result.checkpoint}"
     )
@@ -84,26 +59,19 @@ SWEEP_EXTRA = {
 
 
 @app.command("sweep")
-@with_dataclass_options(
+@config_command(
     TrainConfig,
-    TRAIN_HELP,
-    "YAML/JSON file of the shared training options.",
+    config_file="YAML/JSON file of the shared training options.",
     extra=SWEEP_EXTRA,
     skip=("regime", "lr", "seed", "resume"),
 )
-def sweep_command(
-    config_file: Path | None, values: dict, regimes: str, lrs: str | None, seeds: str, parallel: int
-) -> None:
+def sweep_command(base: TrainConfig, regimes: str, lrs: str | None, seeds: str, parallel: int) -> None:
     """Grid of runs (regimes x learning rates x seeds) with the best learning rate per regime.
 
     Runs go under --out; finished runs are skipped and interrupted ones resumed; sweep.csv and sweep.json
     hold every run's losses."""
-    from lnprobe.config import from_dict
-    from lnprobe.train.config import load_config_file
     from lnprobe.train.sweep import PAPER_LRS, plan, run_sweep
 
-    merged = {**(load_config_file(config_file) if config_file else {}), **values}
-    base = from_dict(TrainConfig, merged, source=str(config_file or "flags"))
     out = Path(base.out)
     runs = plan(
         base,

@@ -14,8 +14,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lnprobe.config import at_least, seed_field, validate
-from lnprobe.data.llava import IMAGE, _parse, _record
+from lnprobe.config import at_least, option, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.provenance import provenance
@@ -24,13 +23,14 @@ from lnprobe.textio import read_text
 
 @dataclass(frozen=True)
 class SubsetConfig:
-    data: tuple[str, ...]
-    out: str
-    per_kind: int | None = at_least(1, None)  # records per kind
-    tokens_per_kind: int | None = at_least(1, None)  # tokens per kind (needs `model`)
-    model: str | None = None  # whose tokenizer counts tokens
-    seed: int = seed_field(0)
-    force: bool = False
+    data: tuple[str, ...] = option(help="LLaVA JSON/JSONL file(s); kind = `kind` field or file stem.")
+    out: str = option(help="Output LLaVA JSON (plus OUT.meta.json).")
+    per_kind: int | None = at_least(1, None, "Equal number of records per kind.")
+    # needs `model`
+    tokens_per_kind: int | None = at_least(1, None, "Equal number of tokens per kind.")
+    model: str | None = option(None, "Checkpoint whose tokenizer counts tokens.")
+    seed: int = seed_field(0, "Seed of the draw.")
+    force: bool = option(False, "Replace OUT if it exists.", switch=True)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -48,6 +48,8 @@ class SubsetConfig:
 
 def read_kinds(paths: tuple[str, ...]) -> dict[str, list[dict]]:
     """{kind: [raw record]} from LLaVA JSON / JSONL files (each record validated as training data is)."""
+    from lnprobe.data.llava import _parse, _record
+
     kinds: dict[str, list[dict]] = {}
     for name in paths:
         path = Path(name)
@@ -59,6 +61,8 @@ def read_kinds(paths: tuple[str, ...]) -> dict[str, list[dict]]:
 
 
 def _text(item: dict) -> str:
+    from lnprobe.data.llava import IMAGE
+
     return "\n".join(turn["value"].replace(IMAGE, "") for turn in item["conversations"])
 
 

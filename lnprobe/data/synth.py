@@ -38,10 +38,12 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw
+from lnprobe.config import at_least, option, ranged, seed_field, validate
 
-from lnprobe.config import at_least, ranged, seed_field, validate
+if TYPE_CHECKING:
+    from PIL import Image
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
@@ -61,13 +63,16 @@ DETAIL = "Describe the picture in detail."
 
 @dataclass(frozen=True)
 class SynthConfig:
-    n: int = at_least(5, 400)  # pictures in all (training + val + eval)
-    seed: int = seed_field(0)
-    eval_fraction: float = ranged(0.2, 0, 1, lo_open=True, hi_open=True)
-    val_fraction: float = ranged(0.05, 0, 1, hi_open=True)
-    text_scenes: int = at_least(0, 0)  # extra scenes described in text.jsonl only (no picture)
-    qtypes: tuple[str, ...] = DEFAULT_QTYPES  # the question types asked (instruct, val, eval, text)
-    max_shapes: int = ranged(3, 1, 3)  # shapes per picture: 1 to this many
+    n: int = at_least(5, 400, "Number of pictures (training + validation + evaluation).")
+    seed: int = seed_field(0, "Seed (the data is deterministic per seed).")
+    eval_fraction: float = ranged(
+        0.2, 0, 1, lo_open=True, hi_open=True, help="Share of the pictures held out for evaluation."
+    )
+    val_fraction: float = ranged(0.05, 0, 1, hi_open=True, help="Share held out for validation.")
+    text_scenes: int = at_least(0, 0, "Extra scenes described in text.jsonl only (no picture).")
+    # the question types asked (instruct, val, eval, text)
+    qtypes: tuple[str, ...] = option(DEFAULT_QTYPES, "Question types asked, comma-separated.", sep=",")
+    max_shapes: int = ranged(3, 1, 3, help="Shapes per picture: 1 to this many (<= 3).")
 
     def __post_init__(self) -> None:
         from lnprobe.errors import InputError
@@ -98,6 +103,8 @@ def scene(rng: random.Random, max_shapes: int = 3) -> list[Item]:
 
 
 def draw(items: list[Item], rng: random.Random) -> Image.Image:
+    from PIL import Image, ImageDraw
+
     img = Image.new("RGB", (SIZE, SIZE), (245, 245, 245))
     pen = ImageDraw.Draw(img)
     half = SIZE // 2

@@ -6,46 +6,17 @@ OUT/lnprobe_config.json; nothing is written when anything fails."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from lnprobe.config import at_least, choice, validate
 from lnprobe.data.images import check_images
 from lnprobe.errors import InputError
 from lnprobe.eval.bench import BENCHES, EvalItem
+from lnprobe.eval.config import EvalConfig
 from lnprobe.eval.generate import Prompt, generate
 from lnprobe.eval.predictions import read_predictions
-from lnprobe.io import Output, write_json
+from lnprobe.io import write_json
 from lnprobe.provenance import provenance
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    ckpt: str | None  # None with `predictions`
-    bench: str
-    data: str
-    out: str
-    images: str | None = None  # default: the benchmark's folder under --data
-    template: str | None = None  # default: the training run's template, else vicuna_v1
-    prompt: str | None = None  # default: the benchmark's; {question} is replaced
-    batch_size: int = at_least(1, 8)
-    max_new_tokens: int | None = at_least(1, None)  # default: the benchmark's
-    limit: int | None = at_least(1, None)  # the first N items only
-    device: str = "cpu"
-    dtype: str | None = choice(None, ("fp32", "bf16", "fp16"))  # default: the checkpoint's own
-    online: bool = False  # allow downloading a hub id
-    predictions: str | None = None  # score these instead of generating (see lnprobe.eval.predictions)
-    force: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        validate(self)
-        if (self.ckpt is None) == (self.predictions is None):
-            raise InputError("give a checkpoint to generate answers, or --predictions FILE, not both")
-
-    def output(self) -> Output:
-        inputs = (self.ckpt, self.data, self.images, self.predictions)
-        return Output(Path(self.out), "eval", force=self.force, inputs=inputs)
 
 
 def trained_template(spec: str) -> str:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lnprobe.config import at_least, positive, ranged, seed_field, validate
+from lnprobe.config import at_least, option, positive, ranged, seed_field, validate
 
 SHIPPED = Path(__file__).parent / "weights"
 QTYPES = ("the-colour", "the-shape", "the-place")  # the miniature's question types (one shape per picture)
@@ -24,15 +24,18 @@ MAX_SHAPES = 1
 
 @dataclass(frozen=True)
 class BackbonesConfig:
-    out: str
-    seed: int = seed_field(1000)  # the backbones' world: miniature runs use seeds 0, 1, 2, ...
-    images: int = at_least(20, 2000)  # pictures for the vision tower
-    text_scenes: int = at_least(0, 5000)  # extra scenes described in words only, for the LLM
-    vision_steps: int = at_least(1, 400)
-    text_steps: int = at_least(1, 3000)
-    text_lr: float = positive(3e-3)
-    compress: float = ranged(0.8, 0, 1)
-    progress: bool = True
+    out: str = option(help="Directory to build them in (data/, vision/, llm/; a finished step is reused).")
+    # the backbones' world: miniature runs use seeds 0, 1, 2, ...
+    seed: int = seed_field(1000, "Seed of the backbones' synthetic world (miniature runs use 0, 1, 2, ...).")
+    images: int = at_least(20, 2000, "Pictures for the vision tower.")
+    text_scenes: int = at_least(0, 5000, "Extra scenes described in words only, for the LLM.")
+    vision_steps: int = at_least(1, 400, "Vision pre-training steps.")
+    text_steps: int = at_least(1, 3000, "Text pre-training steps.")
+    text_lr: float = positive(3e-3, "Text pre-training learning rate.")
+    compress: float = ranged(
+        0.8, 0, 1, help="Share of chat lines whose context sentences are fed as one vector each."
+    )
+    progress: bool = option(True, "Show progress bars.")
 
     def __post_init__(self) -> None:
         validate(self)

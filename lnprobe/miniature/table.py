@@ -40,7 +40,7 @@ def regime_verdicts(results: dict, claims: dict) -> dict:
     """Every regime judged against full finetuning on the two statistics measured for all of them: cross-layer
     CKA (predicted lower) and the norm-gradient variance of its training run (predicted lower; regimes that
     train no norm have none). The paper's claims are about `ln`; the rest are the same test, for context."""
-    from lnprobe.claims import _ci, _log, _log_ci, _trace
+    from lnprobe.claims.run import _ci, _log, _log_ci, _trace
     from lnprobe.claims.verdicts import interval_verdict
     from lnprobe.probes.gradvar.stats import variance_intervals
 

@@ -21,37 +21,21 @@ checkpoint with `lnprobe.models.load()`).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, LlavaConfig
 
-from lnprobe.config import seed_field, validate
 from lnprobe.errors import InputError
-from lnprobe.models.connector import CONNECTORS, LinearConnector, set_connector_kind
+from lnprobe.models.config import AssembleConfig
+from lnprobe.models.connector import LinearConnector, set_connector_kind
 from lnprobe.models.hf import quiet_transformers, save_quietly
 
 DECODERS = ("llama", "mistral", "qwen2")
 IMAGE = "<image>"
 ASSEMBLE_KEY = "lnprobe_assemble"
-
-
-@dataclass(frozen=True)
-class AssembleConfig:
-    llm: str
-    vision: str
-    out: str
-    connector: str = "mlp2x_gelu"
-    seed: int = seed_field(0)
-    online: bool = False
-    force: bool = False
-
-    def __post_init__(self) -> None:
-        validate(self)
-        if self.connector not in CONNECTORS:
-            raise InputError(f"unknown --connector {self.connector!r} (known: {', '.join(CONNECTORS)})")
 
 
 def _config(spec: str, online: bool, flag: str):

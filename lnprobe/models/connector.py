@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lnprobe.models.config import CONNECTORS
+
 CONFIG_KEY = "lnprobe_connector"
-CONNECTORS = ("linear", "mlp2x_gelu")
 
 
 class LinearConnector(nn.Module):

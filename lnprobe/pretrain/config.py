@@ -6,22 +6,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lnprobe.config import at_least, positive, ranged, seed_field, validate
+from lnprobe.config import at_least, option, positive, ranged, seed_field, validate
 
 
 @dataclass(frozen=True)
 class TextPretrainConfig:
-    llm: str  # a text-only causal LM directory (model + tokenizer)
-    data: str  # JSONL of {"text": ...}
-    out: str
-    steps: int = at_least(1, 300)
-    batch_size: int = at_least(1, 32)
-    lr: float = positive(3e-3)
-    max_length: int = at_least(2, 128)
-    compress: float = ranged(0.5, 0, 1)  # share of chat lines whose user turn is span-compressed
-    seed: int = seed_field(0)
-    progress: bool = True
-    force: bool = False
+    llm: str = option(help="Text-only causal LM directory (model + tokenizer) to start from.")
+    data: str = option(help='JSONL corpus of {"text": ...} lines.')
+    out: str = option(help="Directory to write the pre-trained LM to.")
+    steps: int = at_least(1, 300, "Optimizer steps.")
+    batch_size: int = at_least(1, 32, "Texts per step.")
+    lr: float = positive(3e-3, "Learning rate.")
+    max_length: int = at_least(2, 128, "Tokens per text.")
+    compress: float = ranged(
+        0.5,
+        0,
+        1,
+        help="Share of chat lines whose context sentences are fed as one vector each "
+        "(see docs/miniature.md).",
+    )
+    seed: int = seed_field(0, "Seed of initialisation and data order.")
+    progress: bool = option(True, "Show a progress bar.")
+    force: bool = option(False, "Replace an earlier output of this command at --out.")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -29,16 +35,16 @@ class TextPretrainConfig:
 
 @dataclass(frozen=True)
 class VisionPretrainConfig:
-    vision: str  # a CLIP vision model directory (model + image processor)
-    data: str  # LLaVA JSON of captioned images
-    out: str
-    image_folder: str | None = None  # default: the data file's folder
-    steps: int = at_least(1, 300)
-    batch_size: int = at_least(2, 128)
-    lr: float = positive(2e-3)
-    seed: int = seed_field(0)
-    progress: bool = True
-    force: bool = False
+    vision: str = option(help="CLIP vision model directory (model + image processor) to start from.")
+    data: str = option(help="LLaVA JSON of captioned images.")
+    out: str = option(help="Directory to write the pre-trained tower to.")
+    image_folder: str | None = option(None, "Image folder (default: the data file's).")
+    steps: int = at_least(1, 300, "Optimizer steps.")
+    batch_size: int = at_least(2, 128, "Image-caption pairs per step (the contrastive batch).")
+    lr: float = positive(2e-3, "Learning rate.")
+    seed: int = seed_field(0, "Seed of initialisation and data order.")
+    progress: bool = option(True, "Show a progress bar.")
+    force: bool = option(False, "Replace an earlier output of this command at --out.")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnprobe.config import at_least, seed_field, validate
+from lnprobe.config import at_least, option, seed_field, validate
 from lnprobe.errors import InputError
 
 
@@ -21,15 +21,16 @@ from lnprobe.errors import InputError
 class ProbeInputs:
     """The inputs of a probe run; `lnprobe claims` builds one and hands it to every probe."""
 
-    data: str  # LLaVA JSON/JSONL records (or, for a text model, a JSONL of {"text": ...} lines)
-    n: int = at_least(1, 32)  # examples: the first n of a seeded order
-    batch_size: int = at_least(1, 4)  # examples per forward pass
-    template: str = "vicuna_v1"  # chat template for the data
-    image_folder: str | None = None  # image folder (default: the data file's)
-    max_length: int = at_least(2, 2048)  # tokens per example
-    seed: int = seed_field(0)  # seed of the example order
-    device: str = "cpu"
-    progress: bool = True
+    # LLaVA JSON/JSONL records (or, for a text model, a JSONL of {"text": ...} lines)
+    data: str = option(help="LLaVA JSON/JSONL inputs (seeded subset).")
+    n: int = at_least(1, 32, "Examples (the first n of a seeded order).")
+    batch_size: int = at_least(1, 4, "Examples per forward pass.")
+    template: str = option("vicuna_v1", "Chat template for the data.")
+    image_folder: str | None = option(None, "Image folder (default: the data file's).")
+    max_length: int = at_least(2, 2048, "Tokens per example.")
+    seed: int = seed_field(0, "Seed for the example order.")
+    device: str = option("cpu", "cpu or cuda.")
+    progress: bool = option(True, "Show progress bars.")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -6,9 +6,18 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnprobe.config import at_least, choice, from_dict, positive, ranged, seed_field, validate
+from lnprobe.config import (
+    at_least,
+    choice,
+    from_dict,
+    option,
+    positive,
+    ranged,
+    read_config_file,
+    seed_field,
+    validate,
+)
 from lnprobe.errors import InputError
-from lnprobe.textio import read_json, read_yaml
 
 # Fields that may differ when a run is resumed (they do not change what is computed up to a step).
 RESUMABLE_CHANGES = {
@@ -26,42 +35,57 @@ RESUMABLE_CHANGES = {
 class TrainConfig:
     """Paper defaults: AdamW, weight decay 0, cosine schedule with 3 % warmup, gradient checkpointing on."""
 
-    model: str = "tiny"  # any load() spec, or "tiny" (a fresh tiny LLaVA saved into the run)
-    regime: str = "ln"
-    data: str = ""  # LLaVA JSON / JSONL
-    image_folder: str | None = None  # default: the data file's folder
-    template: str = "vicuna_v1"
-    out: str = "runs/train"
-    lr: float = positive(2e-4)
-    lr_norm: float | None = positive(None)  # per-group learning rates (default: lr)
-    lr_connector: float | None = positive(None)
-    lr_embed: float | None = positive(None)  # word embeddings + output head
-    weight_decay: float = at_least(0, 0.0)
-    warmup_ratio: float = ranged(0.03, 0, 1, hi_open=True)
-    max_grad_norm: float = at_least(0, 1.0)  # 0: no clipping
-    epochs: int = at_least(1, 1)
-    max_steps: int | None = at_least(1, None)  # optimizer steps; overrides epochs
-    batch_size: int = at_least(1, 4)  # per micro-batch
-    grad_accum: int = at_least(1, 1)
-    max_length: int = at_least(2, 2048)
-    seed: int = seed_field(0)
-    grad_ckpt: bool = True
-    ckpt_every: int = at_least(1, 1)  # checkpoint every n-th decoder layer (1: all)
-    dtype: str = choice("auto", ("auto", "fp32", "bf16", "fp16"))  # auto: bf16 on CUDA, fp32 on CPU
-    device: str = "auto"
-    save_every: int = at_least(0, 0)  # optimizer steps between checkpoints (0: only at the end)
-    log_every: int = at_least(1, 1)
-    lora_rank: int = at_least(1, 32)
-    lora_alpha: int | None = at_least(1, None)
-    lora_dropout: float = ranged(0.05, 0, 1, hi_open=True)
-    skip_missing: bool = False
-    num_workers: int = at_least(0, 0)  # data-loading processes (0: load in the training process)
-    eval_data: str | None = None  # held-out LLaVA data: mean answer-token loss, logged as eval_loss
-    eval_every: int = at_least(0, 0)  # optimizer steps between evaluations (0: only at the end)
-    gradvar_every: int = at_least(0, 0)  # record gradient statistics every K steps (0: off)
-    loss_chunk: int = at_least(1, 4096)  # target tokens per cross-entropy chunk (logits never whole)
-    progress: bool = True
-    resume: str | None = None  # a run directory to continue from its latest checkpoint (it becomes --out)
+    model: str = option("tiny", "load() spec, or 'tiny' (a fresh tiny LLaVA saved into the run).")
+    regime: str = option(
+        "ln",
+        "Training regime: a preset or atoms joined by '+', e.g. lora+connector+embed+head (lnprobe regimes).",
+    )
+    data: str = option("", "LLaVA JSON/JSONL data file.")
+    image_folder: str | None = option(
+        None, "Folder the records' image paths are relative to (default: the data file's)."
+    )
+    template: str = option("vicuna_v1", "Chat template: vicuna_v1, chat, llama_2 or plain.")
+    out: str = option("runs/train", "Run directory (checkpoints, metrics.jsonl, config).")
+    lr: float = positive(2e-4, "Learning rate (peak of the cosine schedule).")
+    lr_norm: float | None = positive(None, "Learning rate for norms (default: --lr).")
+    lr_connector: float | None = positive(None, "Learning rate for the connector (default: --lr).")
+    lr_embed: float | None = positive(
+        None, "Learning rate for word embeddings and output head (default: --lr)."
+    )
+    weight_decay: float = at_least(0, 0.0, "AdamW weight decay.")
+    warmup_ratio: float = ranged(0.03, 0, 1, hi_open=True, help="Share of the steps spent warming up.")
+    max_grad_norm: float = at_least(0, 1.0, "Gradient-norm clipping (0: no clipping).")
+    epochs: int = at_least(1, 1, "Passes over the data (unless --max-steps).")
+    max_steps: int | None = at_least(1, None, "Optimizer steps (overrides --epochs).")
+    batch_size: int = at_least(1, 4, "Micro-batch size.")
+    grad_accum: int = at_least(1, 1, "Micro-batches per optimizer step.")
+    max_length: int = at_least(2, 2048, "Tokens per example (longer ones are cut from the end).")
+    seed: int = seed_field(0, "Seed of initialisation, data order and dropout.")
+    grad_ckpt: bool = option(True, "Activation (gradient) checkpointing of the decoder layers.")
+    ckpt_every: int = at_least(1, 1, "Checkpoint every n-th decoder layer's activations (1: all).")
+    dtype: str = choice(
+        "auto", ("auto", "fp32", "bf16", "fp16"), "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."
+    )
+    device: str = option("auto", "auto (CUDA when available), cpu or cuda.")
+    save_every: int = at_least(0, 0, "Checkpoint every N optimizer steps (0: only at the end).")
+    log_every: int = at_least(1, 1, "Log the loss every N optimizer steps.")
+    lora_rank: int = at_least(1, 32, "LoRA rank.")
+    lora_alpha: int | None = at_least(1, None, "LoRA alpha (default: 2 x rank).")
+    lora_dropout: float = ranged(0.05, 0, 1, hi_open=True, help="LoRA dropout.")
+    skip_missing: bool = option(
+        False, "Skip records whose image file is missing (counted) instead of stopping."
+    )
+    num_workers: int = at_least(0, 0, "Data-loading processes (0: load in the training process).")
+    eval_data: str | None = option(
+        None, "Held-out LLaVA data: its mean answer-token loss is logged as eval_loss."
+    )
+    eval_every: int = at_least(0, 0, "Evaluate every N optimizer steps (0: only at the end).")
+    gradvar_every: int = at_least(0, 0, "Record gradient statistics every K steps to gradvar.jsonl (0: off).")
+    loss_chunk: int = at_least(1, 4096, "Target tokens per cross-entropy chunk (the logits are never whole).")
+    progress: bool = option(True, "Show a progress bar.")
+    resume: str | None = option(
+        None, "RUN_DIR: continue that run from its latest checkpoint (same config; it is the --out)."
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -81,11 +105,7 @@ class TrainConfig:
 
 
 def load_config_file(path: str | Path) -> dict:
-    """A YAML or JSON mapping of TrainConfig fields."""
-    path = Path(path)
-    data = read_json(path, "config") if path.suffix == ".json" else read_yaml(path, "config")
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: config must be a mapping of field: value")
-    data = data.get("config", data)  # accept a saved lnprobe_config.json too
+    """A YAML or JSON mapping of TrainConfig fields (a saved lnprobe_config.json too), names checked."""
+    data = read_config_file(path)
     from_dict(TrainConfig, {**data, "data": data.get("data") or "x"}, source=str(path))  # names check
     return data

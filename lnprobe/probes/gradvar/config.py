@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnprobe.config import validate
+from lnprobe.config import option, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.probes.inputs import ProbeInputs
@@ -16,13 +16,19 @@ UNITS = ("example", "batch")
 
 @dataclass(frozen=True)
 class GradVarConfig:
-    ckpt: str  # checkpoint (any load() spec)
+    ckpt: str = option(help="Checkpoint (any load() spec).", positional=True, metavar="CKPT")
     inputs: ProbeInputs
-    out: str
-    unit: str = "example"  # example: per-example gradients; batch: one sample per minibatch
-    groups: tuple[str, ...] = ("norms", "attn", "mlp")
-    activations: bool = False  # also the activation gradients at each decoder layer's output
-    force: bool = False  # replace an earlier `lnprobe gradvar` output at `out`
+    out: str = option(help="Output directory.")
+    # example: per-example gradients; batch: one sample per minibatch
+    unit: str = option("example", "example (per-example gradients) or batch.")
+    groups: tuple[str, ...] = option(
+        ("norms", "attn", "mlp"), ", ".join(GROUP_KINDS) + ".", flags=("--group", "-g")
+    )
+    # also the activation gradients at each decoder layer's output
+    activations: bool = option(False, "Also the variance of activation gradients at each layer output.")
+    force: bool = option(
+        False, "Replace an earlier output of this command at --out (nothing else).", switch=True
+    )
 
     def output(self) -> Output:
         return Output(Path(self.out), "gradvar", self.force, (self.ckpt, *self.inputs.files()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnprobe.config import at_least, validate
+from lnprobe.config import at_least, option, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.probes.inputs import ProbeInputs
@@ -15,18 +15,26 @@ TOKEN_MODES = ("all", "image", "text", "answer", "mean", "last")  # lnprobe.capt
 
 @dataclass(frozen=True)
 class SimilarityConfig:
-    a: str  # checkpoint (any load() spec)
+    a: str = option(help="Checkpoint (any load() spec).", positional=True, metavar="CKPT_A")
     inputs: ProbeInputs
-    out: str
-    b: str | None = None  # second checkpoint (None: cross-layer within A)
-    metrics: tuple[str, ...] = ("cka", "cosine")
-    sites: tuple[str, ...] = ("layer.*",)
-    tokens: str = "all"
-    max_rows: int = at_least(4, 512)  # rows per minibatch (a random subset when more tokens are selected)
-    text_max_length: int = at_least(2, 128)  # tokens per text, for text models
-    bootstrap: int = at_least(2, 200)
-    save_activations: str | None = None  # write each checkpoint's captured rows here (a/ and b/ shards)
-    force: bool = False  # replace an earlier `lnprobe similarity` output at `out`
+    out: str = option(help="Output directory (similarity.json/.npz, PNG and HTML).")
+    # None: cross-layer within A
+    b: str | None = option(
+        None, "Second checkpoint (omit: cross-layer within A).", positional=True, metavar="CKPT_B"
+    )
+    metrics: tuple[str, ...] = option(
+        ("cka", "cosine"), "cka, cka_biased, rbf_cka, cosine.", flags=("--metric", "-m")
+    )
+    sites: tuple[str, ...] = option(("layer.*",), "Site glob(s), e.g. 'layer.*'.", flags=("--site", "-s"))
+    tokens: str = option("all", "all, image, text, answer, mean, last.")
+    # a random subset of the rows when more tokens are selected
+    max_rows: int = at_least(4, 512, "Rows (tokens) per minibatch, sampled when more.")
+    text_max_length: int = at_least(2, 128, "Tokens per text, for text models.")
+    bootstrap: int = at_least(2, 200, "Bootstrap draws for the 95% intervals.")
+    save_activations: str | None = option(
+        None, "Also write the captured rows (safetensors shards, a/ and b/) here, for reuse."
+    )
+    force: bool = option(False, "Replace an earlier `lnprobe similarity` output (nothing else).", switch=True)
 
     def __post_init__(self) -> None:
         from lnprobe.probes.similarity.metrics import METRICS

@@ -1,0 +1,242 @@
+"""The claims' runner: the probes on identical seeded inputs, the three verdicts, the report (see the
+package's docstring for what is judged and how)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from lnprobe.claims.config import ClaimsConfig
+from lnprobe.claims.pool import pool
+from lnprobe.claims.verdicts import interval_verdict, sign_verdict
+from lnprobe.errors import InputError
+from lnprobe.io import write_json
+from lnprobe.probes import PROBES, ProbeInputs
+from lnprobe.provenance import provenance
+
+
+def run_claims(cfg: ClaimsConfig) -> dict:
+    """Run the probes, judge the three claims, write the report; return the claims record."""
+    from lnprobe.claims.report import write_report
+
+    _check_inputs(cfg)
+    with cfg.output().build() as tmp:
+        probes = tmp / "probes"
+        sims = {
+            name: _similarity(cfg, spec, probes / f"similarity-{name}") for name, spec in cfg.models.items()
+        }
+        grads = _gradients(cfg, probes)
+        shifts = {
+            name: _lnshift(cfg, spec, probes / f"lnshift-{name}") for name, spec in cfg.seeds("ln").items()
+        }
+        claims = [_claim_similarity(cfg, sims), _claim_gradients(cfg, grads), _claim_domain(shifts)]
+        record = {
+            "config": asdict(cfg),
+            "models": cfg.models,
+            "claims": claims,
+            "similarity": sims,
+            "gradients": grads,
+            "lnshift_summary": {name: s["summary"] for name, s in shifts.items()},
+            "caveats": _caveats(cfg),
+            "provenance": provenance(seed=cfg.seed),
+        }
+        write_json(tmp / "claims.json", record)
+        write_report(record, tmp)
+    return record
+
+
+def _check_inputs(cfg: ClaimsConfig) -> None:
+    from lnprobe.data.llava import read_records
+    from lnprobe.models.load import checkpoint_kind
+
+    for spec in cfg.models.values():
+        checkpoint_kind(spec)
+    records = read_records(cfg.data)
+    if len(records) < 8:
+        raise InputError(f"{cfg.data}: {len(records)} records; the claims need at least 8")
+    if not any(r.image for r in records):
+        raise InputError(
+            f"{cfg.data}: no record has an image (the domain claim compares image and text tokens)"
+        )
+    for run in (*cfg.ln_runs, *cfg.full_runs):
+        if not Path(run).is_dir():
+            raise InputError(f"{run}: no such training run directory")
+
+
+def probe_inputs(cfg: ClaimsConfig) -> ProbeInputs:
+    """The one set of seeded inputs every probe of the claims reads."""
+    return ProbeInputs(
+        data=cfg.data, n=cfg.n, batch_size=cfg.batch_size, template=cfg.template,
+        image_folder=cfg.image_folder, max_length=cfg.max_length, seed=cfg.seed, device=cfg.device,
+        progress=cfg.progress,
+    )  # fmt: skip
+
+
+def _similarity(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
+    from lnprobe.probes.similarity.config import SimilarityConfig
+
+    config = SimilarityConfig(
+        a=spec, inputs=probe_inputs(cfg), out=str(out), metrics=("cka", "cosine"), tokens=cfg.tokens,
+        bootstrap=cfg.bootstrap,
+    )  # fmt: skip
+    result = PROBES.get("similarity").run(config)
+    return {m: e["cross_layer_mean"] for m, e in result.metrics.items()}
+
+
+def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
+    """Norm-gradient variance (value, 95 % interval) per LN-tuned and full model (and the base): from the
+    training runs' traces when every LN and full checkpoint has one with >= 3 samples, else offline."""
+    from lnprobe.probes.gradvar.config import GradVarConfig
+    from lnprobe.probes.gradvar.stats import TRACE_FILE, variance_intervals
+
+    runs = {}
+    for which, given in (("ln", cfg.ln_runs), ("full", cfg.full_runs)):
+        if given:
+            runs.update(zip(cfg.seeds(which), given, strict=True))
+    traces = {name: _trace(run) for name, run in runs.items()}
+    wanted = [*cfg.seeds("ln"), *cfg.seeds("full")]
+    if all(traces.get(n) is not None and traces[n].shape[0] >= 3 for n in wanted):
+        out = {}
+        for name in wanted:
+            trace = traces[name]
+            ci = variance_intervals(trace, {"all": (0, trace.shape[1])}).get("all")
+            out[name] = {
+                "variance": float(trace.var(0).mean()),
+                "ci95": list(ci) if ci else None,
+                "samples": trace.shape[0],
+                "source": f"{runs[name]}/{TRACE_FILE} (training)",
+            }
+        return out
+    out = {}
+    for name in [*wanted, "base"]:
+        result = PROBES.get("gradvar").run(
+            GradVarConfig(
+                ckpt=cfg.models[name],
+                inputs=probe_inputs(cfg),
+                out=str(probes / f"gradvar-{name}"),
+                groups=("norms",),
+            )
+        )
+        norms = result.kinds["norms"]
+        out[name] = {"variance": norms["variance"], "ci95": norms["variance_ci95"],
+                     "samples": result.samples, "source": "offline per-example gradients"}  # fmt: skip
+    return out
+
+
+def _trace(run: str | None) -> torch.Tensor | None:
+    """The norm-gradient samples a training run recorded (`--gradvar-every`), if any."""
+    from safetensors.torch import load_file
+
+    from lnprobe.probes.gradvar.stats import TRACE_FILE
+
+    path = Path(run) / TRACE_FILE if run else None
+    return load_file(str(path))["norm_grads"].double() if path and path.is_file() else None
+
+
+def _lnshift(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
+    from lnprobe.probes.lnshift.config import LnShiftConfig
+
+    config = LnShiftConfig(ckpt=spec, base=cfg.base, inputs=probe_inputs(cfg), out=str(out))
+    return PROBES.get("lnshift").run(config).to_json()
+
+
+def _pooled(cfg: ClaimsConfig, which: str, get) -> dict:
+    """`get(name) -> (value, ci)` for every seed of `which` (ln / full), pooled over seeds."""
+    return pool([get(name) for name in cfg.seeds(which)])
+
+
+def _claim_similarity(cfg: ClaimsConfig, sims: dict) -> dict:
+    verdicts, pooled = {}, {}
+    for metric in ("cka", "cosine"):
+        for which in ("ln", "full"):
+            pooled.setdefault(which, {})[metric] = _pooled(
+                cfg, which, lambda n, m=metric: (sims[n][m]["value"], _ci(sims[n][m]))
+            )
+        ln, full = pooled["ln"][metric], pooled["full"][metric]
+        verdicts[metric] = interval_verdict(ln["value"], _ci(ln), full["value"], _ci(full), "lower").as_dict()
+    numbers = {name: {m: s[m] for m in ("cka", "cosine")} for name, s in sims.items()}
+    if len(cfg.ln) > 1 or len(cfg.full) > 1:
+        numbers.update({f"{w} (pooled)": pooled[w] for w in ("ln", "full")})
+    return {
+        "id": "cross_layer_similarity",
+        "statement": "LN-tuned models have lower cross-layer similarity than fully-finetuned ones",
+        "definition": "mean over i != j of the layer x layer similarity of decoder-layer outputs "
+        f"({cfg.tokens} tokens), linear CKA with the unbiased HSIC averaged over minibatches (primary) and "
+        "mean cosine; 95 % bootstrap intervals over minibatches (t intervals over seeds when several are "
+        "given); LN-tuned minus full-FT",
+        "numbers": numbers,
+        "verdict": verdicts["cka"]["verdict"],
+        "tests": verdicts,
+    }
+
+
+def _claim_gradients(cfg: ClaimsConfig, grads: dict) -> dict:
+    logs = {
+        w: _pooled(cfg, w, lambda n: (_log(grads[n]["variance"]), _log_ci(grads[n]))) for w in ("ln", "full")
+    }
+    verdict = interval_verdict(logs["ln"]["value"], _ci(logs["ln"]), logs["full"]["value"], _ci(logs["full"]))
+    numbers = dict(grads)
+    if len(cfg.ln) > 1 or len(cfg.full) > 1:
+        numbers.update({f"{w} (pooled, log variance)": logs[w] for w in ("ln", "full")})
+    return {
+        "id": "gradient_variance",
+        "statement": "LN tuning gives smaller gradient variance than full finetuning",
+        "definition": "tr(Σ)/p of the norm-weight gradients over samples (per-example gradients offline, or "
+        "the micro-batch gradients recorded in training), compared as log(variance): LN-tuned minus full-FT; "
+        "95 % jackknife intervals over samples (t intervals over seeds when several are given)",
+        "numbers": numbers,
+        "verdict": verdict.verdict,
+        "tests": {
+            "log_variance": verdict.as_dict(),
+            "ratio_ln_over_full": math.exp(logs["ln"]["value"] - logs["full"]["value"]),
+        },  # fmt: skip
+    }
+
+
+def _claim_domain(shifts: dict) -> dict:
+    pairs = [(g["tuned"], g["base"]) for shift in shifts.values() for s, g in shift["gaps"].items()
+             if s.endswith(".out") and g.get("tuned") is not None and g.get("base") is not None]  # fmt: skip
+    verdict = sign_verdict(pairs, "lower")
+    first = next(iter(shifts.values()))
+    return {
+        "id": "domain_adaptation",
+        "statement": "the tuned norms bring image-token statistics closer to text-token statistics",
+        "definition": "image-vs-text gap at each decoder norm's output (per-dimension Gaussian 2-Wasserstein "
+        "distance / text RMS), LN-tuned vs base on the same inputs; exact two-sided sign test over the norms "
+        "(of every seed)",
+        "numbers": first["summary"] if len(shifts) == 1 else {n: s["summary"] for n, s in shifts.items()},
+        "verdict": verdict.verdict,
+        "tests": {"sign_test": verdict.as_dict()},
+    }
+
+
+def _ci(entry: dict) -> tuple[float, float] | None:
+    ci = entry.get("ci95")
+    return tuple(ci) if ci and None not in ci else None
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0 else -math.inf
+
+
+def _log_ci(entry: dict) -> tuple[float, float] | None:
+    ci = _ci(entry)
+    return (math.log(ci[0]), math.log(ci[1])) if ci and ci[0] > 0 else None
+
+
+def _caveats(cfg: ClaimsConfig) -> list[str]:
+    seeds = min(len(cfg.ln), len(cfg.full))
+    notes = [
+        "one seed per regime: intervals cover sampling of the inputs, not training randomness"
+        if seeds == 1
+        else f"{len(cfg.ln)} LN and {len(cfg.full)} full seeds: pooled intervals come from their spread",
+        f"{cfg.n} examples from {cfg.data}; statistics at this scale need not transfer to 7B models",
+        "intervals of a difference assume independent errors of the two estimates (same inputs make them "
+        "positively correlated, so the intervals are conservative)",
+    ]
+    if torch.cuda.is_available() and cfg.device == "cpu":
+        notes.append("run on CPU although a GPU was available")
+    return notes
