@@ -18,7 +18,7 @@ from lnprobe.miniature.config import CENTRE_LRS, REGIMES, SHAPE, SMOKE, Miniatur
 from lnprobe.miniature.pipeline import run_miniature
 from lnprobe.models import load
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

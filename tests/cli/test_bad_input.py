@@ -121,25 +121,27 @@ def _command_argv(world: Path, command: str) -> list[str]:
         "claims": ["claims", "--base", tiny, "--ln", tiny, "--full", tiny, "--data", data, "--out", "o"],
         "eval": ["eval", tiny, "--bench", "pope", "--data", str(world / "data"), "--out", "o"],
         "data synth": ["data", "synth", "o"],
+        "data subset": ["data", "subset", "--data", data, "--per-kind", "1", "--out", "o.json"],
+        "assemble": ["assemble", "--llm", tiny, "--vision", tiny, "--out", "o"],
+        "pretrain text": ["pretrain", "text", "--llm", tiny, "--data", data, "--out", "o"],
+        "pretrain vision": ["pretrain", "vision", "--vision", tiny, "--data", data, "--out", "o"],
+        "pretrain backbones": ["pretrain", "backbones", "--out", "o"],
     }[command]
 
 
 def range_cases() -> list[tuple[str, str, str]]:
     """(command, flag, value) for every ranged field of every command's config."""
     from lnprobe.claims import ClaimsConfig
+    from lnprobe.data.subset import SubsetConfig
     from lnprobe.eval.run import EvalConfig
+    from lnprobe.miniature.backbones import BackbonesConfig
+    from lnprobe.models.assemble import AssembleConfig
+    from lnprobe.pretrain.config import TextPretrainConfig, VisionPretrainConfig
     from lnprobe.probes.gradvar import GradVarConfig
     from lnprobe.probes.lnshift import LnShiftConfig
     from lnprobe.probes.similarity import SimilarityConfig
     from lnprobe.train.config import TrainConfig
 
-    skip = {
-        "similarity": {"text_max_length", "max_length"},
-        "gradvar": {"max_length"},
-        "lnshift": {"max_length", "top_k"},
-        "claims": {"max_length"},
-        "data synth": {"eval_fraction", "val_fraction"},
-    }
     classes = {
         "train": TrainConfig,
         "similarity": SimilarityConfig,
@@ -148,12 +150,16 @@ def range_cases() -> list[tuple[str, str, str]]:
         "claims": ClaimsConfig,
         "eval": EvalConfig,
         "data synth": SynthConfig,
+        "data subset": SubsetConfig,
+        "assemble": AssembleConfig,
+        "pretrain text": TextPretrainConfig,
+        "pretrain vision": VisionPretrainConfig,
+        "pretrain backbones": BackbonesConfig,
     }
-    cases = []
+    cases = []  # every ranged field is a flag of its command (the commands are generated from the configs)
     for command, cls in classes.items():
         for name, rng, integer in _ranged_fields(cls):
-            if name not in skip.get(command, set()):
-                cases += [(command, flag_of(name), v) for v in _outside(rng, integer)]
+            cases += [(command, flag_of(name), v) for v in _outside(rng, integer)]
     return cases
 
 
