@@ -17,16 +17,11 @@ and each probe's own outputs under probes/.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from lnprobe.claims.config import ClaimsConfig
+from lnprobe.lazy import lazy_exports
 
 _LAZY = {"run_claims": "run", "probe_inputs": "run"}  # torch: loaded on first use
 __all__ = ["ClaimsConfig", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -30,7 +30,7 @@ def similarity_command(cfg: SimilarityConfig) -> None:
 
     record = PROBES.get("similarity").run(cfg)
     for name, entry in record.metrics.items():
-        summary = entry.get("cross_layer_mean") or entry.get("diagonal_mean")
+        summary = record.summary(name)
         if summary:
             lo, hi = summary["ci95"]
             ci = f" (95% CI {lo:.4f} to {hi:.4f})" if lo is not None else ""

@@ -6,10 +6,11 @@ line) does not load torch or transformers."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from lnprobe.lazy import lazy_exports
 
 _EXPORTS = {
     "Loaded": "load",
@@ -44,16 +45,7 @@ if TYPE_CHECKING:
     from lnprobe.models.tiny import TinyConfig, build_tiny, save_tiny
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _Package(types.ModuleType):

@@ -8,31 +8,27 @@ The similarity maths is also re-exported here (loaded on first use, so importing
 
 from __future__ import annotations
 
-import importlib
-
+from lnprobe.lazy import lazy_exports
 from lnprobe.probes import gradvar, lnshift, similarity  # noqa: F401 (register the probes)
 from lnprobe.probes.inputs import ProbeInputs
 from lnprobe.probes.registry import PROBES, Probe, ProbeResult
 
 _LAZY = {
-    "METRICS": "metrics",
-    "Metric": "metrics",
-    "linear_cka": "metrics",
-    "rbf_cka": "metrics",
-    "cosine_similarity": "metrics",
-    "random_baseline": "metrics",
-    "MinibatchCKA": "stats",
-    "MinibatchCosine": "stats",
-    "cka_matrix": "stats",
-    "grams": "stats",
-    "hsic_matrix": "stats",
-    "off_diagonal_mean": "stats",
+    "METRICS": "similarity.metrics",
+    "Metric": "similarity.metrics",
+    "linear_cka": "similarity.metrics",
+    "rbf_cka": "similarity.metrics",
+    "cosine_similarity": "similarity.metrics",
+    "random_baseline": "similarity.metrics",
+    "MinibatchCKA": "similarity.stats",
+    "MinibatchCosine": "similarity.stats",
+    "cka_matrix": "similarity.stats",
+    "grams": "similarity.stats",
+    "hsic_matrix": "similarity.stats",
+    "off_diagonal_mean": "similarity.stats",
 }
 
 __all__ = ["PROBES", "Probe", "ProbeInputs", "ProbeResult", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"lnprobe.probes.similarity.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'lnprobe.probes' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -5,8 +5,9 @@ The names below are imported on first use (PEP 562), so `lnprobe.train.config` (
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lnprobe.lazy import lazy_exports
 
 _EXPORTS = {
     "Callback": "callbacks",
@@ -24,13 +25,4 @@ if TYPE_CHECKING:
     from lnprobe.train.trainer import Trainer, TrainingDiverged, TrainResult, train
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

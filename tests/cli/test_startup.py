@@ -36,11 +36,15 @@ print(json.dumps({"commands": [" ".join(p) for p in paths], "failed": failed, "h
 """
 
 
-def _run_help_of_every_command() -> dict:
-    code = f"HEAVY = {HEAVY!r}\n{SCRIPT}"
+def _run(code: str) -> str:
+    """Run `code` in a fresh interpreter; its stdout (it must exit 0)."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout
+
+
+def _run_help_of_every_command() -> dict:
+    return json.loads(_run(f"HEAVY = {HEAVY!r}\n{SCRIPT}").strip().splitlines()[-1])
 
 
 def test_help_of_every_command_imports_no_heavy_library():
@@ -59,9 +63,7 @@ def test_importing_the_command_line_imports_no_heavy_library():
         "import sys\nfrom lnprobe import cli\nfrom lnprobe.cli.core import console\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert _run(code).strip() == "[]"
 
 
 def test_regimes_command_imports_no_heavy_library():
@@ -70,9 +72,8 @@ def test_regimes_command_imports_no_heavy_library():
         "import sys\nfrom lnprobe import cli\nassert cli.main(['regimes']) == 0\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "ln-simp" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
+    out = _run(code)
+    assert "ln-simp" in out and out.strip().splitlines()[-1] == "[]"
 
 
 def test_public_import_paths_still_work():
@@ -92,5 +93,4 @@ assert TextPretrainConfig is T2 and VisionPretrainConfig is V2
 assert train.__module__ == "lnprobe.train.trainer" and TrainConfig.__module__ == "lnprobe.train.config"
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert _run(code).strip() == "ok"

@@ -218,15 +218,22 @@ def test_cka_matrix_float32_block_triangle_path_equals_float64():
     assert float(exact[0, 2]) < 0.5 < float(exact[0, 1])  # a related and an unrelated pair
 
 
-def test_cka_matrix_float32_survives_layers_at_float32_resolution():
-    # a tanh chain whose offsets feed forward saturates: deep layers vary by ~1e-7 around ~3, at float32
-    # resolution; centring in one float32 pass leaves a mean residual as large as that spread
+def saturating_chain() -> list[torch.Tensor]:
+    """A tanh chain whose offsets feed forward saturates: deep layers vary by ~1e-7 around ~3, at float32
+    resolution."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(256, 256, generator=gen)
     mix = torch.randn(256, 256, generator=gen) / 16
     layers = [x]
     for i in range(32):
         layers.append(torch.tanh(layers[-1] @ mix) + 0.1 * i)
+    return layers
+
+
+def test_cka_matrix_float32_survives_layers_at_float32_resolution():
+    # a tanh chain whose offsets feed forward saturates: deep layers vary by ~1e-7 around ~3, at float32
+    # resolution; centring in one float32 pass leaves a mean residual as large as that spread
+    layers = saturating_chain()
     assert float(layers[-1].std(0).mean()) < 1e-5
     exact = cka_matrix(layers)
     assert torch.allclose(cka_matrix(layers, matmul_dtype=torch.float32), exact, rtol=0, atol=1e-6)
@@ -337,12 +344,7 @@ def test_unbiased_float32_with_a_large_offset_and_n_much_smaller_than_d():
 
 
 def test_unbiased_cka_matrix_float32_survives_layers_at_float32_resolution():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 256, generator=gen)
-    mix = torch.randn(256, 256, generator=gen) / 16
-    layers = [x]
-    for i in range(32):
-        layers.append(torch.tanh(layers[-1] @ mix) + 0.1 * i)
+    layers = saturating_chain()
     exact = cka_matrix(layers, debiased=True)
     assert torch.allclose(cka_matrix(layers, debiased=True, matmul_dtype=torch.float32), exact, atol=1e-6)
 
