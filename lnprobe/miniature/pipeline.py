@@ -10,7 +10,8 @@
                  ("Describe the picture in detail.", `chat` template) rather than following the image
                  bare (`plain`): the miniature LLM learned to describe only when asked
     sweep/       finetuning per regime at each learning rate of its grid (gradient statistics recorded);
-                 the lowest validation loss picks the learning rate
+                 the highest validation answer accuracy picks the learning rate, the lower validation
+                 loss breaking ties (loss alone picked runs that answer worse: docs/miniature.md)
     blind/       the blind baseline: the same LLM finetuned (`full`) on the questions without images
     claims/      `lnprobe claims` on base / ln / full, the other regimes judged beside them
     results.json every number of the table, the stage timings and the configuration
@@ -149,10 +150,10 @@ class Stages:
         )
 
     def sweep(self, base: Path, data: Path) -> dict:
-        """Every regime at every learning rate of its grid; per regime, the run with the lowest validation
-        loss."""
+        """Every regime at every learning rate of its grid; per regime, the run that answers the validation
+        questions best (`pick_runs`)."""
         from lnprobe.train.state import latest_checkpoint
-        from lnprobe.train.sweep import best_lrs, plan, run_sweep
+        from lnprobe.train.sweep import plan, run_sweep
 
         config = self.finetune_config(base, data)
         out = self.out / "sweep"
@@ -162,19 +163,37 @@ class Stages:
             for r in plan(config, out, [regime], self.cfg.lrs(regime), [self.cfg.seed])
         ]
         rows = run_sweep(config, out, runs, parallel=self.cfg.parallel)
+        val_acc = self.val_accuracy(rows, data, out / "val_accuracy.json")
         results = {}
-        for regime, best in best_lrs(rows).items():
-            row = next(r for r in rows if r["regime"] == regime and r["lr"] == best["lr"])
+        for regime, row in pick_runs(rows, val_acc).items():
             run = Path(row["run"])
             first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
             results[regime] = {
                 "run": str(run),
                 "checkpoint": str(latest_checkpoint(run)),
-                "lr": best["lr"],
+                "lr": row["lr"],
+                "val_accuracy": val_acc[run_key(row)],
                 "val_loss_before": first["eval_loss"],
                 "val_loss": row["eval_loss"],
             }
         return results
+
+    def val_accuracy(self, rows: list[dict], data: Path, path: Path) -> dict[str, float]:
+        """Answer accuracy of every sweep run on the validation questions (cached in `path`, keyed by
+        `run_key`, so a moved or copied OUT still reads it)."""
+        from lnprobe.eval.accuracy import answer_accuracy
+        from lnprobe.models import load
+        from lnprobe.train.state import latest_checkpoint
+
+        if path.is_file():
+            return json.loads(path.read_text())
+        out = {}
+        for row in rows:
+            loaded = load(str(latest_checkpoint(Path(row["run"]))))
+            acc = answer_accuracy(loaded.model, loaded.processor, str(data / "val.json"), template="chat")
+            out[run_key(row)] = acc["accuracy"]
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        return out
 
     def blind(self, base: Path, data: Path, lr: float) -> str:
         from lnprobe.train import train
@@ -245,6 +264,23 @@ class Stages:
                 progress=False,
             )
         )
+
+
+def run_key(row: dict) -> str:
+    """A sweep run's name inside its sweep folder: `<regime>/lr<lr>-seed<seed>`."""
+    return "/".join(Path(row["run"]).parts[-2:])
+
+
+def pick_runs(rows: list[dict], val_accuracy: dict[str, float]) -> dict[str, dict]:
+    """Per regime, the sweep row with the highest validation answer accuracy; among equal accuracies the
+    lower validation loss, then the lower learning rate."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        key = (-val_accuracy[run_key(row)], row["eval_loss"], row["lr"])
+        held = best.get(row["regime"])
+        if held is None or key < (-val_accuracy[run_key(held)], held["eval_loss"], held["lr"]):
+            best[row["regime"]] = row
+    return best
 
 
 def _by_type(items: list[dict], path: Path) -> dict:

@@ -153,16 +153,19 @@ def markdown(study: dict) -> str:
         "",
         _backbones(study),
         "",
-        "| regime | trainable % | accuracy (mean) | 95 % CI | per seed |",
-        "|---|---:|---:|---:|---|",
+        "Each regime's learning rate is picked per seed from its grid by the answer accuracy on the "
+        "validation questions (the lower validation loss breaks ties).",
+        "",
+        "| regime | trainable % | accuracy (mean) | 95 % CI | per seed | learning rate per seed |",
+        "|---|---:|---:|---:|---|---|",
     ]
     for name, a in study["accuracy"].items():
         pct = "-" if a["trainable_pct"] is None else f"{a['trainable_pct']:.3f}"
         lo, hi = a["ci95"] or (None, None)
         ci = "-" if lo is None else f"[{lo:.3f}, {hi:.3f}]"
-        lines.append(
-            f"| {name} | {pct} | {a['value']:.3f} | {ci} | {', '.join(f'{x:.3f}' for x in a['per_seed'])} |"
-        )
+        per_seed = ", ".join(f"{x:.3f}" for x in a["per_seed"])
+        lrs = "-" if a["lr"][0] is None else ", ".join(f"{x:g}" for x in a["lr"])
+        lines.append(f"| {name} | {pct} | {a['value']:.3f} | {ci} | {per_seed} | {lrs} |")
     lines += ["", "![accuracy](miniature/accuracy.png)", "", "## The goals", ""]
     for key, g in study["goals"].items():
         marks = ", ".join("met" if x else ("-" if x is None else "not met") for x in g["per_seed"])

@@ -79,6 +79,7 @@ def results_record(
                 **_acc(accuracy[regime]),
                 "cross_layer_cka": sims[regime]["cka"]["value"],
                 "norm_grad_variance": grads.get(regime, {}).get("variance"),
+                "val_accuracy": r.get("val_accuracy"),
                 "val_loss": r["val_loss"],
                 "val_loss_before": r["val_loss_before"],
                 "checkpoint": r["checkpoint"],
@@ -118,6 +119,7 @@ def print_results(record: dict, console: Console, title: str) -> None:
         "held-out accuracy [95% CI]",
         "cross-layer CKA",
         "norm-grad variance",
+        "val accuracy",
         "val loss",
     ):
         table.add_column(col, justify="left" if col == "regime" else "right")
@@ -131,7 +133,7 @@ def print_results(record: dict, console: Console, title: str) -> None:
         "pretrained": "pretrained (connector only)",
     }
     for name, b in record["baselines"].items():
-        table.add_row(named[name], "-", "-", _ci(b), f(b.get("cross_layer_cka"), ".3f"), "-", "-")
+        table.add_row(named[name], "-", "-", _ci(b), f(b.get("cross_layer_cka"), ".3f"), "-", "-", "-")
     for r in record["rows"]:
         table.add_row(
             r["regime"],
@@ -140,6 +142,7 @@ def print_results(record: dict, console: Console, title: str) -> None:
             _ci(r),
             f(r["cross_layer_cka"], ".3f"),
             f(r["norm_grad_variance"], ".2e"),
+            f(r.get("val_accuracy"), ".3f"),
             f(r["val_loss"], ".3f"),
         )
     console.print(table)

@@ -44,6 +44,9 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
     assert by["ln-simp"]["trainable_pct"] < by["ln"]["trainable_pct"] < by["full"]["trainable_pct"]
     assert by["ln"]["norm_grad_variance"] > 0 and by["full"]["norm_grad_variance"] > 0
     assert load(by["ln-simp"]["checkpoint"]).kind == "delta"
+    val_acc = json.loads((root / "a" / "sweep" / "val_accuracy.json").read_text())
+    assert len(val_acc) == len(REGIMES) and all(0 <= v <= 1 for v in val_acc.values())
+    assert {r["val_accuracy"] for r in rows} <= set(val_acc.values())
     assert set(first["baselines"]) == {"majority", "blind", "pretrained"}
     assert set(first["goals"]) == {"full_accuracy", "ln_near_full", "ln_simp_over_majority", "above_blind"}
     assert set(first["timings"]) >= {"connector", "sweep", "blind", "accuracy", "claims"}
@@ -155,6 +158,27 @@ def test_goals_on_constructed_accuracies():
         "ln_simp_over_majority": False,
         "above_blind": False,
     }  # ln-simp's interval reaches down to the blind baseline
+
+
+def test_pick_runs_prefers_validation_accuracy_then_loss_then_the_lower_rate():
+    from lnprobe.miniature.pipeline import pick_runs
+
+    def row(regime, lr, loss):
+        return {"regime": regime, "lr": lr, "eval_loss": loss, "run": f"out/sweep/{regime}/{lr}"}
+
+    rows = [
+        row("ln", 0.003, 0.062),
+        row("ln", 0.01, 0.054),
+        row("ln", 0.03, 0.046),  # the lowest loss, but it answers worse: seed 2 of the study
+        row("full", 0.001, 0.03),
+        row("full", 0.003, 0.03),  # equal accuracy and loss: the lower rate
+        row("lora", 0.01, 0.05),
+    ]
+    acc = {"ln/0.003": 0.971, "ln/0.01": 0.971, "ln/0.03": 0.914, "full/0.001": 1.0, "full/0.003": 1.0}
+    acc["lora/0.01"] = 0.5
+    picked = pick_runs(rows, acc)
+    assert {r: p["lr"] for r, p in picked.items()} == {"ln": 0.01, "full": 0.001, "lora": 0.01}
+    assert list(picked) == ["ln", "full", "lora"]
 
 
 def test_miniature_config_refuses_bad_values():
