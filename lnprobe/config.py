@@ -188,7 +188,9 @@ def _kind_ok(value: Any, hint: Any) -> bool:
             _kind_ok(v, args[0]) for v in value if args and args[0] is not Ellipsis
         )
     if origin is dict or hint is dict:
-        return isinstance(value, dict)
+        return isinstance(value, dict) and all(
+            _kind_ok(k, args[0]) and _kind_ok(v, args[1]) for k, v in value.items() if args
+        )
     return True  # other hints are not checked here
 
 

@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from lnprobe.cli.core import app, console
-from lnprobe.cli.options import config_command
+from lnprobe.cli.options import REQUIRED, config_command
 from lnprobe.errors import InputError
-from lnprobe.models.config import AssembleConfig
+from lnprobe.models.config import AssembleConfig, TinyConfig
 
 ModelArg = Annotated[
     str,
@@ -183,34 +183,33 @@ def sites(
 
 
 @app.command()
-def tiny(
-    out: Annotated[Path, typer.Argument(help="Directory to write the tiny checkpoint to.")],
-    lm: Annotated[str, typer.Option(help="Decoder family: llama, mistral or qwen2.")] = "llama",
-    connector: Annotated[str, typer.Option(help="linear (LLaVA-1, the paper) or mlp2x_gelu.")] = "linear",
-    layers: Annotated[int, typer.Option(help="Decoder layers.")] = 4,
-    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
-    part: Annotated[
-        str, typer.Option(help="llava (whole model), lm (text-only LM) or vision (CLIP), for `assemble`.")
-    ] = "llava",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
-) -> None:
+@config_command(
+    TinyConfig,
+    extra={
+        "out": (
+            Annotated[Path, typer.Argument(help="Directory to write the tiny checkpoint to.", metavar="OUT")],
+            REQUIRED,
+        ),
+        "part": (
+            Annotated[
+                str,
+                typer.Option(help="llava (whole model), lm (text-only LM) or vision (CLIP), for `assemble`."),
+            ],
+            "llava",
+        ),
+        "force": (Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")], False),
+    },
+)
+def tiny(cfg: TinyConfig, out: Path, part: str, force: bool) -> None:
     """Build a tiny LLaVA model (or its text LM / vision part) from a config (no download) and save it."""
-    from lnprobe.models.connector import CONNECTORS
-    from lnprobe.models.tiny import LM_CONFIGS, PARTS, TinyConfig, save_tiny_part
+    from lnprobe.models.tiny import PARTS, save_tiny_part
 
-    if lm not in LM_CONFIGS:
-        raise InputError(f"--lm: unknown decoder {lm!r} (known: {', '.join(LM_CONFIGS)})")
-    if connector not in CONNECTORS:
-        raise InputError(f"--connector: unknown connector {connector!r} (known: {', '.join(CONNECTORS)})")
-    if layers < 1:
-        raise InputError(f"--layers must be >= 1, got {layers}")
     if part not in PARTS:
         raise InputError(f"--part: unknown part {part!r} (known: {', '.join(PARTS)})")
-    cfg = TinyConfig(lm=lm, connector=connector, num_layers=layers, seed=seed)
     save_tiny_part(out, cfg, part, overwrite=force)
     what = {
-        "llava": f"{lm} LLaVA ({connector} connector)",
-        "lm": f"{lm} text LM",
+        "llava": f"{cfg.lm} LLaVA ({cfg.connector} connector)",
+        "lm": f"{cfg.lm} text LM",
         "vision": "CLIP vision model",
     }
     console.print(f"wrote tiny {what[part]} to {out}")

@@ -5,10 +5,11 @@ options are its config's fields without a hand-kept list, and the command receiv
 How a field appears is read from its metadata (set through `lnprobe.config.option`, `at_least`, ...):
 `help`, `positional` (an argument), `flags` (names other than `--field-name`), `switch` (a bare `--force`),
 `sep` (a tuple given as one separated string) and `metavar`. Types: bool, int, float, str and their
-`| None`; `tuple[X, ...]` (a repeatable option, or one `sep`-separated value); `dict[str, str]` (a
-repeatable NAME=VALUE option); and a nested config dataclass (a probe's `ProbeInputs`), whose fields become
-flags of their own and which the command rebuilds. A field without a default (and no per-command default)
-is a required argument or option, except in commands that read `--config FILE`.
+`| None`; `tuple[X, ...]` (a repeatable option, or one `sep`-separated value); `dict[str, X]` (a
+repeatable NAME=VALUE option, X one of str, int, float); and a nested config dataclass (a probe's
+`ProbeInputs`), whose fields become flags of their own and which the command rebuilds. A field without
+a default (and no per-command default) is a required argument or option, except in commands that read
+`--config FILE`.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class Flag:
         if default is dataclasses.MISSING or default is None or default == "" or (self.meta.get("switch")):
             return ""
         if isinstance(default, tuple | list):
-            return (self.meta.get("sep") or ", ").join(map(str, default))
+            return (self.meta.get("sep") or ", ").join(
+                f"{x:g}" if isinstance(x, float) else str(x) for x in default
+            )
         if isinstance(default, dict):
             return ", ".join(f"{k}={v}" for k, v in default.items())
         return str(default)
@@ -127,12 +130,19 @@ class Flag:
         if self.origin is tuple:
             return tuple(value)
         if self.origin is dict or self.hint is dict:
+            kind = (typing.get_args(self.hint) or (str, str))[1]
             pairs = {}
             for item in value:
                 key, sep, val = item.partition("=")
-                if not sep or not key or not val:
-                    raise InputError(f"{flag} {item!r}: expected {self.meta.get('metavar') or 'NAME=VALUE'}")
-                pairs[key] = val
+                try:
+                    if not sep or not key or not val:
+                        raise ValueError
+                    pairs[key] = kind(val)
+                except ValueError:
+                    what = {int: " (an integer)", float: " (a number)"}.get(kind, "")
+                    raise InputError(
+                        f"{flag} {item!r}: expected {self.meta.get('metavar') or 'NAME=VALUE'}{what}"
+                    ) from None
             return pairs
         return value
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from lnprobe.config import at_least, positive, ranged, seed_field, validate
+from lnprobe.config import at_least, option, positive, ranged, seed_field, validate
 from lnprobe.errors import InputError
-from lnprobe.models.tiny import TinyConfig
+from lnprobe.models.config import TinyConfig
 
 # A shape whose trainable shares fall near the paper's (ln 3.78 %, ln-simp 0.004 %, LoRA r32 ~1 %, full
 # ~95 % of LLaVA-7B): a wide MLP and a word-level vocabulary keep norms and embeddings small next to the
@@ -36,29 +36,39 @@ CENTRE_LRS = {"ln": 1e-2, "ln-simp": 3e-2, "full": 3e-3, "lora": 1e-2, "connecto
 class MiniatureConfig:
     """One run of the miniature (one seed). Defaults are `make demo`'s scale."""
 
-    seed: int = seed_field(0)
-    images: int = at_least(20, 1400)  # pictures: training + 5 % validation + 15 % held-out evaluation
-    eval_fraction: float = ranged(0.15, 0, 1, lo_open=True, hi_open=True)
-    vision_steps: int = at_least(1, 200)
-    text_steps: int = at_least(1, 200)
-    connector_steps: int = at_least(1, 300)
-    connector_lr: float = positive(1e-2)  # connector pre-training
-    finetune_steps: int = at_least(1, 200)
-    batch_size: int = at_least(1, 16)
-    lr_factors: tuple[float, ...] = (1 / 3, 1.0, 3.0)
-    regimes: tuple[str, ...] = REGIMES
-    lora_rank: int = at_least(1, 1)
-    probe_n: int = at_least(8, 32)  # questions per model in the claims' probes
-    bootstrap: int = at_least(10, 200)
-    parallel: int = at_least(1, 2)  # sweep runs at once (each in its own process)
-    centre_lrs: dict = field(default_factory=lambda: dict(CENTRE_LRS))
-    # pre-train the vision tower and the LLM in the run (vision/text_steps) instead of the shipped ones
-    pretrain: bool = False
-    llm: str | None = None  # a text LLM to start from (HF id or directory) instead of the shipped one
-    vision: str | None = None  # likewise a CLIP vision tower
-    online: bool = False
+    seed: int = seed_field(0, "Seed of everything: data, initialisation, batches.")
+    images: int = at_least(20, 1400, "Pictures: training + 5 % validation + --eval-fraction held out.")
+    eval_fraction: float = ranged(0.15, 0, 1, lo_open=True, hi_open=True, help="Share of held-out pictures.")
+    vision_steps: int = at_least(1, 200, "Vision pre-training steps (with --pretrain).")
+    text_steps: int = at_least(1, 200, "Text pre-training steps (with --pretrain).")
+    connector_steps: int = at_least(1, 300, "Connector pre-training steps on captions.")
+    connector_lr: float = positive(1e-2, "Connector pre-training learning rate.")
+    finetune_steps: int = at_least(1, 200, "Finetuning steps per regime and learning rate.")
+    batch_size: int = at_least(1, 16, "Finetuning batch (connector pre-training: twice this).")
+    lr_factors: tuple[float, ...] = option(
+        (1 / 3, 1.0, 3.0), "Each regime's learning-rate grid: its centre rate times these.", sep=","
+    )
+    regimes: tuple[str, ...] = option(REGIMES, "Regimes to finetune (ln and full are required).", sep=",")
+    lora_rank: int = at_least(1, 1, "LoRA rank (1 gives the paper's LoRA share at this shape).")
+    probe_n: int = at_least(8, 32, "Questions per model in the claims' probes.")
+    bootstrap: int = at_least(10, 200, "Bootstrap resamples of the claims' intervals.")
+    parallel: int = at_least(1, 2, "Sweep runs at once, each in its own process.")
+    centre_lrs: dict[str, float] = option(
+        help="A regime's centre learning rate, e.g. ln=0.01 (repeatable; others keep their defaults).",
+        default_factory=lambda: dict(CENTRE_LRS),
+        flags=("--centre-lr",),
+        metavar="REGIME=LR",
+    )
+    pretrain: bool = option(
+        False, "Pre-train the vision tower and the LLM in the run, not the shipped ones.", switch=True
+    )
+    llm: str | None = option(None, "Start from this text LLM (HF id or directory), not the shipped one.")
+    vision: str | None = option(None, "Start from this CLIP vision tower instead of the shipped one.")
+    online: bool = option(False, "Allow downloading --llm / --vision.", switch=True)
 
     def __post_init__(self) -> None:
+        # a partial mapping (`--centre-lr ln=0.02`) changes those regimes only
+        object.__setattr__(self, "centre_lrs", {**CENTRE_LRS, **self.centre_lrs})
         validate(self)
         if not self.lr_factors or not all(f > 0 for f in self.lr_factors):
             raise InputError(f"--lr-factors must be positive numbers, got {self.lr_factors}")
@@ -71,6 +81,9 @@ class MiniatureConfig:
             raise InputError(
                 "--pretrain pre-trains both backbones; it cannot be combined with --llm / --vision"
             )
+        bad = {k: v for k, v in self.centre_lrs.items() if not 0 < v < float("inf")}
+        if bad:
+            raise InputError(f"--centre-lr must be positive numbers, got {bad}")
         missing = [r for r in self.regimes if r not in self.centre_lrs]
         if missing:
             raise InputError(f"no centre learning rate for regime(s) {', '.join(missing)}")

@@ -21,7 +21,7 @@ _EXPORTS = {
     "ModelSites": "sites",
     "is_norm": "sites",
     "resolve_sites": "sites",
-    "TinyConfig": "tiny",
+    "TinyConfig": "config",
     "build_tiny": "tiny",
     "save_tiny": "tiny",
 }
@@ -40,9 +40,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from lnprobe.models.config import TinyConfig
     from lnprobe.models.load import Loaded, build_from_config, checkpoint_kind, load, resolve_config
     from lnprobe.models.sites import ModelSites, is_norm, resolve_sites
-    from lnprobe.models.tiny import TinyConfig, build_tiny, save_tiny
+    from lnprobe.models.tiny import build_tiny, save_tiny
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,6 @@ image processor; nothing is downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,13 +23,13 @@ from transformers import (
     Qwen2Config,
 )
 
-from lnprobe.config import at_least, choice, seed_field, validate
+from lnprobe.models.config import DECODERS, TinyConfig
 from lnprobe.models.connector import install_connector, set_connector_kind
 from lnprobe.models.hf import quiet_transformers, save_quietly
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
 IMAGE_TOKEN = "<image>"
-LM_CONFIGS = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
+LM_CONFIGS = dict(zip(DECODERS, (LlamaConfig, MistralConfig, Qwen2Config), strict=True))
 
 # Words of the synthetic world (shapes, colours, digits, places) and of the chat templates, so the tiny
 # tokenizer compresses the data it will see; any other text still tokenizes (byte-level BPE).
@@ -49,37 +48,6 @@ _MORE_WORDS = (
     "nothing Describe How Is What Where answers detail detailed helpful questions shapes shows user s"
 )
 _PUNCTUATION = ".,?:;!'\"()[]/<>-"
-TOKENIZERS = ("bpe", "words")
-
-
-@dataclass(frozen=True)
-class TinyConfig:
-    """Shapes of a tiny LLaVA model. Defaults give ~0.3 M parameters and 16 image tokens per image."""
-
-    lm: str = "llama"  # llama | mistral | qwen2
-    connector: str = "linear"  # linear (LLaVA-1, the paper) | mlp2x_gelu (LLaVA-1.5)
-    hidden_size: int = at_least(1, 64)
-    intermediate_size: int = at_least(1, 128)
-    num_layers: int = at_least(1, 4)
-    num_heads: int = at_least(1, 4)
-    num_kv_heads: int = at_least(1, 2)
-    vision_hidden_size: int = at_least(1, 32)
-    vision_intermediate_size: int = at_least(1, 64)
-    vision_layers: int = at_least(1, 2)
-    vision_heads: int = at_least(1, 2)
-    image_size: int = at_least(1, 32)
-    patch_size: int = at_least(1, 8)
-    vocab_size: int = at_least(1, 512)  # the `bpe` tokenizer's; `words` has its fixed vocabulary
-    tokenizer: str = choice("bpe", TOKENIZERS)  # bpe: byte-level, any text | words: the miniature's
-    max_position_embeddings: int = at_least(1, 512)
-    seed: int = seed_field(0)
-
-    def __post_init__(self) -> None:
-        validate(self)
-
-    @property
-    def image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
 
 
 def build_tokenizer(

@@ -440,7 +440,11 @@ def test_other_commands_bad_input(case, capfd, world):
     run(
         ["sweep", "--model", world / "tiny", "--data", data, "--regimes", "ln,bogus", "--out", d / "s"], capfd
     )
-    run(["demo", "--steps", "0", "--out", d / "demo"], capfd, "--steps")
+    run(["demo", "--finetune-steps", "0", "--out", d / "demo"], capfd, "--finetune-steps")
+    run(["demo", "--centre-lr", "ln=fast", "--out", d / "demo"], capfd, "ln=fast")
+    run(["demo", "--centre-lr", "ln=-0.1", "--out", d / "demo"], capfd, "--centre-lr")
+    run(["study", "--regimes", "ln,lora", "--out", d / "study"], capfd, "'full'")
+    run(["study", "--lr-factors", "1,x", "--out", d / "study"], capfd, "--lr-factors")
     run(["tiny", d / "t", "--layers", "0"], capfd, "--layers")
     run(["tiny", d / "t", "--lm", "gpt9"], capfd, "--lm")
     run(["params", "llava-7b", "--lora-rank", "0"], capfd, "--lora-rank")

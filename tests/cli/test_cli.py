@@ -54,6 +54,50 @@ def test_params_bad_input(capsys, tmp_path):
     assert_one_line_error(*run(capsys, "params", str(tmp_path / "cfg.json")), "cfg.json", "model_type")
 
 
+def test_demo_and_study_options_are_the_miniature_configs_fields(capsys, monkeypatch, tmp_path):
+    """Every field of MiniatureConfig is a flag of `demo` and `study`; `--smoke` sets the smoke scale for
+    the fields the flags leave at their defaults; `--centre-lr` changes the regimes it names only."""
+    import lnprobe.demo
+    import lnprobe.miniature.study
+    from lnprobe.miniature.config import CENTRE_LRS, SMOKE, MiniatureConfig
+
+    seen = {}
+    monkeypatch.setattr(lnprobe.demo, "run_demo", lambda out, cfg, console: seen.update(demo=(out, cfg)))
+    monkeypatch.setattr(
+        lnprobe.miniature.study,
+        "run_study",
+        lambda out, cfg, seeds, progress: (
+            seen.update(study=(out, cfg, seeds)) or {"accuracy": {}, "claims": {}}
+        ),
+    )
+    argv = ["--smoke", "--finetune-steps", "7", "--centre-lr", "ln=0.5", "--regimes", "ln,full"]
+    assert run(capsys, "demo", *argv, "--seed", "3", "--out", str(tmp_path / "d"))[0] == 0
+    out, cfg = seen["demo"]
+    assert (
+        out == tmp_path / "d" and cfg.seed == 3 and cfg.finetune_steps == 7 and cfg.regimes == ("ln", "full")
+    )
+    assert cfg.centre_lrs == {**CENTRE_LRS, "ln": 0.5}
+    assert cfg.images == SMOKE["images"] and cfg.lr_factors == SMOKE["lr_factors"]  # the smoke scale
+    (tmp_path / "c.yaml").write_text("images: 80\nlora_rank: 2\n")
+    assert (
+        run(
+            capsys,
+            "study",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path / "s"),
+        )[0]
+        == 0
+    )
+    out, cfg, seeds = seen["study"]
+    assert seeds == [0, 1] and cfg == MiniatureConfig(images=80, lora_rank=2)
+    shown = run(capsys, "study", "--help")[1]
+    assert "--seeds" in shown and "--finetune-steps" in shown and "--seed " not in shown  # one per seed
+
+
 def test_model_without_norms_is_bad_input(capsys, tmp_path):
     (tmp_path / "bert.json").write_text(
         json.dumps(
