@@ -57,7 +57,7 @@ def main() -> None:
 
     def config(out: Path) -> TrainConfig:
         return TrainConfig(model=str(base), data=str(data / "instruct.json"), out=str(out),
-                           max_steps=args.steps, batch_size=16, grad_ckpt=False, progress=False)  # fmt: skip
+                           max_steps=args.steps, batch_size=16, grad_ckpt="off", progress=False)  # fmt: skip
 
     print(f"{args.runs} runs of {args.steps} steps (regime ln, miniature shape), two at a time, "
           f"{threads} thread(s) each, {os.cpu_count()} cores")  # fmt: skip

@@ -22,6 +22,9 @@ def train_command(config: TrainConfig) -> None:
     from lnprobe.train import train
 
     result = train(config)
+    plan = Path(config.resolved().out) / "memory_plan.json"  # --grad-ckpt auto
+    if config.grad_ckpt == "auto" and plan.is_file():
+        console.print(json.loads(plan.read_text())["text"])
     console.print(
         f"trained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint: {result.checkpoint}"
     )

@@ -119,7 +119,7 @@ class Stages:
                 warmup_ratio=0.1,
                 seed=self.cfg.seed,
                 progress=self.progress,
-                grad_ckpt=False,
+                grad_ckpt="off",
                 resume=str(run) if (run / "latest").is_file() else None,
             )
         )
@@ -144,7 +144,7 @@ class Stages:
             warmup_ratio=0.1,
             seed=c.seed,
             progress=False,
-            grad_ckpt=False,
+            grad_ckpt="off",
             lora_rank=c.lora_rank,
             gradvar_every=max(1, c.finetune_steps // 8),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ RESUMABLE_CHANGES = {
     "progress",
     "eval_every",
     "num_workers",
+    "grad_ckpt",  # checkpointing recomputes, it does not change what is computed
+    "ckpt_every",
+    "max_memory",
 }
 
 
@@ -61,8 +65,16 @@ class TrainConfig:
     grad_accum: int = at_least(1, 1, "Micro-batches per optimizer step.")
     max_length: int = at_least(2, 2048, "Tokens per example (longer ones are cut from the end).")
     seed: int = seed_field(0, "Seed of initialisation, data order and dropout.")
-    grad_ckpt: bool = option(True, "Activation (gradient) checkpointing of the decoder layers.")
-    ckpt_every: int = at_least(1, 1, "Checkpoint every n-th decoder layer's activations (1: all).")
+    grad_ckpt: str = choice(
+        "on",
+        ("on", "off", "auto"),
+        "Activation checkpointing of the decoder layers: on (every --ckpt-every-th), off, or auto (the "
+        "fewest layers whose predicted peak fits --max-memory, from one profiling pass).",
+    )
+    ckpt_every: int = at_least(1, 1, "With --grad-ckpt on: checkpoint every n-th decoder layer (1: all).")
+    max_memory: str | None = option(
+        None, "With --grad-ckpt auto: the memory budget, e.g. 40GiB (default: the device's memory)."
+    )
     dtype: str = choice(
         "auto", ("auto", "fp32", "bf16", "fp16"), "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."
     )
@@ -88,7 +100,11 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.grad_ckpt, bool):  # configs written before `auto` (and the Python API)
+            object.__setattr__(self, "grad_ckpt", "on" if self.grad_ckpt else "off")
         validate(self)
+        if self.max_memory is not None:
+            parse_bytes(self.max_memory)  # fail fast on a malformed size
         if not self.data:
             raise InputError("--data is required (a LLaVA JSON/JSONL file)")
 
@@ -109,3 +125,19 @@ def load_config_file(path: str | Path) -> dict:
     data = read_config_file(path)
     from_dict(TrainConfig, {**data, "data": data.get("data") or "x"}, source=str(path))  # names check
     return data
+
+
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """'40GiB', '512 MB', '1e9' → bytes (InputError naming --max-memory otherwise)."""
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", text or "")
+    unit = UNITS.get(match.group(2).lower()) if match else None
+    try:
+        value = float(match.group(1)) * unit if match and unit else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise InputError(f"--max-memory {text!r}: expected a size such as 40GiB, 512MB or 1e9 (bytes)")
+    return int(value)

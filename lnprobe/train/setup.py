@@ -59,7 +59,7 @@ def build_model(cfg: TrainConfig, source: str, options: RegimeOptions, dtype, de
                 params[name].copy_(tensor)
     for name in applied.trainable:  # fp32 master copies
         params[name].data = params[name].data.float()
-    if cfg.grad_ckpt:
+    if cfg.grad_ckpt == "on":  # "auto" is planned once the data is read (lnprobe.train.memory)
         enable_checkpointing(applied.model, cfg.ckpt_every)
     applied.model.train()
     return loaded, applied

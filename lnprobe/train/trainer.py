@@ -114,6 +114,8 @@ class Trainer:
         self.dataset = self._dataset(config.data)
         self.eval_dataset = self._dataset(config.eval_data) if config.eval_data else None
         self.batches = LengthGroupedBatches(self.dataset.lengths, config.batch_size, config.seed)
+        if config.grad_ckpt == "auto":
+            self._plan_checkpointing()
         self.steps_per_epoch = len(self.batches) // (config.grad_accum * self.world)
         if self.steps_per_epoch == 0:
             raise InputError(
@@ -132,6 +134,9 @@ class Trainer:
         self._epoch_cache: tuple[int, list] = (-1, [])
         if self.claim.fresh is not None:  # set-up passed: the run directory appears now, complete
             save_config(config, self.setup_dir, seed=config.seed, base=self.base_spec, processes=self.world)
+        if self.accelerator.is_main_process and getattr(self, "memory_plan", None):
+            self.memory_plan.save(self.setup_dir)  # a resumed run re-plans (the budget may have changed)
+        if self.claim.fresh is not None:
             self.claim.fresh.publish()
         self.accelerator.wait_for_everyone()
 
@@ -181,6 +186,27 @@ class Trainer:
         )
         self.processor, self.model, self.sites = loaded.processor, applied.model, applied.sites
         self.trainable = applied.trainable
+
+    def _plan_checkpointing(self) -> None:
+        """`--grad-ckpt auto`: profile the worst-case micro-batch (the longest examples) once, then
+        checkpoint the fewest decoder layers that fit the budget (lnprobe.train.memory)."""
+        from lnprobe.train import memory
+
+        longest = sorted(range(len(self.dataset)), key=lambda i: -self.dataset.lengths[i])
+        batch = self._collate(self.dataset, longest[: self.config.batch_size])
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # dropout in the profile must not shift training's RNG
+            profile = memory.profile_step(
+                self.model,
+                self.sites,
+                lambda: loss_sum(self.model, self.sites, batch, self.config.loss_chunk)[0],
+            )
+        budget = self.config.max_memory
+        chosen = memory.plan(
+            profile, memory.parse_bytes(budget) if budget else memory.device_budget(self.device)
+        )
+        memory.checkpoint_layers(self.model, self.sites, chosen.layers)
+        self.memory_plan = chosen
 
     def _dataset(self, path: str) -> LlavaDataset:
         c = self.config

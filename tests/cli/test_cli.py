@@ -153,11 +153,11 @@ def test_data_synth_and_train_commands(capsys, tmp_path):
     )
     out = tmp_path / "run"
     code, stdout, _ = run(
-        capsys, "train", "--config", str(config), "--out", str(out), "--lr", "0.01", "--no-grad-ckpt"
+        capsys, "train", "--config", str(config), "--out", str(out), "--lr", "0.01", "--grad-ckpt", "off"
     )
     assert code == 0 and "trained 3 steps" in stdout
     saved = json.loads((out / "lnprobe_config.json").read_text())["config"]
-    assert (saved["regime"], saved["lr"], saved["grad_ckpt"], saved["max_steps"]) == ("ln", 0.01, False, 3)
+    assert (saved["regime"], saved["lr"], saved["grad_ckpt"], saved["max_steps"]) == ("ln", 0.01, "off", 3)
     assert (out / "checkpoints" / "step-000003" / "lnprobe_delta.json").is_file()
 
 
