@@ -27,6 +27,7 @@ times MARGIN, fits the budget.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -55,6 +56,15 @@ class MemoryProfile:
     outside: int  # activations kept outside the decoder layers
     kept: tuple[int, ...]  # per decoder layer: activations kept without checkpointing
     inputs: tuple[int, ...]  # per decoder layer: its input hidden states
+
+    def scaled(self, k: int) -> MemoryProfile:
+        """The activations of a k-times larger batch of the same examples' length (they grow linearly)."""
+        return dataclasses.replace(
+            self,
+            outside=k * self.outside,
+            kept=tuple(k * x for x in self.kept),
+            inputs=tuple(k * x for x in self.inputs),
+        )
 
     def peak(self, checkpointed: tuple[int, ...]) -> int:
         """Predicted peak bytes of a training step with the decoder layers `checkpointed`: the largest of

@@ -193,20 +193,28 @@ class Trainer:
         from lnprobe.train import memory
 
         longest = sorted(range(len(self.dataset)), key=lambda i: -self.dataset.lengths[i])
-        batch = self._collate(self.dataset, longest[: self.config.batch_size])
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # dropout in the profile must not shift training's RNG
-            profile = memory.profile_step(
-                self.model,
-                self.sites,
-                lambda: loss_sum(self.model, self.sites, batch, self.config.loss_chunk)[0],
-            )
+        size = self.config.batch_size
+        try:
+            profile = self._profile(longest[:size])
+        except torch.OutOfMemoryError:  # a whole unchecked forward does not fit: one example, scaled
+            torch.cuda.empty_cache()
+            profile = self._profile(longest[:1]).scaled(size)
         budget = self.config.max_memory
         chosen = memory.plan(
             profile, memory.parse_bytes(budget) if budget else memory.device_budget(self.device)
         )
         memory.checkpoint_layers(self.model, self.sites, chosen.layers)
         self.memory_plan = chosen
+
+    def _profile(self, indices: list[int]):
+        from lnprobe.train import memory
+
+        batch, chunk = self._collate(self.dataset, indices), self.config.loss_chunk
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # dropout in the profile must not shift training's RNG
+            return memory.profile_step(
+                self.model, self.sites, lambda: loss_sum(self.model, self.sites, batch, chunk)[0]
+            )
 
     def _dataset(self, path: str) -> LlavaDataset:
         c = self.config

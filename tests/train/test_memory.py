@@ -148,3 +148,15 @@ def test_auto_checkpointing_trains_the_same_and_records_its_plan(synth, tmp_path
             cfg(synth, tmp_path / "tiny-budget", regime="ln", max_steps=2, grad_ckpt="auto", max_memory="1KB")
         )
     assert not (tmp_path / "tiny-budget").exists()  # refused before anything was written
+
+
+def test_one_example_scaled_predicts_the_whole_batch(tiny):
+    """The fallback when a whole unchecked forward does not fit the GPU: activations grow linearly."""
+    model, sites, batch = prepared(tiny, "ln")
+    whole = M.profile_step(model, sites, lambda: loss_sum(model, sites, batch)[0])
+    one = {k: v[:1] for k, v in batch.items()}
+    scaled = M.profile_step(model, sites, lambda: loss_sum(model, sites, one)[0]).scaled(8)
+    assert scaled.kept[1:] == whole.kept[1:] and scaled.inputs == whole.inputs
+    # layer 0 also keeps the rotary tables, one per batch, which scaling counts 8 times: over, not under
+    assert whole.kept[0] < scaled.kept[0] < 1.05 * whole.kept[0]
+    assert whole.peak(()) <= scaled.peak(()) < 1.02 * whole.peak(())
