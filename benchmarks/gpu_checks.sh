@@ -34,3 +34,7 @@ PY
 
 echo "== lnprobe training cost per regime"
 timeout 300 $py benchmarks/train_cost.py --plan gpu 2>&1 | tee "$out/train_cost_gpu.txt"
+
+echo "== --grad-ckpt auto: predicted vs measured peak per number of checkpointed layers (LLaVA-7B shape)"
+timeout 240 $py benchmarks/grad_ckpt_plan.py --device cuda --model llava-7b --batch 16 --tokens 800 \
+  --regimes ln-simp,lora --repeats 2 2>&1 | tee "$out/grad_ckpt_plan_gpu.txt"
