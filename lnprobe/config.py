@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -202,12 +203,18 @@ def _kind_name(hint: Any) -> str:
     return names.get(hint, "a list" if typing.get_origin(hint) in (tuple, list) else str(hint))
 
 
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """`typing.get_type_hints(cls)`, evaluated once per class (the annotations are strings)."""
+    return typing.get_type_hints(cls)
+
+
 def validate(config: Any) -> None:
     """Check every field of a config dataclass against its type hint, finiteness (every float) and its
     declared range; InputError names the flag: `--lr-norm -0.001: must be > 0`. Called first in each
     config's `__post_init__`, so every command and the Python API apply the same rules before anything
     is written."""
-    hints = typing.get_type_hints(type(config))
+    hints = type_hints(type(config))
     for f in dataclasses.fields(config):
         value, hint, flag = getattr(config, f.name), hints.get(f.name), flag_for(f)
         if hint is not None and not _kind_ok(value, hint):

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from lnprobe.config import flag_of, from_dict, read_config_file
+from lnprobe.config import flag_of, from_dict, read_config_file, type_hints
 from lnprobe.errors import InputError
 
 
@@ -149,12 +149,12 @@ class Flag:
 
 def config_flags(cls: type, skip: tuple[str, ...] = ()) -> list[Flag]:
     """The flags of `cls`'s fields (a nested config dataclass's fields in its place), except `skip`."""
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     flags: list[Flag] = []
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            inner = typing.get_type_hints(hint)
+            inner = type_hints(hint)
             flags += [
                 Flag(g.name, g, _base_type(inner[g.name]), owner=f.name)
                 for g in dataclasses.fields(hint)
@@ -189,7 +189,7 @@ def config_command(
     defaults, helps = dict(defaults or {}), dict(helps or {})
     flags = config_flags(cls, skip)
     by_name = {flag.name: flag for flag in flags}
-    nested = {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
+    nested = {f.name: type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
     nested = {name: kind for name, kind in nested.items() if dataclasses.is_dataclass(kind)}
     unknown = sorted(set(defaults) - set(by_name) - set(skip)) + sorted(set(helps) - set(by_name))
     reserved = sorted(set(extra or {}) & {*by_name, "config_file"})
