@@ -409,8 +409,8 @@ def accumulation_share(runs: int = 2) -> None:
         data = write_synth(Path(tmp) / "data", SynthConfig(n=80, seed=0)) / "instruct.json"
         ckpt = save_tiny(Path(tmp) / "tiny", TinyConfig(seed=0))
         inputs = ProbeInputs(data=str(data), n=64, batch_size=8, progress=False)
-        cfg = SimilarityConfig(a=str(ckpt), inputs=inputs, out=str(Path(tmp) / "out"))
         for run in range(runs):
+            cfg = SimilarityConfig(a=str(ckpt), inputs=inputs, out=str(Path(tmp) / f"out-{run}"))
             spent = dict.fromkeys(dict(STAGES).values(), 0.0)
             originals = _watch(spent)
             try:

@@ -25,8 +25,12 @@ def train_command(config: TrainConfig) -> None:
     plan = Path(config.resolved().out) / "memory_plan.json"  # --grad-ckpt auto
     if config.grad_ckpt == "auto" and plan.is_file():
         console.print(json.loads(plan.read_text())["text"])
+    held_out = ""
+    if result.eval_loss is not None:
+        held_out = f", held-out loss {result.eval_loss:.4f} (best {result.best_eval_loss:.4f})"
     console.print(
-        f"trained {result.steps} steps, final loss {result.final_loss:.4f}; checkpoint: {result.checkpoint}"
+        f"trained {result.steps} steps, final loss {result.final_loss:.4f}{held_out}; "
+        f"checkpoint: {result.checkpoint}"
     )
 
 

@@ -153,6 +153,11 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
         config = AutoConfig.from_pretrained(spec, local_files_only=not online, trust_remote_code=False)
     except CONFIG_ERRORS as exc:
         if kind == "hub" and not online:
+            if Path(spec).parent.is_dir():  # `runs/bse`: most likely a mistyped local path
+                raise InputError(
+                    f"{spec}: no such checkpoint directory (nor a hub id in the local Hugging Face cache; "
+                    "pass --online to download one)"
+                ) from None
             raise InputError(
                 f"{spec}: not in the local Hugging Face cache (pass --online to download)"
             ) from None

@@ -153,9 +153,12 @@ def test_data_synth_and_train_commands(capsys, tmp_path):
     )
     out = tmp_path / "run"
     code, stdout, _ = run(
-        capsys, "train", "--config", str(config), "--out", str(out), "--lr", "0.01", "--grad-ckpt", "off"
-    )
+        capsys, "train", "--config", str(config), "--out", str(out), "--lr", "0.01", "--grad-ckpt", "off",
+        "--eval-data", str(data / "eval.json"),
+    )  # fmt: skip
     assert code == 0 and "trained 3 steps" in stdout
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert f"held-out loss {metrics[-1]['eval_loss']:.4f}" in stdout  # the last step's, as logged
     saved = json.loads((out / "lnprobe_config.json").read_text())["config"]
     assert (saved["regime"], saved["lr"], saved["grad_ckpt"], saved["max_steps"]) == ("ln", 0.01, "off", 3)
     assert (out / "checkpoints" / "step-000003" / "lnprobe_delta.json").is_file()

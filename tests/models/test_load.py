@@ -226,6 +226,14 @@ def test_uncached_hub_id_is_not_downloaded():
         load("no-such-org/no-such-model")
 
 
+def test_a_mistyped_local_path_is_named_as_a_missing_directory(tmp_path, monkeypatch):
+    """`runs/bse` looks like a hub id; its parent folder exists here, so it is reported as a path."""
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"runs/bse: no such checkpoint directory \(nor a hub id"):
+        load("runs/bse")
+
+
 def test_presets_have_no_weights():
     with pytest.raises(InputError, match="llava-7b: a preset has shapes but no weights"):
         load("llava-7b")

@@ -399,6 +399,17 @@ def test_metrics_go_to_tensorboard_when_installed(synth, tmp_path, monkeypatch):
     assert ("train/loss", 1) in logged and ("train/lr", 2) in logged
 
 
+def test_training_writes_tensorboard_logs_under_the_run(synth, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(cfg(synth, tmp_path / "r", max_steps=2, eval_data=str(synth / "eval.json")))
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "train/loss" in tags and "train/eval_loss" in tags
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
 def test_data_loading_workers_change_nothing(synth, tmp_path):
     a = trained_tensors(train(cfg(synth, tmp_path / "a", regime="lora", lora_rank=4, max_steps=3)))
     b = trained_tensors(
