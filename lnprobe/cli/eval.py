@@ -19,7 +19,12 @@ def eval_command(cfg: EvalConfig) -> None:
     record = run_eval(cfg)
     scores = record["scores"]
     shown = ", ".join(f"{k} {_fmt(scores[k])}" for k in BENCHES.get(cfg.bench).headline)
-    console.print(f"{cfg.bench}: {shown} ({len(record['items'])} items)")
+    odd = {k: scores[k] for k in ("unclear", "unparsed") if scores.get(k)}
+    notes = "".join(f", {v} {k}" for k, v in odd.items())
+    console.print(f"{cfg.bench}: {shown} ({len(record['items'])} items{notes})")
+    if odd:
+        where = Path(cfg.out) / "results.json"
+        console.print(f"  {sum(odd.values())} answers said neither yes nor no (their texts: {where})")
     console.print(f"wrote {Path(cfg.out)}/results.json")
 
 

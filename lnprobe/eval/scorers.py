@@ -4,7 +4,8 @@ POPE — each prediction is reduced to yes/no the way the POPE reference evaluat
 LLaVA's eval_pope.py) does: keep the first sentence (up to the first "."), delete commas, split on single
 spaces; the word "no" / "not" / "No" → no, otherwise yes. Only commas are removed, so "No!" reads as yes,
 as there. With "yes"
-as the positive class: accuracy, precision, recall, F1 and the share of yes answers.
+as the positive class: accuracy, precision, recall, F1 and the share of yes answers, plus `unclear`: how
+many answers contain no yes / no / not word at all (empty ones too), which that rule scores as yes.
 
 MME — as MME's eval_tool/calculation.py: a response is yes / no when (lower-cased) it is exactly that word,
 else by whether its first four characters contain "yes" or "no" (in that order); anything else is "other"
@@ -16,6 +17,7 @@ subtask score is 100 x (accuracy + accuracy+); perception and cognition totals s
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 PERCEPTION = (
@@ -39,6 +41,11 @@ def pope_answer(text: str) -> str:
     return "no" if any(w in ("No", "not", "no") for w in words) else "yes"
 
 
+def pope_clear(text: str) -> bool:
+    """Does the answer say yes or no at all (a word "yes" / "no" / "not", any case)?"""
+    return any(w in ("yes", "no", "not") for w in re.findall(r"[a-z]+", text.lower()))
+
+
 def pope_scores(predictions: list[str], labels: list[str]) -> dict:
     """POPE metrics; `labels` are "yes" / "no"."""
     if len(predictions) != len(labels) or not labels:
@@ -60,6 +67,8 @@ def pope_scores(predictions: list[str], labels: list[str]) -> dict:
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "yes_ratio": answers.count("yes") / len(answers),
         "n": len(labels),
+        # answers with neither a yes nor a no word (empty ones too): POPE's rule scores them "yes"
+        "unclear": sum(not pope_clear(p) for p in predictions),
         "counts": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
     }
 

@@ -235,6 +235,16 @@ def test_mme_unparsed_answers_are_counted_and_wrong(tiny_dir, tmp_path, monkeypa
     assert s["unparsed"] == 16 and s["perception"] == 0.0
 
 
+def test_the_summary_counts_answers_that_say_neither_yes_nor_no(tiny_dir, tmp_path, monkeypatch, capsys):
+    write_fixture("pope", tmp_path / "d", n=2)
+    _oracle(monkeypatch, lambda i: "")
+    argv = ["eval", tiny_dir, "--bench", "pope", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 0
+    n = len(json.loads((tmp_path / "o" / "results.json").read_text())["items"])
+    out = capsys.readouterr().out
+    assert f"({n} items, {n} unclear)" in out and "said neither yes nor no" in out
+
+
 def test_generation_runs_end_to_end_on_the_cli(tiny_dir, tmp_path):
     assert cli.main(["data", "fixture", "flickr30k", "--out", str(tmp_path / "d"), "--n", "3"]) == 0
     args = [

@@ -27,6 +27,9 @@ def test_pope_scores_hand_worked():
     assert s["f1"] == pytest.approx(2 / 3) and s["yes_ratio"] == pytest.approx(3 / 6)
     with pytest.raises(ValueError, match="yes/no"):
         pope_scores(["yes"], ["maybe"])
+    assert s["unclear"] == 0
+    odd = pope_scores(["", "Maybe.", "No!", "I see a cat, not a dog"], ["yes", "no", "no", "no"])
+    assert odd["unclear"] == 2 and odd["yes_ratio"] == 0.75  # POPE's rule scores the two unclear ones yes
 
 
 def test_mme_scores_hand_worked():
