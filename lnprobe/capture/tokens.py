@@ -20,6 +20,8 @@ def position_mask(batch: dict, mode: str, image_token_id: int | None) -> torch.T
     real = batch["attention_mask"].bool()
     if mode in ("all", "mean", "last"):
         return real
+    if mode == "text" and image_token_id is None:  # a text-only model: every token is text
+        return real
     if mode in ("image", "text"):
         if image_token_id is None:
             raise InputError(f"token selection {mode!r} needs a model with an image token")

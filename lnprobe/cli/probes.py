@@ -28,6 +28,11 @@ def similarity_command(cfg: SimilarityConfig) -> None:
     """Layer x layer representation similarity within one checkpoint or between two, with 95% intervals."""
     from lnprobe.probes import PROBES
 
+    if cfg.tokens == "all" and _has_images(cfg.inputs.data):
+        console.print(
+            "warning: --tokens all mixes image and text tokens, whose split dominates linear CKA (every "
+            "layer pair near 1); --tokens text or image compares like with like"
+        )
     record = PROBES.get("similarity").run(cfg)
     for name, entry in record.metrics.items():
         summary = record.summary(name)
@@ -39,6 +44,18 @@ def similarity_command(cfg: SimilarityConfig) -> None:
     if record.rectangular:
         console.print("the checkpoints have different numbers of sites: the matrix is rectangular")
     console.print(f"wrote {Path(cfg.out)}/similarity.json, .npz and heatmaps")
+
+
+def _has_images(data: str) -> bool:
+    """Does any record of the LLaVA data file name an image? (False when it cannot be read: the probe
+    itself reports that.)"""
+    from lnprobe.data.llava import read_records
+    from lnprobe.errors import InputError
+
+    try:
+        return any(r.image for r in read_records(data))
+    except (InputError, OSError):
+        return False
 
 
 @app.command("gradvar")

@@ -116,3 +116,18 @@ def test_no_hooks_left_and_memory_flat_over_many_traces(tiny):
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 30
     assert hooks() == registered  # capture leaves nothing registered
+
+
+def test_text_tokens_of_a_text_only_model_are_all_its_tokens():
+    from lnprobe.capture.tokens import position_mask
+
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7], [5, 6, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+    }
+    assert torch.equal(position_mask(batch, "text", None), batch["attention_mask"].bool())
+    assert torch.equal(
+        position_mask(batch, "text", 6), torch.tensor([[True, False, True], [True, False, False]])
+    )
+    with pytest.raises(InputError, match="'image' needs a model with an image token"):
+        position_mask(batch, "image", None)

@@ -206,3 +206,15 @@ def test_sweep_command(capsys, tmp_path):
     assert len(json.loads((tmp_path / "sw" / "sweep.json").read_text())["runs"]) == 2
     assert_one_line_error(*run(capsys, *common, "--lrs", "fast"), "--lrs", "comma-separated numbers")
     assert_one_line_error(*run(capsys, *common, "--regimes", "ln,bogus"), "unknown regime 'bogus'")
+
+
+def test_similarity_compares_text_tokens_by_default_and_warns_on_all(capsys, tmp_path, tiny_dir):
+    from lnprobe.data.synth import SynthConfig, write_synth
+
+    data = write_synth(tmp_path / "d", SynthConfig(n=20, seed=0)) / "instruct.json"
+    base = ["similarity", tiny_dir, "--data", str(data), "--n", "8", "--batch-size", "4", "--bootstrap", "10"]
+    code, out, _ = run(capsys, *base, "--out", str(tmp_path / "text"))
+    saved = json.loads((tmp_path / "text" / "similarity.json").read_text())
+    assert code == 0 and "warning" not in out and saved["config"]["tokens"] == "text"
+    code, out, _ = run(capsys, *base, "--tokens", "all", "--out", str(tmp_path / "all"))
+    assert code == 0 and "warning: --tokens all mixes image and text tokens" in out

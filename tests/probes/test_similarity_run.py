@@ -81,7 +81,7 @@ def test_one_minibatch_equals_direct_debiased_cka(world, tmp_path):
     loaded = load(world["a"])
     (batch,) = probe_batches(ProbeInputs(data=world["data"], n=8, batch_size=8), loaded.processor)
     image_id = loaded.processor.tokenizer.convert_tokens_to_ids("<image>")
-    rows = Capture(loaded.model, select_sites(loaded.sites, ["layer.*"]), "all", image_id).run(batch)
+    rows = Capture(loaded.model, select_sites(loaded.sites, ["layer.*"]), "text", image_id).run(batch)
     xs = list(rows.values())
     expected = [[linear_cka(x, y, debiased=True) for y in xs] for x in xs]
     assert np.allclose(record.metrics["cka"]["matrix"], expected, atol=1e-9)

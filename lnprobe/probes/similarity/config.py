@@ -26,7 +26,9 @@ class SimilarityConfig:
         ("cka", "cosine"), "cka, cka_biased, rbf_cka, cosine.", flags=("--metric", "-m")
     )
     sites: tuple[str, ...] = option(("layer.*",), "Site glob(s), e.g. 'layer.*'.", flags=("--site", "-s"))
-    tokens: str = option("all", "all, image, text, answer, mean, last.")
+    tokens: str = option(
+        "text", "text (the default: as claims), image, all (mixes modalities), answer, mean, last."
+    )
     # a random subset of the rows when more tokens are selected
     max_rows: int = at_least(4, 512, "Rows (tokens) per minibatch, sampled when more.")
     text_max_length: int = at_least(2, 128, "Tokens per text, for text models.")
