@@ -52,7 +52,11 @@ backbones: install
 FIG_OUT ?= runs/figures
 figures: install
 	test -f $(DEMO_OUT)/demo_results.json || $(BIN)/lnprobe demo --out $(DEMO_OUT)
-	for f in analyses/fig_*.py; do $(BIN)/python $$f $(DEMO_OUT) --out $(FIG_OUT) || exit 1; done
+	@failed=""; for f in analyses/fig_*.py; do \
+	  echo "$(BIN)/python $$f $(DEMO_OUT) --out $(FIG_OUT)"; \
+	  $(BIN)/python $$f $(DEMO_OUT) --out $(FIG_OUT) || failed="$$failed $$f"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "figure scripts that failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

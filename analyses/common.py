@@ -1,4 +1,5 @@
-"""Shared by the figure scripts: argument parsing, finding result files, writing PNG + HTML."""
+"""Shared by the figure scripts: argument parsing, finding result files, reading the paths they record,
+writing PNG + HTML."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lnprobe.io import read_path, results_tree  # noqa: E402
+from lnprobe.report.page import write_page  # noqa: E402
+
 
 def parse(doc: str, extra=None) -> argparse.Namespace:
     """RESULTS_DIR and --out (plus what `extra(parser)` adds); a missing results directory exits 2."""
@@ -24,6 +28,7 @@ def parse(doc: str, extra=None) -> argparse.Namespace:
     if not args.results.is_dir():
         parser.exit(2, f"{parser.prog}: error: {args.results}: no such results directory\n")
     args.out.mkdir(parents=True, exist_ok=True)
+    args.root = args.results if args.results.resolve() in args.out.resolve().parents else args.out
     return args
 
 
@@ -37,15 +42,22 @@ def need(paths: list, what: str, results: Path) -> None:
         raise SystemExit(2)
 
 
-def save(fig, page, out: Path, stem: str, caption: str) -> None:
-    """`fig` (matplotlib) → STEM.png with the caption underneath; `page` (plotly) → STEM.html."""
+def recorded(value: str, json_file: Path) -> Path:
+    """A path `json_file` records: relative to its folder (an older file's: to where it was written from)."""
+    return read_path(value, json_file.parent)
+
+
+def save(fig, page, out: Path, stem: str, caption: str, root: Path | None = None) -> None:
+    """`fig` (matplotlib) → STEM.png with the caption underneath; `page` (plotly) → STEM.html, loading the
+    plotly.min.js at `root` (the results directory when OUT lies inside it, else OUT) by a relative path."""
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(out / f"{stem}.png", dpi=150)
     plt.close(fig)
     page.update_layout(title=page.layout.title.text or stem)
     page.add_annotation(text=caption, showarrow=False, xref="paper", yref="paper", x=0.5, y=-0.18)
-    page.write_html(out / f"{stem}.html", include_plotlyjs="directory")
+    with results_tree(root or out):
+        write_page(page, out / f"{stem}.html")
     print(f"wrote {out / stem}.png and .html")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import plotly.graph_objects as go
-from common import find, need, parse, save
+from common import find, need, parse, recorded, save
 from plotly.subplots import make_subplots
 from safetensors.numpy import load_file
 
@@ -32,10 +32,11 @@ def _variance(run) -> tuple[list[int], list[float]]:
     return steps, values
 
 
-def _claims_runs(results: Path) -> list[str]:
+def _claims_runs(results: Path) -> list[Path]:
+    """The training runs claims.json names (relative to its folder: a moved results tree still has them)."""
     for path in find(results, "claims.json"):
         cfg = json.loads(path.read_text())["config"]
-        return [*cfg.get("ln_runs", []), *cfg.get("full_runs", [])]
+        return [recorded(run, path) for run in (*cfg.get("ln_runs", []), *cfg.get("full_runs", []))]
     return []
 
 
@@ -44,10 +45,10 @@ def main() -> None:
     traces = find(args.results, "gradvar_trace.safetensors")
     need(traces, "training gradient traces (gradvar_trace.safetensors)", args.results)
     runs = {str(t.parent.relative_to(args.results)): t.parent for t in traces}
-    chosen = args.run or _claims_runs(args.results)
+    chosen = [Path(r) for r in args.run] if args.run else _claims_runs(args.results)
     if chosen:  # the LN-tuned and fully finetuned runs the claims report used, or those asked for
-        runs = {k: v for k, v in runs.items() if any(v.resolve() == Path(c).resolve() for c in chosen)}
-        need(list(runs), f"gradient traces in {', '.join(chosen)}", args.results)
+        runs = {k: v for k, v in runs.items() if any(v.resolve() == c.resolve() for c in chosen)}
+        need(list(runs), f"gradient traces in {', '.join(map(str, chosen))}", args.results)
     data = {name: load_file(str(run / "gradvar_trace.safetensors")) for name, run in runs.items()}
     bound = max(float(np.percentile(np.abs(d["norm_grads"]), 99.5)) for d in data.values())
     fig, axes = plt.subplots(1, len(runs) + 1, figsize=(4.2 * (len(runs) + 1), 3.8), squeeze=False)
@@ -76,7 +77,7 @@ def main() -> None:
         "Norm-weight gradients of each recorded micro-batch (boxes: quartiles and 1.5 IQR whiskers; "
         "shared y scale) and their per-element variance accumulated over training."
     )
-    save(fig, page, args.out, "grad_variance", caption)
+    save(fig, page, args.out, "grad_variance", caption, args.root)
 
 
 if __name__ == "__main__":

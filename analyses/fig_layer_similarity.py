@@ -61,7 +61,7 @@ def main() -> None:
         f"Layer x layer {metric} of decoder-layer outputs ({tokens} tokens, same inputs for every model); "
         "shared colour scale; titles give the mean over off-diagonal pairs with its 95 % bootstrap interval."
     )
-    save(fig, page, args.out, f"layer_similarity_{metric}", caption)
+    save(fig, page, args.out, f"layer_similarity_{metric}", caption, args.root)
 
 
 if __name__ == "__main__":

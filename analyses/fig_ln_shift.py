@@ -73,7 +73,7 @@ def main() -> None:
         "Left: how far tuning moved each decoder norm's weight. Right: distance between image-token and "
         "text-token statistics before and after each input norm (lower: image tokens look more like text)."
     )
-    save(fig, page, args.out, "ln_shift", caption)
+    save(fig, page, args.out, "ln_shift", caption, args.root)
 
 
 if __name__ == "__main__":

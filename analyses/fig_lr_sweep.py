@@ -36,7 +36,7 @@ def main() -> None:
     page.update_yaxes(title_text=key)
     page.update_layout(title="learning-rate sweep")
     caption = f"{key.replace('_', ' ')} per regime and learning rate ({paths[0].parent}); stars: the best."
-    save(fig, page, args.out, "lr_sweep", caption)
+    save(fig, page, args.out, "lr_sweep", caption, args.root)
 
 
 if __name__ == "__main__":

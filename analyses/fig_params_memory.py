@@ -59,7 +59,7 @@ def main() -> None:
         f"{model}: trainable share of all parameters (vision tower included) and the static training "
         "memory estimate (frozen weights in the model dtype, fp32 masters, gradients and AdamW moments)."
     )
-    save(fig, page, args.out, "params_memory", caption)
+    save(fig, page, args.out, "params_memory", caption, args.root)
 
 
 if __name__ == "__main__":

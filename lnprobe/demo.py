@@ -2,7 +2,9 @@
 with no download (see lnprobe.miniature.pipeline for the stages).
 
 Writes OUT/results.json (the table, goals, verdicts, stage timings), OUT/demo_results.json (the rows, for
-the figure scripts), the claims report under OUT/claims and the paper-scale parameter counts. Seeded
+the figure scripts), the claims report under OUT/claims and the paper-scale parameter counts. Paths in them
+are relative to the file's folder (inside OUT) or absolute, and every HTML figure loads OUT/plotly.min.js:
+OUT can be moved or copied. Seeded
 throughout: two runs give the same numbers; a second run into the same OUT reuses what the first wrote.
 """
 
@@ -19,14 +21,15 @@ from lnprobe.miniature.config import MiniatureConfig
 
 def run_demo(out: Path, config: MiniatureConfig | None = None, console: Console | None = None) -> dict:
     from lnprobe.miniature.pipeline import run_miniature
-    from lnprobe.miniature.table import print_results
+    from lnprobe.miniature.table import print_results, saved_rows
 
     console = console or Console()
     config = config or MiniatureConfig()
     out = Path(out)
     _claim(out)
     record = run_miniature(out, config, progress=console.is_terminal)
-    (out / "demo_results.json").write_text(json.dumps(record["rows"], indent=2) + "\n")
+    rows = saved_rows(record["rows"], out)  # checkpoints relative to OUT: the folder can be moved or copied
+    (out / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
     _paper_params(out)
     print_results(
         record, console, f"paper miniature (seed {config.seed}): tiny LLaVA on the synthetic shapes"

@@ -4,11 +4,17 @@ Every command that writes goes through `Output`: an existing output is never del
 `--force`; `--force` replaces only what lnprobe itself wrote for the same command (a marker file inside it);
 an output that is, contains or (when it would be replaced) lies inside an input of the command is refused;
 new outputs are built in a temporary sibling and moved into place, so a failure leaves nothing behind
-(parent directories the command created are removed again)."""
+(parent directories the command created are removed again).
+
+A command's outputs form one results tree: the outermost folder lnprobe writes for it (a probe's --out run
+alone, the claims' --out, the demo's or the study's --out; `results_tree`). The paths its JSON files record
+are relative to the file's own folder when they point inside the tree, absolute otherwise (`saved_path`;
+read back with `read_path`), so a tree can be moved or copied and still be read."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -109,7 +115,9 @@ class Output:
         self.check()
         replacing = self.path.exists()
         with made_parents(self.path.parent), staging(self.path.parent, self.path.name) as tmp:
-            yield tmp
+            tree = contextlib.nullcontext() if self.is_file else results_tree(self.path, tmp)
+            with tree:
+                yield tmp
             if replacing:
                 self.check()  # still ours to replace
             if self.is_file:
@@ -124,6 +132,92 @@ class Output:
             raise InputError(f"{self._where()}: appeared while this command ran; nothing was written")
         os.replace(tmp / meta.name, meta)
         os.replace(tmp / self.path.name, self.path)
+
+
+# -- results trees ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A results tree: where it will live (`final`) and where it is built now (`building`: a staging
+    sibling of `final`, or `final` itself). Both absolute."""
+
+    final: Path
+    building: Path
+
+    def to_final(self, path: Path) -> Path:
+        """`path` (absolute) with a staging prefix replaced by the tree's final place."""
+        return self.final / path.relative_to(self.building) if _inside(path, self.building) else path
+
+
+_TREE: contextvars.ContextVar[Tree | None] = contextvars.ContextVar("lnprobe_results_tree", default=None)
+
+
+def _abs(path: str | Path) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser()))  # lexical: symbolic links kept as named
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+@contextlib.contextmanager
+def results_tree(final: str | Path, building: str | Path | None = None) -> Iterator[Tree]:
+    """Within the block, `final` (being built at `building`, default `final`) is the results tree, unless
+    a tree being built already encloses it (a probe's output inside the claims', the claims' inside the
+    demo's): the outermost folder a command writes is the root of everything written inside it."""
+    current = _TREE.get()
+    here = _abs(building or final)
+    if current is not None and _inside(here, current.building):
+        yield current
+        return
+    tree = Tree(_abs(final), here)
+    token = _TREE.set(tree)
+    try:
+        yield tree
+    finally:
+        _TREE.reset(token)
+
+
+def tree_root(folder: str | Path) -> Path:
+    """Where the root of the results tree holding `folder` is being built now (`folder` itself outside
+    any tree)."""
+    tree, here = _TREE.get(), _abs(folder)
+    return tree.building if tree is not None and _inside(here, tree.building) else here
+
+
+def saved_path(path: str | Path | None, folder: str | Path) -> str | None:
+    """How a JSON file in `folder` (its final place) records `path`: relative to `folder` when the path lies
+    in the results tree being written (`results_tree`; else `folder`), absolute when it is another local
+    path, as given when it is none (a hub id, a preset name) or None."""
+    if path is None or str(path) == "":
+        return None if path is None else ""
+    tree, here = _TREE.get(), _abs(folder)
+    if tree is None or not (_inside(here, tree.building) or _inside(here, tree.final)):
+        tree = Tree(here, here)  # outside any tree being written: the folder is its own
+    target, here = tree.to_final(_abs(path)), tree.to_final(here)
+    if _inside(target, tree.final):
+        return Path(os.path.relpath(target, here)).as_posix()
+    return str(_abs(path)) if Path(path).expanduser().exists() else str(path)
+
+
+def saved_paths(value, folder: str | Path):
+    """`saved_path` over a string, or each string of a list, tuple or dict's values (None kept)."""
+    if isinstance(value, dict):
+        return {k: saved_paths(v, folder) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [saved_paths(v, folder) for v in value]
+    return saved_path(value, folder)
+
+
+def read_path(value: str | Path, folder: str | Path) -> Path:
+    """A path a JSON file in `folder` recorded (`saved_path`): a relative one from the file's folder; in a
+    file written before paths were recorded so, relative to the working directory, when only that exists."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    here = Path(folder) / path
+    return path if not here.exists() and path.exists() else here
 
 
 def write_marker(directory: Path, command: str) -> None:

@@ -13,7 +13,7 @@ from lnprobe.claims.config import ClaimsConfig
 from lnprobe.claims.pool import pool
 from lnprobe.claims.verdicts import interval_verdict, sign_verdict
 from lnprobe.errors import InputError
-from lnprobe.io import write_json
+from lnprobe.io import saved_path, saved_paths, write_json
 from lnprobe.probes import PROBES, ProbeInputs
 from lnprobe.provenance import provenance
 
@@ -34,8 +34,8 @@ def run_claims(cfg: ClaimsConfig) -> dict:
         }
         claims = [_claim_similarity(cfg, sims), _claim_gradients(cfg, grads), _claim_domain(shifts)]
         record = {
-            "config": asdict(cfg),
-            "models": cfg.models,
+            "config": _saved_config(cfg),
+            "models": saved_paths(cfg.models, cfg.out),
             "claims": claims,
             "similarity": sims,
             "gradients": grads,
@@ -46,6 +46,18 @@ def run_claims(cfg: ClaimsConfig) -> dict:
         write_json(tmp / "claims.json", record)
         write_report(record, tmp)
     return record
+
+
+PATH_FIELDS = ("base", "ln", "full", "data", "out", "others", "ln_runs", "full_runs", "image_folder")
+
+
+def _saved_config(cfg: ClaimsConfig) -> dict:
+    """The config as claims.json records it: every path relative to the output folder when it lies in the
+    results tree (the demo's folder around the claims', say), else absolute (`lnprobe.io.saved_path`), so a
+    moved or copied tree still finds its runs; read back with `lnprobe.io.read_path` from claims.json's
+    folder."""
+    config = asdict(cfg)
+    return {k: saved_paths(v, cfg.out) if k in PATH_FIELDS else v for k, v in config.items()}
 
 
 def _check_inputs(cfg: ClaimsConfig) -> None:
@@ -107,7 +119,7 @@ def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:
                 "variance": float(trace.var(0).mean()),
                 "ci95": list(ci) if ci else None,
                 "samples": trace.shape[0],
-                "source": f"{runs[name]}/{TRACE_FILE} (training)",
+                "source": f"{saved_path(Path(runs[name]) / TRACE_FILE, cfg.out)} (training)",
             }
         return out
     out = {}

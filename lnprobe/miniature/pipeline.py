@@ -14,7 +14,8 @@
                  loss breaking ties (loss alone picked runs that answer worse: docs/miniature.md)
     blind/       the blind baseline: the same LLM finetuned (`full`) on the questions without images
     claims/      `lnprobe claims` on base / ln / full, the other regimes judged beside them
-    results.json every number of the table, the stage timings and the configuration
+    results.json every number of the table, the stage timings and the configuration (its paths relative to
+                 OUT when inside it, so OUT can be moved or copied: `saved_record`)
 
 A stage whose output exists is reused, so an interrupted run continues and a finished one re-prints; OUT
 records the settings it was made with (settings.json) and is reused only with the same ones.
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from lnprobe.errors import InputError
-from lnprobe.io import MARKER
+from lnprobe.io import MARKER, results_tree
 from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, pretrained_llm, pretrained_vision, shipped
 from lnprobe.miniature.config import MiniatureConfig
 
@@ -297,11 +298,11 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dic
     """Every stage in order (reusing finished ones); returns the results record (also OUT/results.json)."""
     from rich.progress import Progress
 
-    from lnprobe.miniature.table import results_record
+    from lnprobe.miniature.table import results_record, saved_record
 
     _same_settings(out, cfg)
     stages = Stages(out, cfg, progress)
-    with Progress(transient=True, disable=not progress) as bar:
+    with results_tree(out), Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("miniature", total=len(STAGES))
 
         def step(name, fn, *args):
@@ -321,7 +322,7 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dic
         claims = step("claims", stages.claims, base, results, data)
     backbones = {"llm": llm, "vision": vision}
     record = results_record(cfg, base, results, accuracy, claims, stages.timings, backbones)
-    (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / "results.json").write_text(json.dumps(saved_record(record, out), indent=1) + "\n")
     return record
 
 

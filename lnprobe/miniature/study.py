@@ -1,7 +1,7 @@
 """`lnprobe study`: the miniature over several seeds (each seed its own data, connector and sweep), every
 regime's accuracy with a t interval over seeds beside the baselines, the issue's goals per seed, and each
 claim pooled over seeds. Writes OUT/seed-N/ (one miniature each), OUT/study.json, OUT/study.md and
-OUT/accuracy.png + .html.
+OUT/accuracy.png + .html; every HTML figure inside OUT loads the one OUT/plotly.min.js.
 
 Every seed starts from the shipped backbones (lnprobe.miniature.backbones) unless `--pretrain` (each seed
 pre-trains its own) or `--llm` / `--vision` (HF ids or directories) name others, which are assembled
@@ -23,14 +23,17 @@ COMMAND = "make miniature"  # what produces docs/miniature.md
 
 
 def run_study(out: Path, cfg: MiniatureConfig, seeds: list[int], progress: bool = True) -> dict:
+    from lnprobe.io import results_tree
     from lnprobe.miniature.pipeline import run_miniature
+    from lnprobe.miniature.table import saved_record
 
     records = {}
-    for seed in seeds:
-        records[seed] = run_miniature(out / f"seed-{seed}", replace(cfg, seed=seed), progress)
-    study = summarise(records, cfg)
-    (out / "study.json").write_text(json.dumps(study, indent=1) + "\n")
-    _figure(study, out)
+    with results_tree(out):  # OUT is the root: one plotly.min.js, paths relative inside it
+        for seed in seeds:
+            records[seed] = run_miniature(out / f"seed-{seed}", replace(cfg, seed=seed), progress)
+        study = summarise(records, cfg)
+        (out / "study.json").write_text(json.dumps(saved_record(study, out), indent=1) + "\n")
+        _figure(study, out)
     (out / "study.md").write_text(markdown(study))
     return study
 
@@ -114,6 +117,8 @@ def _figure(study: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
+    from lnprobe.report.page import write_page
+
     names = list(study["accuracy"])
     acc = [study["accuracy"][n] for n in names]
     err = [
@@ -136,7 +141,7 @@ def _figure(study: dict, out: Path) -> None:
         )
     )
     page.update_layout(yaxis_title="held-out accuracy (95 % CI)", yaxis_range=[0, 1])
-    page.write_html(out / "accuracy.html", include_plotlyjs="cdn")
+    write_page(page, out / "accuracy.html")  # plotly.min.js from OUT: opens offline
 
 
 def markdown(study: dict) -> str:

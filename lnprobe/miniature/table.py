@@ -101,6 +101,29 @@ def results_record(
     }
 
 
+def saved_record(record: dict, folder: Path) -> dict:
+    """`record` (results_record's, or any with `rows` and `backbones`) as a JSON file in `folder` saves it:
+    checkpoints and backbones relative to the folder when they lie in the results tree, else absolute
+    (`lnprobe.io.saved_path`)."""
+    from lnprobe.io import saved_paths
+
+    saved = dict(record)
+    if "rows" in saved:
+        saved["rows"] = saved_rows(saved["rows"], folder)
+    if saved.get("backbones"):
+        saved["backbones"] = saved_paths(saved["backbones"], folder)
+    return saved
+
+
+def saved_rows(rows: list[dict], folder: Path) -> list[dict]:
+    """The results rows with each checkpoint as a JSON file in `folder` records it."""
+    from lnprobe.io import saved_path
+
+    return [
+        {**r, "checkpoint": saved_path(r["checkpoint"], folder)} if "checkpoint" in r else r for r in rows
+    ]
+
+
 def _acc(entry: dict) -> dict:
     return {
         "accuracy": entry["accuracy"],

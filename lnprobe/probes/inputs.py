@@ -42,6 +42,23 @@ class ProbeInputs:
         return (self.data, self.image_folder)
 
 
+PATH_FIELDS = ("a", "b", "ckpt", "base", "out", "save_activations")  # a probe config's paths (besides inputs)
+
+
+def saved_config(config: dict) -> dict:
+    """A probe's config (as a dict) as its JSON file in `config["out"]` records it: every path relative to
+    that folder when it lies in the results tree being written, else absolute (`lnprobe.io.saved_path`), so
+    the output can be moved or copied; read back with `lnprobe.io.read_path` from the file's folder."""
+    from lnprobe.io import saved_path
+
+    out = config["out"]
+    saved = {k: saved_path(v, out) if k in PATH_FIELDS else v for k, v in config.items()}
+    inputs = config.get("inputs")
+    if isinstance(inputs, dict):
+        saved["inputs"] = {**inputs, **{k: saved_path(inputs.get(k), out) for k in ("data", "image_folder")}}
+    return saved
+
+
 def load_multimodal(spec: str, device: str = "cpu", **options):
     """`load(spec)`, in eval mode; InputError if it has no multi-modal processor (LLaVA data needs one).
     `options` go to `load` (dtype, online, ...)."""

@@ -1,6 +1,6 @@
 """Layer x layer similarity heatmaps: PNG (seaborn) and interactive HTML (plotly), one per metric, with a
-shared colour scale per metric family (CKA in [0, 1], cosine in [-1, 1]). The HTML files load plotly.min.js
-from beside them (written once), so they open offline."""
+shared colour scale per metric family (CKA in [0, 1], cosine in [-1, 1]). The HTML files load the results
+tree's one plotly.min.js (`lnprobe.report.page`), so they open offline."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from lnprobe.report.page import write_page  # noqa: E402
 
 
 def _labels(record: dict) -> tuple[str, str]:
@@ -54,7 +56,7 @@ def similarity_figures(record: dict, out: Path) -> list[Path]:
         fig.savefig(png, dpi=120)
         plt.close(fig)
         html = out / f"similarity_{metric}.html"
-        go.Figure(
+        page = go.Figure(
             go.Heatmap(
                 z=m,
                 x=record["sites_b"],
@@ -64,8 +66,9 @@ def similarity_figures(record: dict, out: Path) -> list[Path]:
                 colorscale="Viridis",
                 colorbar={"title": metric},
             )
-        ).update_layout(title=title.replace("\n", "<br>"), yaxis={"autorange": "reversed"}).write_html(
-            html, include_plotlyjs="directory"
+        )
+        write_page(
+            page.update_layout(title=title.replace("\n", "<br>"), yaxis={"autorange": "reversed"}), html
         )
         written += [png, html]
     return written

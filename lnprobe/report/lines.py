@@ -1,5 +1,5 @@
 """Per-layer figures for the gradient and LayerNorm probes: PNG (matplotlib/seaborn) and interactive HTML
-(plotly, with plotly.min.js written beside it so the page opens offline)."""
+(plotly, loading the results tree's one plotly.min.js, `lnprobe.report.page`, so the page opens offline)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import plotly.graph_objects as go  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
+
+from lnprobe.report.page import write_page  # noqa: E402
 
 
 def _per_layer(rows: dict, key: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -65,7 +67,7 @@ def gradvar_figures(record: dict, trace: list[torch.Tensor], out: Path) -> list[
         page.add_trace(go.Histogram(x=values, nbinsx=80, name="norm gradients"), row=1, col=2)
         page.update_yaxes(type="log", row=1, col=2)
     html = out / "gradvar.html"
-    page.update_layout(title=title).write_html(html, include_plotlyjs="directory")
+    write_page(page.update_layout(title=title), html)
     return [png, html]
 
 
@@ -128,5 +130,5 @@ def lnshift_figures(record: dict, out: Path) -> list[Path]:
     page.update_yaxes(title_text="relative L2 change", row=1, col=1)
     page.update_yaxes(title_text="W2 / text RMS", row=1, col=2)
     html = out / "lnshift.html"
-    page.update_layout(title=title).write_html(html, include_plotlyjs="directory")
+    write_page(page.update_layout(title=title), html)
     return [png, html]

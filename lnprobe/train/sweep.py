@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lnprobe.data.llava import read_records
 from lnprobe.errors import InputError
-from lnprobe.io import MARKER, Output, make_parents, remove_if_empty, write_marker
+from lnprobe.io import MARKER, Output, make_parents, remove_if_empty, saved_path, write_marker
 from lnprobe.regimes import resolve_regime
 from lnprobe.train.config import TrainConfig
 from lnprobe.train.trainer import RESULT_FILE, train
@@ -158,7 +158,9 @@ def best_lrs(rows: list[dict]) -> dict[str, dict]:
 
 
 def _write(out: Path, rows: list[dict]) -> None:
+    """OUT/sweep.csv and sweep.json, each run's folder relative to OUT (`saved_path`): movable."""
     out.mkdir(parents=True, exist_ok=True)
+    rows = [{**r, "run": saved_path(r["run"], out)} for r in rows]
     with (out / "sweep.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()

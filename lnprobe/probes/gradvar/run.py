@@ -40,7 +40,7 @@ from lnprobe.probes.gradvar.stats import (
     pooled,
     variance_intervals,
 )
-from lnprobe.probes.inputs import load_multimodal, probe_batches
+from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
 from lnprobe.probes.registry import ProbeResult
 from lnprobe.provenance import provenance
 
@@ -178,7 +178,9 @@ class _Accumulator:
             members = [summaries[g] for g in summaries if group_kind(g) == kind]
             kinds[kind] = {**pooled(members), "variance_ci95": list(cis[kind]) if kind in cis else None}
         return {
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+            "config": saved_config(
+                {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+            ),
             "definitions": {
                 "variance": "tr(Sigma)/p: mean per-element variance of the gradient over samples",
                 "mean_sq": "mean over samples of |G|^2 / p",

@@ -21,7 +21,7 @@ from lnprobe.capture import Capture, select_sites
 from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
 from lnprobe.io import write_json
-from lnprobe.probes.inputs import load_multimodal, probe_batches
+from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
 from lnprobe.probes.lnshift.config import LnShiftConfig
 from lnprobe.probes.lnshift.stats import Moments, modality_gap, summarize_moments, weight_shift
 from lnprobe.probes.registry import ProbeResult
@@ -60,7 +60,7 @@ def run_lnshift(cfg: LnShiftConfig) -> LnShiftResult:
     base = _pass(cfg.base, cfg)
     shifts = {name: weight_shift(w, base["norms"][name], cfg.top_k) for name, w in tuned["norms"].items()}
     record = {
-        "config": asdict(cfg),
+        "config": saved_config(asdict(cfg)),
         "no_norm_changed": not any(s["changed"] for s in shifts.values()),
         "weights": shifts,
         "activations": {"tuned": tuned["stats"], "base": base["stats"]},

@@ -33,7 +33,7 @@ from lnprobe.capture import Capture, select_sites, stream
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.models import load
-from lnprobe.probes.inputs import probe_batches, read_texts
+from lnprobe.probes.inputs import probe_batches, read_texts, saved_config
 from lnprobe.probes.registry import ProbeResult
 from lnprobe.probes.similarity.config import SimilarityConfig
 from lnprobe.probes.similarity.metrics import METRICS
@@ -136,7 +136,7 @@ def run_similarity(cfg: SimilarityConfig) -> SimilarityResult:
     with acts.build() if acts else contextlib.nullcontext(None) as act_tmp:
         work = dataclasses.replace(cfg, save_activations=str(act_tmp)) if act_tmp else cfg
         record, accs = _compute(work)
-        record["config"] = _jsonable(asdict(cfg))
+        record["config"] = saved_config(_jsonable(asdict(cfg)))
         _write(output, record, accs)
     return SimilarityResult.from_json(record)
 
@@ -284,7 +284,7 @@ def _summarise(cfg, accs, baseline, names_a, names_b, examples: int) -> dict:
             entry["random_baseline"] = float(baseline.compute().mean())
         summary[metric] = entry
     return {
-        "config": _jsonable(asdict(cfg)),
+        "config": saved_config(_jsonable(asdict(cfg))),
         "sites_a": names_a,
         "sites_b": names_b,
         "rectangular": len(names_a) != len(names_b),
