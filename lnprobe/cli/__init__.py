@@ -11,6 +11,7 @@ import the library where their work starts.
     probes      similarity, gradvar, lnshift, claims
     eval        eval
     miniature   demo, study
+    report      runs
     pretrain    pretrain text | vision | backbones
 """
 
@@ -18,7 +19,7 @@ from lnprobe.cli.core import app, console, main, run
 
 # isort: off
 # the command groups register their commands on import, in this order (which is `lnprobe --help`'s)
-from lnprobe.cli import models, data, train, probes, eval, miniature, pretrain  # noqa: F401
+from lnprobe.cli import models, data, train, probes, eval, miniature, pretrain, report  # noqa: F401
 # isort: on
 
 __all__ = ["app", "console", "main", "run"]

@@ -1,0 +1,242 @@
+"""`lnprobe runs DIR`: one table of every run and probe result under DIR, as a self-contained HTML page
+(sortable and filterable in the browser, no network at view time) and a CSV that pandas reads.
+
+Every folder lnprobe writes carries a marker naming its command (`lnprobe.io.MARKER`); the index reads
+each marked folder's own saved JSON, loads no model, and makes one row per result:
+
+    train       regime, lr, seed, steps, final / held-out loss (result.json, lnprobe_config.json); in a
+                miniature's sweep also its validation answer accuracy
+    similarity  checkpoint(s), tokens, each metric's cross-layer (or diagonal) mean and its 95 % interval
+    gradvar     checkpoint, norm-gradient variance pooled over norms
+    lnshift     checkpoints, norm tensors changed, mean relative change
+    claims      each claim's verdict
+    eval        benchmark and its scores
+    demo        one row per regime of the miniature (accuracy, trainable %, cross-layer CKA)
+
+Other marked folders (data, sweep, assemble, ...) get a row with their command and time only. Paths in the
+table are relative to DIR and each row links the folder's report or figure when it has one.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from lnprobe.errors import InputError
+from lnprobe.io import MARKER, Output
+
+COMMAND = "runs"
+PAGE, TABLE = "index.html", "runs.csv"
+LINKS = ("report.html", "similarity_cka.html", "lnshift.html", "gradvar.html", "accuracy.html")
+FIRST = ("path", "command", "regime", "lr", "seed", "steps", "accuracy", "eval_loss", "final_loss")
+
+
+def marked_folders(root: Path) -> Iterator[tuple[Path, dict]]:
+    """(folder, marker record) of every folder under `root` (itself included) that lnprobe wrote, in path
+    order; checkpoints inside training runs and earlier indexes are skipped."""
+    for marker in sorted(root.rglob(MARKER)):
+        folder = marker.parent
+        if "checkpoints" in folder.relative_to(root).parts:
+            continue
+        try:
+            record = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("command") and record["command"] != COMMAND:
+            yield folder, record
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _train(folder: Path) -> list[dict]:
+    config = _json(folder / "lnprobe_config.json").get("config", {})
+    result = _json(folder / "result.json")
+    row = {k: config.get(k) for k in ("regime", "lr", "seed", "batch_size", "model", "data")}
+    row.update({k: result.get(k) for k in ("steps", "final_loss", "eval_loss", "best_eval_loss")})
+    picked = _json(folder.parent.parent / "val_accuracy.json")  # a miniature sweep's run
+    row["val_accuracy"] = picked.get(f"{folder.parent.name}/{folder.name}")
+    return [row]
+
+
+def _similarity(folder: Path) -> list[dict]:
+    data = _json(folder / "similarity.json")
+    config = data.get("config", {})
+    row = {"model": config.get("a"), "model_b": config.get("b"), "tokens": config.get("tokens")}
+    for name, entry in data.get("metrics", {}).items():
+        summary = entry.get("cross_layer_mean") or entry.get("diagonal_mean") or {}
+        row[name] = summary.get("value")
+        lo, hi = (summary.get("ci95") or [None, None])[:2]
+        row[f"{name}_ci95"] = None if lo is None else f"[{lo:.4f}, {hi:.4f}]"
+    return [row]
+
+
+def _gradvar(folder: Path) -> list[dict]:
+    data = _json(folder / "gradvar.json")
+    norms = data.get("kinds", {}).get("norms", {})
+    return [{"model": data.get("config", {}).get("ckpt"), "norm_grad_variance": norms.get("variance")}]
+
+
+def _lnshift(folder: Path) -> list[dict]:
+    data = _json(folder / "lnshift.json")
+    config, summary = data.get("config", {}), data.get("summary", {})
+    return [
+        {
+            "model": config.get("ckpt"),
+            "model_b": config.get("base"),
+            "norms_changed": summary.get("changed"),
+            "mean_rel_l2_changed": summary.get("mean_rel_l2_changed"),
+        }
+    ]
+
+
+def _claims(folder: Path) -> list[dict]:
+    data = _json(folder / "claims.json")
+    return [{f"claim:{c.get('id')}": c.get("verdict") for c in data.get("claims", [])}]
+
+
+def _eval(folder: Path) -> list[dict]:
+    data = _json(folder / "results.json")
+    config = data.get("config", {})
+    scores = {k: v for k, v in data.get("scores", {}).items() if isinstance(v, int | float)}
+    return [{"model": config.get("ckpt"), "bench": config.get("bench"), **scores}]
+
+
+def _demo(folder: Path) -> list[dict]:
+    data = _json(folder / "results.json")
+    rows = []
+    for r in data.get("rows", []):
+        keep = ("regime", "lr", "trainable_pct", "accuracy", "val_accuracy", "cross_layer_cka")
+        rows.append({**{k: r.get(k) for k in keep}, "seed": data.get("config", {}).get("seed")})
+    return rows
+
+
+READERS: dict[str, Callable[[Path], list[dict]]] = {
+    "train": _train,
+    "similarity": _similarity,
+    "gradvar": _gradvar,
+    "lnshift": _lnshift,
+    "claims": _claims,
+    "eval": _eval,
+    "demo": _demo,
+}
+
+
+def collect(root: Path) -> list[dict]:
+    """The index's rows (see the module docstring)."""
+    rows = []
+    for folder, marker in marked_folders(root):
+        command = marker["command"]
+        where = folder.relative_to(root).as_posix() or "."
+        link = next((f"{where}/{name}" for name in LINKS if (folder / name).is_file()), None)
+        base = {"path": where, "command": command, "time_utc": marker.get("time_utc"), "link": link}
+        for row in READERS.get(command, lambda _: [{}])(folder) or [{}]:
+            rows.append({**base, **{k: v for k, v in row.items() if v is not None}})
+    return rows
+
+
+def columns(rows: list[dict]) -> list[str]:
+    seen = dict.fromkeys(c for c in FIRST if any(c in r for r in rows))
+    for r in rows:
+        seen.update(dict.fromkeys(k for k in r if k != "link"))
+    return list(seen)
+
+
+def write_index(root: str | Path, out: str | Path | None = None) -> Path:
+    """Write OUT/index.html and OUT/runs.csv for the results under `root` (OUT defaults to ROOT/runs-index,
+    replaced on a re-run since lnprobe wrote it); returns OUT."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such directory")
+    rows = collect(root)
+    if not rows:
+        raise InputError(f"{root}: holds no lnprobe results (no folder with a {MARKER} marker)")
+    out = Path(out) if out else root / "runs-index"
+    cols = columns(rows)
+    with Output(out, COMMAND, force=True).build() as tmp:
+        with (tmp / TABLE).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        (tmp / PAGE).write_text(page(rows, cols, root, out))
+    return out
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape("" if value is None else str(value))
+
+
+def page(rows: list[dict], cols: list[str], root: Path, out: Path) -> str:
+    """The HTML table: click a header to sort, type in the box to filter rows; links relative to OUT."""
+    import os
+
+    up = Path(os.path.relpath(root, out)).as_posix()
+    head = "".join(f"<th onclick='sortBy({i})'>{html.escape(c)}</th>" for i, c in enumerate(cols))
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            text = _cell(r.get(c))
+            if c == "path" and r.get("link"):
+                text = f"<a href='{html.escape(up + '/' + r['link'])}'>{text}</a>"
+            sort = r.get(c) if isinstance(r.get(c), int | float) else ""
+            cells.append(f"<td data-v='{sort}'>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return TEMPLATE.format(
+        title=html.escape(f"lnprobe runs: {root}"), n=len(rows), head=head, body="\n".join(body)
+    )
+
+
+TEMPLATE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }}
+th {{ background: #eef; cursor: pointer; position: sticky; top: 0; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr:nth-child(even) {{ background: #f8f8f8; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+<p>{n} results. Click a column header to sort; type to filter.
+<input id="filter" placeholder="filter rows" oninput="filterRows(this.value)"></p>
+<table id="runs"><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table>
+<script>
+let order = [];
+function sortBy(col) {{
+  const body = document.querySelector("#runs tbody");
+  const rows = Array.from(body.rows);
+  order[col] = !order[col];
+  const key = r => {{
+    const c = r.cells[col];
+    return c.dataset.v !== "" ? parseFloat(c.dataset.v) : c.textContent;
+  }};
+  rows.sort((a, b) => {{
+    const x = key(a), y = key(b);
+    const cmp = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
+    return order[col] ? cmp : -cmp;
+  }});
+  rows.forEach(r => body.appendChild(r));
+}}
+function filterRows(text) {{
+  const t = text.toLowerCase();
+  for (const r of document.querySelectorAll("#runs tbody tr")) {{
+    r.style.display = r.textContent.toLowerCase().includes(t) ? "" : "none";
+  }}
+}}
+</script>
+</body></html>
+"""
