@@ -13,6 +13,7 @@ import pytest
 
 from lnprobe.demo import run_demo
 from lnprobe.errors import InputError
+from lnprobe.io import read_path
 from lnprobe.miniature.backbones import shipped
 from lnprobe.miniature.config import CENTRE_LRS, REGIMES, SHAPE, SMOKE, MiniatureConfig
 from lnprobe.miniature.pipeline import run_miniature
@@ -60,7 +61,12 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
     claims = json.loads((report / "claims.json").read_text())
     assert {c["id"]: c["verdict"] for c in claims["claims"]} == first["claims"]
     assert "training" in claims["gradients"]["ln"]["source"]  # the runs' gradient traces were used
-    assert json.loads((root / "a" / "demo_results.json").read_text()) == rows
+    saved = json.loads((root / "a" / "demo_results.json").read_text())
+    assert [{**r, "checkpoint": None} for r in saved] == [{**r, "checkpoint": None} for r in rows]
+    for s, r in zip(saved, rows, strict=True):  # relative to the demo's folder: it can be moved
+        assert not Path(s["checkpoint"]).is_absolute()
+        assert read_path(s["checkpoint"], root / "a").resolve() == Path(r["checkpoint"]).resolve()
+    assert [p.relative_to(root / "a") for p in (root / "a").rglob("plotly.min.js")] == [Path("plotly.min.js")]
     blind = json.loads((root / "a" / "blind" / "lnprobe_config.json").read_text())["config"]
     assert blind["data"].endswith("instruct_blind.json") and blind["regime"] == "full"
 
@@ -95,6 +101,8 @@ def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     assert all(0 <= a["ci95"][0] <= a["ci95"][1] <= 1 for a in study["accuracy"].values() if a["ci95"])
     md = (tmp_path / "study.md").read_text()
     assert "make miniature" in md and "| full |" in md and (tmp_path / "accuracy.png").is_file()
+    assert 'src="plotly.min.js"' in (tmp_path / "accuracy.html").read_text()  # offline, the study's one
+    assert (tmp_path / "plotly.min.js").is_file() and not (tmp_path / "seed-1" / "plotly.min.js").exists()
     for c in study["claims"].values():
         assert c["verdict"] == (c["per_seed"][0] if len(set(c["per_seed"])) == 1 else "inconclusive")
 
