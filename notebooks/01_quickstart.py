@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,7 +32,8 @@ from lnprobe.regimes import REGIMES, apply_regime
 # `load()` accepts HF checkpoint directories, hub ids, PEFT adapters and lnprobe delta checkpoints.
 
 # %%
-path = save_tiny(Path(tempfile.mkdtemp()) / "tiny", TinyConfig(lm="llama", connector="linear"))
+scratch = tempfile.TemporaryDirectory(prefix="lnprobe-nb-")  # removed in the last cell
+path = save_tiny(Path(scratch.name) / "tiny", TinyConfig(lm="llama", connector="linear"))
 loaded = load(path)
 sites = loaded.sites
 print(type(loaded.model).__name__, "with", sum(p.numel() for p in loaded.model.parameters()), "parameters")
@@ -54,3 +60,6 @@ config = resolve_config("llava-7b")
 print(f"{'regime':10} {'trainable':>15} {'%':>8} {'memory GiB':>11}")
 for report in params_table(lambda: build_from_config(config), REGIMES.names()):
     print(f"{report.regime:10} {report.trainable:>15,} {report.percent:>8.4f} {report.memory.total / 2**30:>11.2f}")
+
+# %%
+scratch.cleanup()  # nothing is left behind in the temporary folder

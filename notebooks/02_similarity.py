@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from IPython.display import Image, display
 
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig, save_tiny
@@ -31,7 +32,8 @@ from lnprobe.probes import PROBES, ProbeInputs, cosine_similarity, linear_cka, r
 from lnprobe.probes.similarity import SimilarityConfig
 from lnprobe.train import TrainConfig, train
 
-work = Path(tempfile.mkdtemp())
+scratch = tempfile.TemporaryDirectory(prefix="lnprobe-nb-")  # removed in the last cell
+work = Path(scratch.name)
 
 # %% [markdown]
 # ## The metrics are pure functions of two `[n, d]` matrices
@@ -72,4 +74,8 @@ for name, spec in (("base", base), ("ln", result.checkpoint)):
 pair = similarity.run(SimilarityConfig(a=str(base), b=str(result.checkpoint), inputs=inputs, out=str(work / "sim-pair"),
                                        tokens="text"))
 print("per-layer CKA base vs ln:", [round(v, 3) for v in pair.metrics["cka"]["diagonal"]])
-print("figures:", sorted(p.name for p in (work / "sim-pair").glob("*.png")))
+display(Image(filename=work / "sim-ln" / "similarity_cka.png"))  # cross-layer CKA of the LN-tuned model
+display(Image(filename=work / "sim-pair" / "similarity_cka.png"))  # base x LN-tuned, layer by layer
+
+# %%
+scratch.cleanup()  # nothing is left behind in the temporary folder

@@ -24,6 +24,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from IPython.display import Image, display
+
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig, save_tiny
 from lnprobe.probes import PROBES, ProbeInputs
@@ -31,7 +33,8 @@ from lnprobe.probes.gradvar import GradVarConfig
 from lnprobe.probes.lnshift import LnShiftConfig
 from lnprobe.train import TrainConfig, train
 
-work = Path(tempfile.mkdtemp())
+scratch = tempfile.TemporaryDirectory(prefix="lnprobe-nb-")  # removed in the last cell
+work = Path(scratch.name)
 data = write_synth(work / "data", SynthConfig(n=40, seed=0))
 base = save_tiny(work / "base", TinyConfig(seed=0))
 
@@ -42,7 +45,7 @@ base = save_tiny(work / "base", TinyConfig(seed=0))
 runs = {}
 for regime, lr in (("ln", 1e-2), ("full", 1e-3)):
     runs[regime] = train(TrainConfig(model=str(base), regime=regime, data=str(data / "instruct.json"),
-                                     out=str(work / regime), lr=lr, max_steps=8, batch_size=8, gradvar_every=2,
+                                     out=str(work / regime), lr=lr, max_steps=4, batch_size=8, gradvar_every=2,
                                      progress=False))
     last = json.loads((work / regime / "gradvar.jsonl").read_text().splitlines()[-1])
     norms = {k: v for k, v in last["groups"].items() if k.startswith("norms.")}
@@ -69,3 +72,7 @@ print(json.dumps(shift.summary, indent=1))
 top = sorted(shift.weights.items(), key=lambda kv: kv[1]["rel_l2"] or 0, reverse=True)[:3]
 for name, s in top:
     print(f"{name}: relative change {s['rel_l2']:.4f}, cosine {s['cosine']:.5f}")
+display(Image(filename=work / "lnshift" / "lnshift.png"))
+
+# %%
+scratch.cleanup()  # nothing is left behind in the temporary folder

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,13 +26,17 @@ import os
 import tempfile
 from pathlib import Path
 
+from IPython.display import Image, display
+
 from lnprobe.demo import run_demo
 from lnprobe.miniature.config import SMOKE, MiniatureConfig
 
 DEMO = Path(os.environ.get("DEMO", "../runs/demo"))
 if not (DEMO / "claims" / "claims.json").is_file():
-    DEMO = Path(tempfile.mkdtemp()) / "demo"
-    run_demo(DEMO, MiniatureConfig(**SMOKE))  # the smoke scale: every stage runs, nothing learns
+    scratch = tempfile.TemporaryDirectory(prefix="lnprobe-nb-")  # removed in the last cell
+    DEMO = Path(scratch.name) / "demo"
+    # the smoke scale with the two regimes the claims compare: every stage runs, nothing learns
+    run_demo(DEMO, MiniatureConfig(**SMOKE, regimes=("ln", "full")))
 claims = json.loads((DEMO / "claims" / "claims.json").read_text())
 rows = json.loads((DEMO / "demo_results.json").read_text())
 
@@ -59,3 +68,8 @@ for note in claims["caveats"]:
     print("-", note)
 print("git", claims["provenance"].get("git_sha"), "| seed", claims["provenance"].get("seed"))
 print("full report:", DEMO / "claims" / "report.html")
+display(Image(filename=DEMO / "claims" / "probes" / "similarity-ln" / "similarity_cka.png"))
+
+# %%
+if "scratch" in globals():
+    scratch.cleanup()  # nothing is left behind in the temporary folder

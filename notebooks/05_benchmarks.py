@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,7 +31,8 @@ from lnprobe.eval.run import EvalConfig, run_eval
 from lnprobe.eval.vqa import normalize_answer, vqa_accuracy
 from lnprobe.models import TinyConfig, save_tiny
 
-work = Path(tempfile.mkdtemp())
+scratch = tempfile.TemporaryDirectory(prefix="lnprobe-nb-")  # removed in the last cell
+work = Path(scratch.name)
 ckpt = str(save_tiny(work / "tiny", TinyConfig(seed=0)))
 
 # %% [markdown]
@@ -67,3 +73,6 @@ print(caption_scores({1: "a red circle", 2: "a blue square"}, {1: ["A red circle
 rescored = run_eval(EvalConfig(None, "vqav2", str(work / "data-vqav2"), str(work / "rescore"),
                                predictions=str(work / "eval-vqav2" / "vqav2_answers.json")))
 print(rescored["scores"]["accuracy"] == json.loads((work / "eval-vqav2" / "results.json").read_text())["scores"]["accuracy"])
+
+# %%
+scratch.cleanup()  # nothing is left behind in the temporary folder

@@ -159,3 +159,18 @@ def test_notebook_matches_its_script(script):
     ours = [(c.cell_type, c.source) for c in jupytext.read(script).cells]
     theirs = [(c.cell_type, c.source) for c in jupytext.read(notebook).cells]
     assert ours == theirs, f"{notebook.name} is out of date: jupytext --sync {script}"
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.name)
+def test_notebook_cleans_up_and_shows_its_figures(script):
+    """Nothing is left in temporary folders (each is removed in the last cell), and a notebook that
+    draws figures shows them inline rather than printing their file names."""
+    cells = [c.source for c in jupytext.read(script).cells if c.cell_type == "code"]
+    code = "\n".join(cells)
+    assert "mkdtemp(" not in code, "use tempfile.TemporaryDirectory and clean it up in the last cell"
+    if "TemporaryDirectory(" in code:
+        assert "scratch.cleanup()" in cells[-1]
+    if "PROBES.get(" in code or "run_demo(" in code:
+        assert "display(Image(" in code and ".png" not in "".join(
+            line for line in code.splitlines() if line.lstrip().startswith("print(")
+        )
