@@ -1,18 +1,26 @@
-"""The claims report: report.md (figures linked) and a self-contained report.html (figures embedded)."""
+"""The claims report: report.md (figures linked, each in its claim's section) and a self-contained
+report.html rendered from it (lnprobe.report.markdown: figures embedded, a table of contents)."""
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 
-FIGURES = [
-    ("probes/similarity-ln/similarity_cka.png", "Cross-layer linear CKA, LN-tuned"),
-    ("probes/similarity-full/similarity_cka.png", "Cross-layer linear CKA, fully finetuned"),
-    ("probes/gradvar-ln/gradvar.png", "Norm-gradient variance per layer, LN-tuned"),
-    ("probes/gradvar-full/gradvar.png", "Norm-gradient variance per layer, fully finetuned"),
-    ("probes/lnshift-ln/lnshift.png", "LayerNorm shift and image-vs-text gap, LN-tuned vs base"),
-]
+from lnprobe.report.markdown import provenance_lines, write_pages
+
+# each claim's figures, by the probe folders claims writes
+FIGURES = {
+    "cross_layer_similarity": [
+        ("probes/similarity-ln/similarity_cka.png", "Cross-layer linear CKA, LN-tuned"),
+        ("probes/similarity-full/similarity_cka.png", "Cross-layer linear CKA, fully finetuned"),
+    ],
+    "gradient_variance": [
+        ("probes/gradvar-ln/gradvar.png", "Norm-gradient variance per layer, LN-tuned"),
+        ("probes/gradvar-full/gradvar.png", "Norm-gradient variance per layer, fully finetuned"),
+    ],
+    "domain_adaptation": [
+        ("probes/lnshift-ln/lnshift.png", "LayerNorm shift and image-vs-text gap, LN-tuned vs base"),
+    ],
+}
 
 
 def _fmt(x) -> str:
@@ -25,9 +33,9 @@ def _ci(ci) -> str:
     return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "n/a"
 
 
-def _sections(record: dict) -> list[tuple[str, list[str]]]:
-    """(title, markdown lines) per claim."""
-    out = []
+def _sections(record: dict, out: Path) -> list[tuple[str, list[str]]]:
+    """(title, markdown lines) per claim, its figures (those present under `out`) at the end."""
+    sections = []
     for claim in record["claims"]:
         lines = [f"**Claim:** {claim['statement']}.", "", f"**Statistic:** {claim['definition']}.", ""]
         if claim["id"] == "cross_layer_similarity":
@@ -56,12 +64,14 @@ def _sections(record: dict) -> list[tuple[str, list[str]]]:
                 )
             else:
                 lines.append(f"- {name}: {_fmt(test)}")
-        lines += ["", f"**Verdict: {claim['verdict']}.**"]
-        out.append((claim["id"].replace("_", " "), lines))
-    return out
+        lines += ["", f"**Verdict: {claim['verdict']}.**", ""]
+        lines += [f"![{cap}]({p})" for p, cap in FIGURES.get(claim["id"], []) if (out / p).is_file()]
+        sections.append((claim["id"].replace("_", " "), lines))
+    return sections
 
 
 def write_report(record: dict, out: Path) -> None:
+    """OUT/report.md and OUT/report.html from the claims record (also `lnprobe report OUT`)."""
     head = [
         "# lnprobe claims report",
         "",
@@ -70,59 +80,8 @@ def write_report(record: dict, out: Path) -> None:
     head += ["", "| claim | verdict |", "|---|---|"]
     head += [f"| {c['statement']} | **{c['verdict']}** |" for c in record["claims"]]
     md = head + [""]
-    for title, lines in _sections(record):
+    for title, lines in _sections(record, out):
         md += [f"## {title}", "", *lines, ""]
-    figures = [(p, cap) for p, cap in FIGURES if (out / p).is_file()]
-    md += ["## Figures", ""] + [f"![{cap}]({p})" for p, cap in figures] + [""]
     md += ["## Caveats", ""] + [f"- {c}" for c in record["caveats"]] + [""]
-    prov = record["provenance"]
-    md += [
-        "## Provenance",
-        "",
-        f"git {prov.get('git_sha')}, seed {prov.get('seed')}, {prov.get('time', '')}",
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text(_html(md, figures, out))
-
-
-def _html(md: list[str], figures: list[tuple[str, str]], out: Path) -> str:
-    """A minimal markdown-to-HTML rendering (headings, tables, lists, paragraphs) with figures inlined."""
-    body, table = [], []
-
-    def flush() -> None:
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
-            cells = [
-                [html.escape(c.strip()).replace("**", "") for c in r.strip("|").split("|")] for r in rows
-            ]
-            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
-                        + "</table>")  # fmt: skip
-            table.clear()
-
-    for line in md:
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("!["):
-            continue
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line:
-            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
-    flush()
-    for path, caption in figures:
-        data = base64.b64encode((out / path).read_bytes()).decode()
-        body.append(f'<figure><img src="data:image/png;base64,{data}" style="max-width:100%">'
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
-    style = (
-        "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px}"
-    )
-    head = f"<head><meta charset='utf-8'><title>lnprobe claims</title><style>{style}</style></head>"
-    return f"<!doctype html><html>{head}<body>{''.join(body)}</body></html>\n"
+    md += ["## Provenance", "", *provenance_lines(record["provenance"]), ""]
+    write_pages("\n".join(md), out, "lnprobe claims report")

@@ -11,7 +11,7 @@ import the library where their work starts.
     probes      similarity, gradvar, lnshift, claims
     eval        eval
     miniature   demo, study
-    report      runs
+    report      runs, report
     pretrain    pretrain text | vision | backbones
 """
 

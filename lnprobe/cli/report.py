@@ -1,4 +1,4 @@
-"""`lnprobe runs`: browse results side by side."""
+"""`lnprobe runs` and `lnprobe report`: browse results side by side, re-render a report."""
 
 from __future__ import annotations
 
@@ -22,3 +22,17 @@ def runs_command(
 
     written = write_index(root, out)
     console.print(f"{len(collect(root))} results; wrote {written / PAGE} and {written / TABLE}")
+
+
+@app.command("report")
+def report_command(
+    path: Annotated[
+        Path, typer.Argument(help="A claims, demo, study, similarity, gradvar, lnshift or eval folder.")
+    ],
+) -> None:
+    """Re-render a result folder's report (Markdown + self-contained HTML) from its saved JSON; no model
+    is loaded."""
+    from lnprobe.report.rerender import rerender
+
+    for written in rerender(path):
+        console.print(f"wrote {written}")

@@ -90,6 +90,18 @@ def test_claims_end_to_end(tiny_dir, tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     assert record["provenance"]["seed"] == 0
+    # each figure in its claim's section, Markdown rendered (no literal ** or backticks), contents, provenance
+    sections = report.split("\n## ")
+    similarity = next(s for s in sections if s.startswith("cross layer similarity"))
+    assert "](probes/similarity-ln/similarity_cka.png)" in similarity
+    assert "<nav>" in html and "**" not in html and "`" not in html and "<ul>" in html
+    assert f"time_utc: {record['provenance']['time_utc']}" in report and "versions: lnprobe" in report
+    # `lnprobe report` re-renders both files from claims.json alone, byte for byte
+    before = {name: (out / name).read_bytes() for name in ("report.md", "report.html")}
+    for name in before:
+        (out / name).unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert {name: (out / name).read_bytes() for name in before} == before
     bad = ["claims", "--base", tiny_dir, "--ln", str(tmp_path / "ln"), "--full", str(full), "--data"]
     assert cli.main([*bad, str(data / "instruct.json"), "--model", "oops", "--out", str(tmp_path / "x")]) == 2
     assert cli.main([*bad, str(data / "instruct.json"), "--n", "2", "--out", str(tmp_path / "x")]) == 2

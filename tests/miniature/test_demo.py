@@ -99,6 +99,10 @@ def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     assert full["per_seed"][0] == next(r["accuracy"] for r in first["rows"] if r["regime"] == "full")
     assert abs(full["value"] - sum(full["per_seed"]) / 2) < 1e-12
     assert all(0 <= a["ci95"][0] <= a["ci95"][1] <= 1 for a in study["accuracy"].values() if a["ci95"])
+    from lnprobe import cli
+
+    assert cli.main(["report", str(tmp_path)]) == 0  # study.md again, and study.html, from study.json
+    assert "<table>" in (tmp_path / "study.html").read_text()
     md = (tmp_path / "study.md").read_text()
     assert "make miniature" in md and "| full |" in md and (tmp_path / "accuracy.png").is_file()
     assert 'src="plotly.min.js"' in (tmp_path / "accuracy.html").read_text()  # offline, the study's one

@@ -1,5 +1,6 @@
-"""`lnprobe runs DIR`: the index reads each result's own saved JSON (checked against those files), is
-readable by pandas, opens offline with working links, re-runs in place, and refuses bad input."""
+"""`lnprobe runs DIR` and `lnprobe report PATH`. The index reads each result's own saved JSON (checked
+against those files), is readable by pandas, opens offline with working links, re-runs in place; the report
+re-renders from the JSON alone; both refuse bad input."""
 
 import json
 import re
@@ -87,3 +88,33 @@ def test_bad_input(tree, tmp_path, capsys):
     (mine / "keep.txt").write_text("a user's file")
     assert "was not written by `lnprobe runs`" in error(tree, "--out", mine)
     assert (mine / "keep.txt").read_text() == "a user's file"
+
+
+def test_report_re_renders_a_probe_folder_from_its_json(tree, capsys):
+    folder = tree / "probes" / "sim"
+    assert cli.main(["report", str(folder)]) == 0
+    saved = json.loads((folder / "similarity.json").read_text())
+    value = saved["metrics"]["cka"]["cross_layer_mean"]["value"]
+    md = (folder / "report.md").read_text()
+    assert f"| cka cross-layer mean | {value:.4g} |" in md and "## Provenance" in md
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(list(folder.glob("*.png"))) >= 1
+
+
+def test_report_bad_input(tree, tmp_path, capsys):
+    def error(path, fragment):
+        assert cli.main(["report", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err, err
+
+    error(tmp_path / "missing", "no such directory")
+    error(tree / "notes", "not a folder lnprobe wrote")
+    error(tree / "data", "writes no report")
+    import shutil
+
+    copy = tmp_path / "sim"
+    shutil.copytree(tree / "probes" / "sim", copy)
+    (copy / "similarity.json").unlink()
+    error(copy, "similarity.json: missing")
+    (copy / "similarity.json").write_text("[1, 2]")
+    error(copy, "expected a JSON object")
