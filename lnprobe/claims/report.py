@@ -12,10 +12,12 @@ FIGURES = {
     "cross_layer_similarity": [
         ("probes/similarity-ln/similarity_cka.png", "Cross-layer linear CKA, LN-tuned"),
         ("probes/similarity-full/similarity_cka.png", "Cross-layer linear CKA, fully finetuned"),
+        ("probes/cka_difference.png", "LN-tuned minus fully finetuned cross-layer CKA (blue: less alike)"),
     ],
     "gradient_variance": [
         ("probes/gradvar-ln/gradvar.png", "Norm-gradient variance per layer, LN-tuned"),
         ("probes/gradvar-full/gradvar.png", "Norm-gradient variance per layer, fully finetuned"),
+        ("probes/gradvar_training.png", "Norm-gradient variance over training, LN-tuned and fully finetuned"),
     ],
     "domain_adaptation": [
         ("probes/lnshift-ln/lnshift.png", "LayerNorm shift and image-vs-text gap, LN-tuned vs base"),

@@ -26,8 +26,10 @@ def run_claims(cfg: ClaimsConfig) -> dict:
     with cfg.output().build() as tmp:
         probes = tmp / "probes"
         sims = {
-            name: _similarity(cfg, spec, probes / f"similarity-{name}") for name, spec in cfg.models.items()
+            name: _similarity(cfg, name, spec, probes / f"similarity-{name}")
+            for name, spec in cfg.models.items()
         }
+        _figures(cfg, probes)
         grads = _gradients(cfg, probes)
         shifts = {
             name: _lnshift(cfg, spec, probes / f"lnshift-{name}") for name, spec in cfg.seeds("ln").items()
@@ -87,15 +89,30 @@ def probe_inputs(cfg: ClaimsConfig) -> ProbeInputs:
     )  # fmt: skip
 
 
-def _similarity(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
+def _similarity(cfg: ClaimsConfig, name: str, spec: str, out: Path) -> dict:
     from lnprobe.probes.similarity.config import SimilarityConfig
 
     config = SimilarityConfig(
         a=spec, inputs=probe_inputs(cfg), out=str(out), metrics=("cka", "cosine"), tokens=cfg.tokens,
-        bootstrap=cfg.bootstrap,
+        bootstrap=cfg.bootstrap, label_a=name,
     )  # fmt: skip
     result = PROBES.get("similarity").run(config)
     return {m: e["cross_layer_mean"] for m, e in result.metrics.items()}
+
+
+def _figures(cfg: ClaimsConfig, probes: Path) -> None:
+    """The claims' own figures: LN-tuned minus fully finetuned cross-layer CKA (first seed of each), and
+    the norm-gradient variance over training when the runs recorded it."""
+    from lnprobe.probes.similarity.run import SimilarityResult
+    from lnprobe.report.heatmaps import difference_figures
+    from lnprobe.report.lines import training_variance_figures
+
+    ln, full = next(iter(cfg.seeds("ln"))), next(iter(cfg.seeds("full")))
+    first, second = (SimilarityResult.read(probes / f"similarity-{n}").to_json() for n in (ln, full))
+    difference_figures(first, second, probes)
+    runs = {f"{w} {i}" if len(r) > 1 else w: run for w, r in (("ln", cfg.ln_runs), ("full", cfg.full_runs))
+            for i, run in enumerate(r)}  # fmt: skip
+    training_variance_figures(runs, probes)
 
 
 def _gradients(cfg: ClaimsConfig, probes: Path) -> dict:

@@ -132,3 +132,42 @@ def lnshift_figures(record: dict, out: Path) -> list[Path]:
     html = out / "lnshift.html"
     write_page(page.update_layout(title=title), html)
     return [png, html]
+
+
+def training_variance_figures(runs: dict[str, str], out: Path) -> list[Path]:
+    """Norm-gradient variance over training (the mean over norm groups of each `gradvar.jsonl` record, log
+    scale), one line per run (`{label: run directory}`); nothing when no run recorded any."""
+    import json
+
+    lines = {}
+    for label, run in runs.items():
+        path = Path(run) / "gradvar.jsonl"
+        if not path.is_file():
+            continue
+        steps, values = [], []
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            norms = [g["variance"] for k, g in record.get("groups", {}).items() if k.startswith("norms")]
+            if norms:
+                steps.append(record["step"])
+                values.append(sum(norms) / len(norms))
+        if steps:
+            lines[label] = (steps, values)
+    if not lines:
+        return []
+    title = "norm-gradient variance over training (mean over norm groups)"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (xs, ys) in lines.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="variance tr(Σ)/p", title=title)
+    ax.legend()
+    fig.tight_layout()
+    png, html = out / "gradvar_training.png", out / "gradvar_training.html"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    page = go.Figure(
+        [go.Scatter(x=xs, y=ys, mode="lines+markers", name=label) for label, (xs, ys) in lines.items()]
+    )
+    page.update_layout(title=title, xaxis_title="optimizer step", yaxis={"type": "log", "title": "variance"})
+    write_page(page, html)
+    return [png, html]

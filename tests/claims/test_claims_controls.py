@@ -18,6 +18,8 @@ FIGURES = [
     ("lnprobe.report.heatmaps", "similarity_figures"),
     ("lnprobe.report.lines", "gradvar_figures"),
     ("lnprobe.report.lines", "lnshift_figures"),
+    ("lnprobe.report.heatmaps", "difference_figures"),
+    ("lnprobe.report.lines", "training_variance_figures"),
 ]
 
 
@@ -145,7 +147,15 @@ def test_ln_delta_changes_only_norm_weights_and_head(planted):
 def test_reports_state_the_verdicts_with_figures(planted, holds):
     _, _, out = planted[holds]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3
+    assert html.count("data:image/png;base64,") >= 4
+    # the LN-minus-full map points the way the planted claim does: LN's layers less alike when it holds
+    difference = (out / "probes" / "cka_difference.html").read_text()
+    assert ("mean difference -" in difference) == holds and "ln minus full" in difference
+    sim = json.loads((out / "probes" / "similarity-ln" / "similarity.json").read_text())
+    assert (
+        sim["config"]["label_a"] == "ln"
+        and "cka: ln x ln" in (out / "probes" / "similarity-ln" / "similarity_cka.html").read_text()
+    )
     verdict = SUPPORTED if holds else NOT_SUPPORTED
     assert (out / "report.md").read_text().count(f"**{verdict}**") >= 3
 

@@ -36,6 +36,8 @@ class SimilarityConfig:
     save_activations: str | None = option(
         None, "Also write the captured rows (safetensors shards, a/ and b/) here, for reuse."
     )
+    label_a: str | None = option(None, "Name of CKPT_A in figure titles (default: from the checkpoint).")
+    label_b: str | None = option(None, "Name of CKPT_B in figure titles (default: from the checkpoint).")
     force: bool = option(False, "Replace an earlier `lnprobe similarity` output (nothing else).", switch=True)
 
     def __post_init__(self) -> None:
