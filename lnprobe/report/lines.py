@@ -124,13 +124,24 @@ def lnshift_figures(record: dict, out: Path) -> list[Path]:
     page = make_subplots(rows=1, cols=2, subplot_titles=["weight change", "image-vs-text gap"])
     for kind, (xs, ys) in shift.items():
         page.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"{kind} norm"), row=1, col=1)
-    for label, (xs, ys) in gaps.items():
-        page.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label), row=1, col=2)
+    for label, (xs, ys) in gaps.items():  # the base dashed with open markers: tuned and base often overlap
+        base = "tuned" not in label
+        style = {
+            "line": {"dash": "dash" if base else "solid"},
+            "marker": {"symbol": "circle-open" if base else "circle"},
+        }
+        page.add_trace(
+            go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, legend="legend2", **style), row=1, col=2
+        )
     page.update_xaxes(title_text="decoder layer")
     page.update_yaxes(title_text="relative L2 change", row=1, col=1)
     page.update_yaxes(title_text="W2 / text RMS", row=1, col=2)
+    legends = {  # one legend under each panel
+        "legend": {"x": 0.0, "y": -0.25, "xanchor": "left", "orientation": "h"},
+        "legend2": {"x": 0.56, "y": -0.25, "xanchor": "left", "orientation": "h"},
+    }
     html = out / "lnshift.html"
-    write_page(page.update_layout(title=title), html)
+    write_page(page.update_layout(title=title, margin={"b": 140}, **legends), html)
     return [png, html]
 
 

@@ -81,3 +81,18 @@ def test_training_variance_lines_average_the_norm_groups(tmp_path):
     )
     assert '"y":[2.0]' in text.replace(" ", "")  # (1 + 3) / 2 at step 5; the attention group left out
     assert training_variance_figures({"x": str(tmp_path / "missing")}, tmp_path / "y") == []
+
+
+def test_lnshift_panels_have_their_own_legends_and_base_lines_are_dashed(tmp_path):
+    from lnprobe.report.lines import lnshift_figures
+
+    layers = range(2)
+    rec = {
+        "config": {"ckpt": "runs/ln", "base": "runs/base"},
+        "weights": {f"model.layers.{i}.input_layernorm.weight": {"rel_l2": 0.1 * i} for i in layers},
+        "gaps": {f"input_norm.{i}.{io}": {"base": 1.0, "tuned": 1.0} for i in layers for io in ("in", "out")},
+    }
+    _, html = lnshift_figures(rec, tmp_path)
+    text = html.read_text().replace(" ", "")
+    assert '"legend2":{' in text and text.count('"legend":"legend2"') == 4  # the four gap lines
+    assert text.count('"dash":"dash"') == 2  # base, norm in and out
