@@ -139,8 +139,25 @@ def collect(root: Path) -> list[dict]:
         link = next((f"{where}/{name}" for name in LINKS if (folder / name).is_file()), None)
         base = {"path": where, "command": command, "time_utc": marker.get("time_utc"), "link": link}
         for row in READERS.get(command, lambda _: [{}])(folder) or [{}]:
-            rows.append({**base, **{k: v for k, v in row.items() if v is not None}})
+            row = {k: _shown(v, folder, root) if k in PATHS else v for k, v in row.items() if v is not None}
+            rows.append({**base, **row})
     return rows
+
+
+PATHS = ("model", "model_b", "data")  # recorded relative to their JSON file's folder, or absolute
+
+
+def _shown(value, folder: Path, root: Path):
+    """A recorded path as the table shows it: relative to ROOT when it lies there, else as recorded."""
+    import os
+
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value) if Path(value).is_absolute() else folder / value
+    if path.exists():
+        rel = Path(os.path.relpath(path.resolve(), root.resolve()))
+        return rel.as_posix() if not rel.as_posix().startswith("..") else str(path.resolve())
+    return value
 
 
 def columns(rows: list[dict]) -> list[str]:

@@ -53,6 +53,7 @@ def test_index_rows_match_the_saved_results(tree, capsys):
     mean = saved["metrics"]["cka"]["cross_layer_mean"]
     sim = by_path["probes/sim"]
     assert sim["cka"] == pytest.approx(mean["value"]) and sim["tokens"] == "text"
+    assert sim["model"] == "runs/ln" and ln["data"] == "data/instruct.json"  # relative to DIR
     assert sim["cka_ci95"] == f"[{mean['ci95'][0]:.4f}, {mean['ci95'][1]:.4f}]"
 
 
