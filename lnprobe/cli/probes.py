@@ -1,5 +1,6 @@
-"""`lnprobe similarity`, `gradvar`, `lnshift` and `claims`: the probes on the command line, each generated
-from its config (a probe's shared `ProbeInputs` flattened into `--data`, `--n`, `--batch-size`, ...)."""
+"""`lnprobe similarity`, `gradvar`, `lnshift`, `patch` and `claims`: the probes on the command line, each
+generated from its config (a probe's shared `ProbeInputs` flattened into `--data`, `--n`, `--batch-size`,
+...)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from lnprobe.cli.core import app, console
 from lnprobe.cli.options import config_command
 from lnprobe.probes.gradvar.config import GradVarConfig
 from lnprobe.probes.lnshift.config import LnShiftConfig
+from lnprobe.probes.patch.config import PatchConfig
 from lnprobe.probes.similarity.config import SimilarityConfig
 
 
@@ -94,6 +96,25 @@ def lnshift_command(cfg: LnShiftConfig) -> None:
                 f"{s[f'gap_{which}_out']:.4f} after"
             )
     console.print(f"wrote {Path(cfg.out)}/lnshift.json, CSV tables and figures")
+
+
+@app.command("patch")
+@config_command(PatchConfig, defaults={"out": "runs/patch", "data": "", "base": "", "tuned": ""})
+def patch_command(cfg: PatchConfig) -> None:
+    """Which norms carry the adaptation: tuned norms patched into the base, base norms into the tuned."""
+    from lnprobe.probes import PROBES
+
+    record = PROBES.get("patch").run(cfg)
+    console.print(
+        f"loss: base {record.losses['base']:.4f}, tuned {record.losses['tuned']:.4f} "
+        f"({record.examples} examples, {record.forward_passes} passes, {record.seconds:.1f} s)"
+    )
+    s = record.summary
+    if not s["defined"]:
+        console.print("base and tuned have the same loss: the fractions are undefined (reported as null)")
+    elif s["best_unit"] is not None:
+        console.print(f"most recovered by one norm: {s['best_unit']} ({s['best_recovered']:.3f})")
+    console.print(f"wrote {Path(cfg.out)}/patch.json, patch.csv and figures")
 
 
 @app.command("claims")

@@ -1,5 +1,6 @@
-"""The probes: one package per probe (`similarity`, `gradvar`, `lnshift`), each registered in `PROBES` with
-its config class and runner, all reading the same seeded inputs (`lnprobe.probes.inputs.ProbeInputs`).
+"""The probes: one package per probe (`similarity`, `gradvar`, `lnshift`, `patch`), each registered in
+`PROBES` with its config class and runner, all reading the same seeded inputs
+(`lnprobe.probes.inputs.ProbeInputs`).
 
 The similarity maths is also re-exported here (loaded on first use, so importing this package is cheap):
 `linear_cka`, `rbf_cka`, `cosine_similarity`, `random_baseline`, `METRICS`, `MinibatchCKA`, `cka_matrix`,
@@ -9,7 +10,7 @@ The similarity maths is also re-exported here (loaded on first use, so importing
 from __future__ import annotations
 
 from lnprobe.lazy import lazy_exports
-from lnprobe.probes import gradvar, lnshift, similarity  # noqa: F401 (register the probes)
+from lnprobe.probes import gradvar, lnshift, patch, similarity  # noqa: F401 (register the probes)
 from lnprobe.probes.inputs import ProbeInputs
 from lnprobe.probes.registry import PROBES, Probe, ProbeResult
 

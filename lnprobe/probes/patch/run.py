@@ -1,0 +1,302 @@
+"""The norm-patching probe's runner (`lnprobe patch --base B --tuned T --data D --out DIR`): which norms
+carry the adaptation (statistics in `lnprobe.probes.patch.stats`).
+
+One model in memory: the tuned checkpoint. The base is loaded once, compared tensor by tensor, and only the
+parameters that differ are kept (for an LN-tuned checkpoint: its norms, plus the connector or vision norms
+if its regime trained them), then freed. Every condition is a choice, per differing parameter, of its tuned
+or base value, copied into the model IN PLACE (`NormSwap`); nothing is reloaded.
+
+Units: each decoder layer's input norm (`input.i`) and post-attention norm (`post_attention.i`), and the
+final norm (`final`). Conditions, each one pass over the seeded eval set:
+    base, tuned                      every differing parameter at its base / tuned value
+    into_base[u]                     base, with unit u's norms from the tuned model
+    out_of_tuned[u]                  tuned, with unit u's norms from the base
+    bottom[k], top[k] (--cumulative) base, with the norms of layers 0..k / k..L-1 from the tuned model
+Two conditions with the same weights share one pass (a unit whose norms did not change costs nothing), so
+the passes run are at most 2 + 2 (2L + 1) + 2L; `forward_passes` in patch.json counts them.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lnprobe.data.llava import read_records
+from lnprobe.errors import InputError
+from lnprobe.io import saved_path, write_json
+from lnprobe.models.sites import ModelSites
+from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
+from lnprobe.probes.lnshift.run import check_same_architecture
+from lnprobe.probes.patch.config import PatchConfig
+from lnprobe.probes.patch.stats import fraction, gap, resample_indices
+from lnprobe.probes.registry import ProbeResult
+from lnprobe.provenance import provenance
+from lnprobe.train.loss import example_losses
+
+
+@dataclass
+class PatchResult(ProbeResult):
+    """OUT/patch.json. `losses`: mean answer-token loss of base and tuned; `gap`: L_base - L_tuned with its
+    interval; `units[i]`: {unit, kind, layer, params, changed, into_base: {loss, recovered}, out_of_tuned:
+    {loss, lost}} (fractions as {value, ci95}, value None when L_base == L_tuned); `cumulative`: {bottom,
+    top}: per k the layers patched into the base, loss and recovered fraction; `other_changed`: differing
+    parameters outside the decoder norms (base or tuned with the rest); `forward_passes` over `examples`."""
+
+    FILE = "patch.json"
+    config: dict
+    examples: int
+    losses: dict
+    gap: dict
+    units: list
+    cumulative: dict
+    other_changed: list
+    forward_passes: int
+    seconds: float
+    provenance: dict
+    summary: dict
+
+
+def norm_units(model: torch.nn.Module, sites: ModelSites) -> dict[str, tuple[str, ...]]:
+    """{unit: parameter names}: `input.i`, `post_attention.i` per decoder layer, then `final`."""
+
+    def params(module_name: str) -> tuple[str, ...]:
+        module = model.get_submodule(module_name)
+        return tuple(f"{module_name}.{p}" for p, _ in module.named_parameters(recurse=False))
+
+    units = {}
+    for i, (a, b) in enumerate(zip(sites.input_norms, sites.post_attention_norms, strict=True)):
+        units[f"input.{i}"] = params(a)
+        units[f"post_attention.{i}"] = params(b)
+    if sites.final_norm:
+        units["final"] = params(sites.final_norm)
+    return units
+
+
+class NormSwap:
+    """Parameters of one model set in place to their tuned or base values.
+
+    `base[name]`, `tuned[name]`: copies (the model's dtype and device) of every parameter that differs
+    between the two checkpoints; `set(names)` gives the parameters in `names` their tuned value and every
+    other differing parameter its base value; `restore()` puts the tuned model back exactly."""
+
+    def __init__(self, model: torch.nn.Module, base: dict[str, torch.Tensor]) -> None:
+        self.model = model
+        params = dict(model.named_parameters())
+        self.params = {name: params[name] for name in base}
+        self.tuned = {name: p.detach().clone() for name, p in self.params.items()}
+        self.base = {name: base[name].to(p.dtype).to(p.device) for name, p in self.params.items()}
+
+    @property
+    def changed(self) -> frozenset[str]:
+        return frozenset(self.params)
+
+    @torch.no_grad()
+    def set(self, tuned_names) -> None:
+        for name, p in self.params.items():
+            p.copy_(self.tuned[name] if name in tuned_names else self.base[name])
+
+    def restore(self) -> None:
+        self.set(self.changed)
+
+
+def differing_parameters(model: torch.nn.Module, base_spec: str, device: str) -> dict[str, torch.Tensor]:
+    """The base checkpoint's parameters that differ from `model`'s (CPU copies), the base loaded once."""
+    base = load_multimodal(base_spec, device).model
+    mine = dict(model.named_parameters())
+    out = {}
+    for name, p in base.named_parameters():
+        t = mine.get(name)
+        if t is None or t.shape != p.shape:
+            raise InputError(f"{base_spec}: tensor {name} does not match the tuned checkpoint")
+        if not torch.equal(p.detach().to(t.dtype), t.detach()):
+            out[name] = p.detach().cpu().clone()
+    del base
+    gc.collect()
+    return out
+
+
+def conditions(units: dict[str, tuple[str, ...]], layers: int, cumulative: bool) -> list[tuple]:
+    """[(group, key, tuned parameter names)] in the order they run."""
+    out: list[tuple] = [("base", None, frozenset()), ("tuned", None, None)]
+    out += [("into_base", u, frozenset(names)) for u, names in units.items()]
+    out += [("out_of_tuned", u, ("all-but", frozenset(names))) for u, names in units.items()]
+    if cumulative:
+
+        def layer_names(ks) -> frozenset[str]:
+            kinds = ("input", "post_attention")
+            return frozenset(n for k in ks for kind in kinds for n in units.get(f"{kind}.{k}", ()))
+
+        out += [("bottom", k, layer_names(range(k + 1))) for k in range(layers)]
+        out += [("top", k, layer_names(range(k, layers))) for k in range(layers)]
+    return out
+
+
+def _effective(spec, changed: frozenset[str]) -> frozenset[str]:
+    """The differing parameters that take their tuned value under a condition's spec."""
+    if spec is None:
+        return changed
+    if isinstance(spec, tuple):  # ("all-but", names): everything tuned except these
+        return changed - spec[1]
+    return changed & spec
+
+
+def eval_losses(
+    model, sites: ModelSites, batches: list[dict], device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-example mean answer-token loss `[n]` float64, its target-token counts `[n]`)."""
+    losses, counts = [], []
+    with torch.inference_mode():
+        for batch in batches:
+            loss, count = example_losses(model, sites, {k: v.to(device) for k, v in batch.items()})
+            losses.append(loss.double().cpu())
+            counts.append(count.cpu())
+    return torch.cat(losses), torch.cat(counts)
+
+
+def run_patch(cfg: PatchConfig) -> PatchResult:
+    """Compute and write OUT/patch.json, patch.csv and the figures; return the record."""
+    cfg.output().check()
+    records = read_records(cfg.inputs.data)
+    if len(records) < max(cfg.inputs.n, 2):
+        raise InputError(
+            f"{cfg.inputs.data}: {len(records)} records, fewer than --n {cfg.inputs.n} (at least 2 are "
+            "needed to bootstrap over examples)"
+        )
+    check_same_architecture(cfg.tuned, cfg.base)
+    loaded = load_multimodal(cfg.tuned, cfg.inputs.device)
+    model, sites = loaded.model, loaded.sites
+    swap = NormSwap(model, differing_parameters(model, cfg.base, cfg.inputs.device))
+    units = norm_units(model, sites)
+    batches = probe_batches(cfg.inputs, loaded.processor)
+    plan = conditions(units, sites.num_layers, cfg.cumulative)
+    items = plan
+    if cfg.inputs.progress:
+        from rich.progress import track
+
+        items = track(plan, description="patching norms")
+    cache: dict[frozenset[str], torch.Tensor] = {}
+    results: dict[tuple, torch.Tensor] = {}
+    keep = None
+    start = time.perf_counter()
+    try:
+        for group, key, spec in items:
+            names = _effective(spec, swap.changed)
+            if names not in cache:
+                swap.set(names)
+                losses, counts = eval_losses(model, sites, batches, cfg.inputs.device)
+                keep = counts > 0 if keep is None else keep
+                cache[names] = losses
+            results[(group, key)] = cache[names]
+    finally:
+        swap.restore()
+    seconds = time.perf_counter() - start
+    if keep is None or int(keep.sum()) < 2:
+        raise InputError(f"{cfg.inputs.data}: fewer than 2 examples with answer tokens")
+    results = {k: v[keep] for k, v in results.items()}
+    record = _record(cfg, units, swap, results, len(cache), seconds)
+    _write(cfg, record)
+    return PatchResult.from_json(record)
+
+
+def _record(cfg: PatchConfig, units, swap: NormSwap, results: dict, passes: int, seconds: float) -> dict:
+    lb, lt = results[("base", None)], results[("tuned", None)]
+    idx = resample_indices(lb.numel(), cfg.bootstrap, cfg.bootstrap_seed)
+    rows = []
+    for unit, names in units.items():
+        kind, _, layer = unit.partition(".")
+        into, out = results[("into_base", unit)], results[("out_of_tuned", unit)]
+        rows.append(
+            {
+                "unit": unit,
+                "kind": kind,
+                "layer": int(layer) if layer else None,
+                "params": list(names),
+                "changed": bool(swap.changed & set(names)),
+                "into_base": {"loss": float(into.mean()), "recovered": fraction(lb, into, lb, lt, idx)},
+                "out_of_tuned": {"loss": float(out.mean()), "lost": fraction(out, lt, lb, lt, idx)},
+            }
+        )
+    cumulative = {
+        side: [
+            {"k": k, "loss": float(v.mean()), "recovered": fraction(lb, v, lb, lt, idx)}
+            for (group, k), v in results.items()
+            if group == side
+        ]
+        for side in ("bottom", "top")
+        if cfg.cumulative
+    }
+    in_units = {n for names in units.values() for n in names}
+    config = saved_config(asdict(cfg))
+    config["tuned"] = saved_path(cfg.tuned, cfg.out)
+    record = {
+        "config": config,
+        "examples": int(lb.numel()),
+        "losses": {"base": float(lb.mean()), "tuned": float(lt.mean())},
+        "gap": gap(lb, lt, idx),
+        "units": rows,
+        "cumulative": cumulative,
+        "other_changed": sorted(swap.changed - in_units),
+        "forward_passes": passes,
+        "seconds": seconds,
+        "provenance": provenance(seed=cfg.inputs.seed),
+    }
+    record["summary"] = _summary(record)
+    return record
+
+
+def _summary(record: dict) -> dict:
+    """Headline numbers: the unit recovering the most, and the recovered fractions summed per layer."""
+    per_layer: dict[int, float] = {}
+    best = None
+    for row in record["units"]:
+        value = row["into_base"]["recovered"]["value"]
+        if value is None:
+            continue
+        if row["layer"] is not None:
+            per_layer[row["layer"]] = per_layer.get(row["layer"], 0.0) + value
+        if best is None or value > best[1]:
+            best = (row["unit"], value)
+    return {
+        "defined": record["gap"]["value"] != 0,
+        "changed_units": sum(r["changed"] for r in record["units"]),
+        "best_unit": best[0] if best else None,
+        "best_recovered": best[1] if best else None,
+        "recovered_per_layer": {str(k): v for k, v in sorted(per_layer.items())},
+    }
+
+
+def _write(cfg: PatchConfig, record: dict) -> None:
+    from lnprobe.report.patch import patch_figures
+
+    with cfg.output().build() as tmp:
+        write_json(tmp / "patch.json", record)
+        with (tmp / "patch.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["condition", "unit", "layer", "changed", "loss", "fraction", "ci95_low", "ci95_high"])
+            for row in record["units"]:
+                for cond, stat in (("into_base", "recovered"), ("out_of_tuned", "lost")):
+                    f = row[cond][stat]
+                    lo, hi = f["ci95"] or (None, None)
+                    w.writerow(
+                        [
+                            cond,
+                            row["unit"],
+                            row["layer"],
+                            row["changed"],
+                            row[cond]["loss"],
+                            f["value"],
+                            lo,
+                            hi,
+                        ]
+                    )
+            for side, points in record["cumulative"].items():
+                for p in points:
+                    f = p["recovered"]
+                    lo, hi = f["ci95"] or (None, None)
+                    unit = f"layers {p['k']}+" if side == "top" else f"layers 0-{p['k']}"
+                    w.writerow([side, unit, p["k"], "", p["loss"], f["value"], lo, hi])
+        patch_figures(record, tmp)

@@ -1,0 +1,184 @@
+"""`lnprobe patch`: in-place swaps equal freshly built models, a planted control (only layer K's norms moved)
+is attributed to layer K, the recovered fraction equals a hand computation, and bad input exits 2."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lnprobe import cli
+from lnprobe.data.llava import IGNORE
+from lnprobe.data.synth import SynthConfig, write_synth
+from lnprobe.models import TinyConfig, load, save_tiny
+from lnprobe.probes.inputs import ProbeInputs, probe_batches
+from lnprobe.probes.patch.run import NormSwap, differing_parameters, norm_units
+from lnprobe.probes.patch.stats import fraction, resample_indices
+
+K = 2  # the planted layer
+N, BATCH = 8, 4
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("patch")
+    data = write_synth(root / "data", SynthConfig(n=20, seed=2)) / "instruct.json"
+    base = save_tiny(root / "base", TinyConfig(seed=0))
+    tuned = load(base)  # only layer K's two norms moved
+    with torch.no_grad():
+        tuned.model.get_submodule(tuned.sites.input_norms[K]).weight.mul_(4.0)
+        tuned.model.get_submodule(tuned.sites.post_attention_norms[K]).weight.mul_(0.25)
+    tuned.model.save_pretrained(root / "tuned")
+    tuned.processor.save_pretrained(root / "tuned")
+    return root, data, base, root / "tuned"
+
+
+def _run(root, data, base, tuned, out, *extra):
+    argv = [
+        "patch",
+        "--base",
+        str(base),
+        "--tuned",
+        str(tuned),
+        "--data",
+        str(data),
+        "--out",
+        str(root / out),
+    ]
+    return cli.main(argv + ["--n", str(N), "--batch-size", str(BATCH), "--bootstrap", "200", *extra])
+
+
+@pytest.fixture(scope="module")
+def planted(setup):
+    root, data, base, tuned = setup
+    assert _run(root, data, base, tuned, "planted") == 0
+    return json.loads((root / "planted" / "patch.json").read_text())
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+def test_swapping_in_place_equals_a_fresh_model_and_restores_exactly(setup):
+    root, data, base, tuned = setup
+    loaded = load(tuned)
+    model = loaded.model.eval()
+    swap = NormSwap(model, differing_parameters(model, str(base), "cpu"))
+    units = norm_units(model, loaded.sites)
+    assert swap.changed == set(units[f"input.{K}"]) | set(units[f"post_attention.{K}"])
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = probe_batches(ProbeInputs(data=str(data), n=4, batch_size=4, progress=False), loaded.processor)[0]
+    tuned_logits = _logits(model, batch)
+    fresh = load(base).model.eval()
+    swap.set(frozenset())  # every differing parameter at its base value: the base model
+    assert torch.equal(_logits(model, batch), _logits(fresh, batch))
+    swap.set(frozenset(units[f"input.{K}"]))  # into the base: layer K's tuned input norm
+    with torch.no_grad():
+        name = units[f"input.{K}"][0]
+        fresh.get_parameter(name).copy_(original[name])
+    assert torch.equal(_logits(model, batch), _logits(fresh, batch))
+    assert not torch.equal(_logits(model, batch), tuned_logits)
+    swap.restore()
+    for n, p in model.named_parameters():
+        assert torch.equal(p, original[n]), n
+    assert torch.equal(_logits(model, batch), tuned_logits)
+
+
+def test_planted_control_is_attributed_to_its_layer(planted, setup):
+    root = setup[0]
+    assert planted["gap"]["value"] > 0 and planted["other_changed"] == []
+    rows = {r["unit"]: r for r in planted["units"]}
+    assert {u for u, r in rows.items() if r["changed"]} == {f"input.{K}", f"post_attention.{K}"}
+    per_layer = {}
+    for r in planted["units"]:
+        value = r["into_base"]["recovered"]["value"]
+        per_layer[r["layer"]] = per_layer.get(r["layer"], 0.0) + value
+    total = sum(per_layer.values())
+    assert per_layer[K] / total >= 0.9
+    assert all(abs(v / total) < 0.1 for layer, v in per_layer.items() if layer != K)
+    # the cumulative curves switch exactly at K: layers 0..k hold K from k = K on, layers k.. up to k = K
+    bottom = [p["recovered"]["value"] for p in planted["cumulative"]["bottom"]]
+    top = [p["recovered"]["value"] for p in planted["cumulative"]["top"]]
+    layers = len(bottom)
+    assert bottom == [0.0] * K + [1.0] * (layers - K) and top == [1.0] * (K + 1) + [0.0] * (layers - K - 1)
+    lo, hi = rows[f"post_attention.{K}"]["into_base"]["recovered"]["ci95"]
+    assert lo <= rows[f"post_attention.{K}"]["into_base"]["recovered"]["value"] <= hi
+    # passes: base, tuned, and one per distinct set of weights (the unchanged units and curves reuse them)
+    assert planted["forward_passes"] == 4
+    for f in ("patch.csv", "patch.png", "patch.html"):
+        assert (root / "planted" / f).is_file()
+    assert len((root / "planted" / "patch.csv").read_text().splitlines()) == 1 + 2 * len(rows) + 2 * layers
+
+
+def test_null_control_reports_undefined_fractions(setup, capsys):
+    root, data, base, _ = setup
+    assert _run(root, data, base, base, "null") == 0
+    assert "undefined" in capsys.readouterr().out
+    rec = json.loads((root / "null" / "patch.json").read_text())
+    assert rec["gap"]["value"] == 0 and rec["forward_passes"] == 1
+    assert all(r["into_base"]["recovered"] == {"value": None, "ci95": None} for r in rec["units"])
+    assert all(r["out_of_tuned"]["lost"]["value"] is None for r in rec["units"])
+    assert not rec["summary"]["defined"]
+
+
+def _plain_losses(model, batches):
+    """Per-example mean answer-token loss from the full logits, by hand."""
+    out = []
+    with torch.no_grad():
+        for b in batches:
+            logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits[:, :-1].float()
+            labels = b["labels"][:, 1:]
+            for row_logits, row_labels in zip(logits, labels, strict=True):
+                keep = row_labels != IGNORE
+                out.append(F.cross_entropy(row_logits[keep], row_labels[keep]).double())
+    return torch.stack(out)
+
+
+def test_recovered_fraction_matches_a_hand_computation(planted, setup):
+    root, data, base, tuned = setup
+    base_model, processor = load(base).model.eval(), load(base).processor
+    tuned_model = load(tuned).model.eval()
+    batches = probe_batches(ProbeInputs(data=str(data), n=N, batch_size=BATCH), processor)
+    lb, lt = _plain_losses(base_model, batches), _plain_losses(tuned_model, batches)
+    name = next(n for n, _ in tuned_model.named_parameters() if f"layers.{K}.post_attention" in n)
+    with torch.no_grad():
+        base_model.get_parameter(name).copy_(tuned_model.get_parameter(name))
+    lp = _plain_losses(base_model, batches)
+    expected = float((lb.mean() - lp.mean()) / (lb.mean() - lt.mean()))
+    row = next(r for r in planted["units"] if r["unit"] == f"post_attention.{K}")
+    assert row["into_base"]["recovered"]["value"] == pytest.approx(expected, abs=1e-3)
+    assert planted["losses"]["base"] == pytest.approx(float(lb.mean()), abs=1e-5)
+    assert planted["losses"]["tuned"] == pytest.approx(float(lt.mean()), abs=1e-5)
+
+
+def test_fraction_and_its_bootstrap_by_hand():
+    lb = torch.tensor([3.0, 2.0, 4.0, 3.0])
+    lt = torch.tensor([1.0, 1.0, 2.0, 2.0])
+    lp = torch.tensor([2.0, 1.5, 3.0, 2.5])
+    idx = resample_indices(4, 50, 0)
+    f = fraction(lb, lp, lb, lt, idx)
+    assert f["value"] == pytest.approx((3.0 - 2.25) / (3.0 - 1.5))
+    by_hand = torch.stack([(lb[i].mean() - lp[i].mean()) / (lb[i].mean() - lt[i].mean()) for i in idx])
+    assert f["ci95"] == pytest.approx(
+        torch.quantile(by_hand.double(), torch.tensor([0.025, 0.975]).double()).tolist()
+    )
+    assert fraction(lb, lp, lb, lb, idx) == {"value": None, "ci95": None}
+
+
+def test_bad_input_exits_2_and_writes_nothing(setup, tmp_path, capsys):
+    root, data, base, tuned = setup
+    argv = ["patch", "--tuned", str(tuned), "--data", str(data), "--out", str(tmp_path / "a")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--base is required" in err[0]
+    few = tmp_path / "few.json"
+    few.write_text(json.dumps(json.loads(data.read_text())[:3]))
+    assert _run(tmp_path, few, base, tuned, "b") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fewer than --n" in err[0]
+    other = save_tiny(tmp_path / "other", TinyConfig(hidden_size=48, num_heads=4, num_kv_heads=2))
+    assert _run(tmp_path, data, other, tuned, "c") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not match" in err[0]
+    assert not any((tmp_path / d).exists() for d in ("a", "b", "c"))
