@@ -74,6 +74,18 @@ class Preset:
 
 ATOMS: Registry[Atom] = Registry("regime atom")
 REGIMES: Registry[Preset] = Registry("regime")
+# parsers of atoms written with parameters (`norms:input@0-7`): part -> Atom, or None when not theirs
+PARAMETRIC: list[Callable[[str], Atom | None]] = []
+
+
+def register_parametric(parse: Callable[[str], Atom | None]) -> None:
+    PARAMETRIC.append(parse)
+
+
+def _atom(part: str) -> Atom | None:
+    if part in ATOMS:
+        return ATOMS.get(part)
+    return next((atom for parse in PARAMETRIC if (atom := parse(part)) is not None), None)
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,8 @@ class Regime:
         return model
 
     def select(self, model: nn.Module, sites: ModelSites, options: RegimeOptions) -> list[str]:
-        return [name for atom in self.atoms for name in atom.select(model, sites, options)]
+        """The union of the atoms' selections, each name once (norm subsets may overlap)."""
+        return list(dict.fromkeys(name for atom in self.atoms for name in atom.select(model, sites, options)))
 
 
 def resolve_regime(name: str) -> Regime:
@@ -130,18 +143,20 @@ def resolve_regime(name: str) -> Regime:
     known = f"presets: {', '.join(REGIMES.names())}; atoms, joined by '+': {', '.join(ATOMS.names())}"
     if not name.strip():
         raise InputError(f"empty regime name {name!r} ({known})")
-    if len(parts) == 1 and name not in ATOMS:
+    known += " (and norm subsets: norms:input, norms:post, norms:final, norms@0-7, ...)"
+    if len(parts) == 1 and _atom(name) is None:
         raise InputError(f"unknown regime {name!r} ({known})")
     atoms: list[Atom] = []
     for i, part in enumerate(parts):
         if not part.strip():
             raise InputError(f"regime {name!r}: empty atom at position {i + 1} ({known})")
-        if part not in ATOMS:
+        atom = _atom(part)
+        if atom is None:
             hint = " (a preset: presets do not combine, write its atoms)" if part in REGIMES else ""
             raise InputError(f"regime {name!r}: unknown atom {part!r}{hint} ({known})")
         if any(a.name == part for a in atoms):
             raise InputError(f"regime {name!r}: duplicate atom {part!r}")
-        atoms.append(ATOMS.get(part))
+        atoms.append(atom)
     alone = next((a for a in atoms if a.alone), None)
     if alone is not None and len(atoms) > 1:
         raise InputError(

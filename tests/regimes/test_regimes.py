@@ -1,6 +1,7 @@
 """Every regime trains exactly its parameter set; ln/ln-simp match PEFT's LN tuning parameter for
 parameter; applying a regime copies no module; gradients reach exactly the trainable set."""
 
+import re
 import warnings
 
 import pytest
@@ -288,3 +289,55 @@ def test_composed_delta_round_trips_and_exports(tiny_dir, tmp_path):
     assert load(tmp_path / "lp").regime == "lora+connector+embed+head"
     with pytest.raises(InputError, match="no PEFT LN-tuning form"):
         export_peft(tmp_path / "lp", tmp_path / "peft2")
+
+
+def test_norm_subsets_select_exactly_their_norms(tiny):
+    """`norms:KIND[@A-B]` (issue 18): each subset against ModelSites' own lists; the kinds together are
+    `norms`; subsets compose with other atoms and overlap without duplicates."""
+    from lnprobe.models import resolve_sites
+
+    sites = resolve_sites(tiny[0])
+
+    def trained(regime):
+        model, _ = build_tiny(TinyConfig(seed=0))
+        return set(apply_regime(model, regime).trainable)
+
+    def weights(names):
+        return {f"{n}.weight" for n in names}
+
+    assert trained("norms:input") == weights(sites.input_norms)
+    assert trained("norms:post@1") == weights([sites.post_attention_norms[1]])
+    assert trained("norms@1-2") == weights([n for i in (1, 2) for n in sites.layer_norms[i]])
+    assert trained("norms:final") == weights([sites.final_norm])
+    assert trained("norms:input+norms:post+norms:final") == trained("norms")
+    assert trained("norms:input@0+connector") == weights([sites.input_norms[0]]) | trained("connector")
+    assert trained("norms+norms:input") == trained("norms")  # overlapping atoms: the union
+    assert resolve_regime("norms:input@0-7").summary == "input norms of layers 0-7"
+
+
+@pytest.mark.parametrize(
+    ("regime", "fragment"),
+    [
+        ("norms:mlp", "unknown norm kind 'mlp'"),
+        ("norms@3-1", "empty layer range 3-1"),
+        ("norms:final@2", "the final norm takes no layer range"),
+        ("norms@4", "the model has 4 decoder layers (0-3)"),
+        ("norms:input+norms:input", "duplicate atom 'norms:input'"),
+    ],
+)
+def test_bad_norm_subsets(regime, fragment):
+    model, _ = build_tiny(TinyConfig(seed=0))
+    with pytest.raises(InputError, match=re.escape(fragment)):
+        apply_regime(model, regime)
+
+
+def test_a_norm_subset_delta_round_trips(tiny_dir, tmp_path):
+    from lnprobe.models import load
+    from tests.checkpoints.test_export import make_delta
+
+    make_delta(tiny_dir, "norms:post@2-3", tmp_path / "d")
+    tuned = load(tmp_path / "d")
+    base = dict(load(tiny_dir).model.named_parameters())
+    changed = {n for n, p in tuned.model.named_parameters() if not torch.equal(p, base[n])}
+    assert tuned.regime == "norms:post@2-3"
+    assert changed == {f"{tuned.sites.post_attention_norms[i]}.weight" for i in (2, 3)}
