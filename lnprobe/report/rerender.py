@@ -3,7 +3,7 @@
     claims      report.md / report.html from claims.json (as `lnprobe claims` writes them)
     demo        its claims report (PATH/claims)
     study       study.md / study.html from study.json
-    similarity, gradvar, lnshift, eval
+    similarity, gradvar, lnshift, patch, eval
                 report.md / report.html: the configuration, the headline numbers, every figure in the
                 folder and the provenance
 
@@ -23,6 +23,7 @@ RESULT_FILES = {
     "similarity": "similarity.json",
     "gradvar": "gradvar.json",
     "lnshift": "lnshift.json",
+    "patch": "patch.json",
     "eval": "results.json",
 }
 
@@ -97,6 +98,12 @@ def _numbers(command: str, record: dict) -> list[str]:
             rows.append((f"{kind} gradient variance", s.get("variance"), s.get("variance_ci95")))
     elif command == "lnshift":
         rows += [(k, v, None) for k, v in record.get("summary", {}).items()]
+    elif command == "patch":
+        gap = record.get("gap", {})
+        rows.append(("L_base - L_tuned", gap.get("value"), gap.get("ci95")))
+        for unit in record.get("units", []):
+            f = unit.get("into_base", {}).get("recovered", {})
+            rows.append((f"{unit.get('unit')} recovered into the base", f.get("value"), f.get("ci95")))
     else:
         rows += [(k, v, None) for k, v in record.get("scores", {}).items() if isinstance(v, int | float)]
     out = ["| statistic | value | 95 % CI |", "|---|---|---|"]

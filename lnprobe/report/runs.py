@@ -9,6 +9,7 @@ each marked folder's own saved JSON, loads no model, and makes one row per resul
     similarity  checkpoint(s), tokens, each metric's cross-layer (or diagonal) mean and its 95 % interval
     gradvar     checkpoint, norm-gradient variance pooled over norms
     lnshift     checkpoints, norm tensors changed, mean relative change
+    patch       checkpoints, the norm recovering most of the tuning's loss gain (patched into the base)
     claims      each claim's verdict
     eval        benchmark and its scores
     demo        one row per regime of the miniature (accuracy, trainable %, cross-layer CKA)
@@ -30,7 +31,7 @@ from lnprobe.io import MARKER, Output
 
 COMMAND = "runs"
 PAGE, TABLE = "index.html", "runs.csv"
-LINKS = ("report.html", "similarity_cka.html", "lnshift.html", "gradvar.html", "accuracy.html")
+LINKS = ("report.html", "similarity_cka.html", "lnshift.html", "patch.html", "gradvar.html", "accuracy.html")
 FIRST = ("path", "command", "regime", "lr", "seed", "steps", "accuracy", "eval_loss", "final_loss")
 
 
@@ -98,6 +99,19 @@ def _lnshift(folder: Path) -> list[dict]:
     ]
 
 
+def _patch(folder: Path) -> list[dict]:
+    data = _json(folder / "patch.json")
+    config, summary = data.get("config", {}), data.get("summary", {})
+    return [
+        {
+            "model": config.get("tuned"),
+            "model_b": config.get("base"),
+            "best_unit": summary.get("best_unit"),
+            "best_recovered": summary.get("best_recovered"),
+        }
+    ]
+
+
 def _claims(folder: Path) -> list[dict]:
     data = _json(folder / "claims.json")
     return [{f"claim:{c.get('id')}": c.get("verdict") for c in data.get("claims", [])}]
@@ -124,6 +138,7 @@ READERS: dict[str, Callable[[Path], list[dict]]] = {
     "similarity": _similarity,
     "gradvar": _gradvar,
     "lnshift": _lnshift,
+    "patch": _patch,
     "claims": _claims,
     "eval": _eval,
     "demo": _demo,

@@ -182,3 +182,17 @@ def test_bad_input_exits_2_and_writes_nothing(setup, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not match" in err[0]
     assert not any((tmp_path / d).exists() for d in ("a", "b", "c"))
+
+
+def test_report_and_runs_index_read_the_saved_json(planted, setup, tmp_path):
+    import pandas as pd
+
+    root = setup[0]
+    assert cli.main(["report", str(root / "planted")]) == 0
+    md = (root / "planted" / "report.md").read_text()
+    value = next(r for r in planted["units"] if r["unit"] == f"post_attention.{K}")["into_base"]["recovered"]
+    assert f"| post_attention.{K} recovered into the base | {value['value']:.4g} |" in md
+    assert "![patch](patch.png)" in md
+    assert cli.main(["runs", str(root / "planted"), "--out", str(tmp_path / "index")]) == 0
+    row = pd.read_csv(tmp_path / "index" / "runs.csv").iloc[0]
+    assert row["command"] == "patch" and row["best_unit"] == planted["summary"]["best_unit"]
