@@ -64,7 +64,7 @@ def test_swapping_in_place_equals_a_fresh_model_and_restores_exactly(setup):
     root, data, base, tuned = setup
     loaded = load(tuned)
     model = loaded.model.eval()
-    swap = NormSwap(model, differing_parameters(model, str(base), "cpu"))
+    swap = NormSwap(model, differing_parameters(model, str(base)))
     units = norm_units(model, loaded.sites)
     assert swap.changed == set(units[f"input.{K}"]) | set(units[f"post_attention.{K}"])
     original = {n: p.detach().clone() for n, p in model.named_parameters()}

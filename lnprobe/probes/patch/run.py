@@ -103,16 +103,17 @@ class NormSwap:
         self.set(self.changed)
 
 
-def differing_parameters(model: torch.nn.Module, base_spec: str, device: str) -> dict[str, torch.Tensor]:
-    """The base checkpoint's parameters that differ from `model`'s (CPU copies), the base loaded once."""
-    base = load_multimodal(base_spec, device).model
+def differing_parameters(model: torch.nn.Module, base_spec: str) -> dict[str, torch.Tensor]:
+    """The base checkpoint's parameters that differ from `model`'s (CPU copies), the base loaded once on the
+    CPU (so an accelerator holds one model) and freed."""
+    base = load_multimodal(base_spec, "cpu").model
     mine = dict(model.named_parameters())
     out = {}
     for name, p in base.named_parameters():
         t = mine.get(name)
         if t is None or t.shape != p.shape:
             raise InputError(f"{base_spec}: tensor {name} does not match the tuned checkpoint")
-        if not torch.equal(p.detach().to(t.dtype), t.detach()):
+        if not torch.equal(p.detach().to(t.dtype), t.detach().cpu()):
             out[name] = p.detach().cpu().clone()
     del base
     gc.collect()
@@ -169,7 +170,7 @@ def run_patch(cfg: PatchConfig) -> PatchResult:
     check_same_architecture(cfg.tuned, cfg.base)
     loaded = load_multimodal(cfg.tuned, cfg.inputs.device)
     model, sites = loaded.model, loaded.sites
-    swap = NormSwap(model, differing_parameters(model, cfg.base, cfg.inputs.device))
+    swap = NormSwap(model, differing_parameters(model, cfg.base))
     units = norm_units(model, sites)
     batches = probe_batches(cfg.inputs, loaded.processor)
     plan = conditions(units, sites.num_layers, cfg.cumulative)
