@@ -23,10 +23,13 @@ COMMAND = "make miniature"  # what produces docs/miniature.md
 
 
 def run_study(out: Path, cfg: MiniatureConfig, seeds: list[int], progress: bool = True) -> dict:
-    from lnprobe.io import results_tree
+    from lnprobe.io import marker_command, results_tree, write_marker
     from lnprobe.miniature.pipeline import run_miniature
     from lnprobe.miniature.table import saved_record
 
+    out.mkdir(parents=True, exist_ok=True)
+    if marker_command(out) is None:  # `lnprobe study` marks it first; the Python API too (lnprobe report)
+        write_marker(out, "study")
     records = {}
     with results_tree(out):  # OUT is the root: one plotly.min.js, paths relative inside it
         for seed in seeds:
