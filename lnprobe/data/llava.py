@@ -185,6 +185,9 @@ class Encoder:
         return ids, labels
 
 
+CACHE_BYTES = 256 * 2**20  # LlavaDataset keeps its processed items when all of them fit this
+
+
 class LlavaDataset(torch.utils.data.Dataset):
     """Encoded records with their images; `lengths` (token counts) drive length-grouped batching."""
 
@@ -210,6 +213,18 @@ class LlavaDataset(torch.utils.data.Dataset):
         if not self.records:
             raise InputError(f"{self.path}: no usable records ({self.skipped} skipped for missing images)")
         self.lengths = [len(self._encode(r)[0]) for r in self.records]
+        # processed items kept in memory when they all fit CACHE_BYTES (a small dataset read over several
+        # epochs, or by several runs of a sweep, is decoded and tokenised once)
+        self._memo: dict[int, dict] | None = (
+            {} if self._item_bytes() * len(self.records) <= CACHE_BYTES else None
+        )
+
+    def _item_bytes(self) -> float:
+        """Bytes of one processed image (3 x height x width float32); unknown sizes never cache."""
+        image = getattr(self.processor, "image_processor", None)
+        crop = getattr(image, "crop_size", None) or getattr(image, "size", None) or {}
+        h, w = crop.get("height"), crop.get("width")
+        return 3 * h * w * 4 + 64 if h and w else float("inf")
 
     def _check_images(self, records: list[Record], skip_missing: bool) -> tuple[list[Record], int]:
         """Records whose image exists (a missing one stops unless `skip_missing`)."""
@@ -243,11 +258,15 @@ class LlavaDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
+        if self._memo is not None and i in self._memo:
+            return self._memo[i]  # collate copies out of it; nothing writes into an item
         record = self.records[i]
         ids, labels = self._encode(record)
         item = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "id": record.id}
         if record.image:
             item["pixel_values"] = self._image(record)
+        if self._memo is not None:
+            self._memo[i] = item
         return item
 
     def _image(self, record: Record) -> torch.Tensor:

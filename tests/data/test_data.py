@@ -133,8 +133,9 @@ def test_missing_and_unreadable_images(tmp_path, tiny):
     assert (len(ds), ds.skipped) == (1, 1)
     assert ds[0]["pixel_values"].shape == (3, 32, 32)
     (tmp_path / "img/a.png").write_bytes(b"not a png")
+    assert ds[0]["pixel_values"].shape == (3, 32, 32)  # read once: the dataset keeps what it decoded
     with pytest.raises(InputError, match=r"img/a.png: unreadable image .*\(record 0, id ok"):
-        ds[0]
+        LlavaDataset(path, tiny[1], skip_missing=True, decode_all=False)[0]  # decoded on first read
     with pytest.raises(InputError, match=r"img/a.png: unreadable image .*record 0, id ok"):
         LlavaDataset(path, tiny[1], skip_missing=True)  # found when the data is opened
 
@@ -331,3 +332,23 @@ def test_synth_question_types_text_scenes_and_dense_turns(tmp_path, single):
         SynthConfig(qtypes=("colour", "size"))
     with pytest.raises(InputError, match="--max-shapes 1"):
         SynthConfig(qtypes=("the-colour",))
+
+
+def test_small_datasets_keep_their_processed_items(tmp_path, tiny, monkeypatch):
+    """A dataset whose processed items fit CACHE_BYTES decodes and tokenises each record once: later reads
+    return the same item, equal to a fresh one; above the cap nothing is kept."""
+    import lnprobe.data.llava as llava
+
+    data = write_synth(tmp_path / "d", SynthConfig(n=12, seed=0)) / "instruct.json"
+    ds = LlavaDataset(data, tiny[1])
+    first = ds[3]
+    assert ds[3] is first
+    fresh = LlavaDataset(data, tiny[1])
+    monkeypatch.setattr(llava, "CACHE_BYTES", 0)
+    uncached = LlavaDataset(data, tiny[1])
+    assert uncached[3] is not uncached[3]
+    for other in (fresh[3], uncached[3]):
+        assert torch.equal(first["input_ids"], other["input_ids"]) and torch.equal(
+            first["labels"], other["labels"]
+        )
+        assert torch.equal(first["pixel_values"], other["pixel_values"])
