@@ -17,18 +17,6 @@ import statistics
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-
-
-def cpu_peak(step) -> int:
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def cuda_peak(step) -> int:
@@ -99,7 +87,7 @@ def one_regime(args, regime: str, device: torch.device, dtype: torch.dtype) -> N
     from lnprobe.train import memory as M
     from lnprobe.train.loss import loss_sum
 
-    measure = cuda_peak if device.type == "cuda" else cpu_peak
+    measure = cuda_peak if device.type == "cuda" else M.measured_peak
     model = build(args.model, device, dtype)
     model = apply_regime(model, regime, RegimeOptions(1 if args.model is None else 32, None, 0.0)).model
     for p in model.parameters():

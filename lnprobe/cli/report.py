@@ -18,10 +18,10 @@ def runs_command(
     ] = None,
 ) -> None:
     """Index every run and probe result under ROOT: a sortable, filterable HTML table and a CSV."""
-    from lnprobe.report.runs import PAGE, TABLE, collect, write_index
+    from lnprobe.report.runs import PAGE, TABLE, write_index
 
-    written = write_index(root, out)
-    console.print(f"{len(collect(root))} results; wrote {written / PAGE} and {written / TABLE}")
+    written, rows = write_index(root, out)
+    console.print(f"{rows} results; wrote {written / PAGE} and {written / TABLE}")
 
 
 @app.command("report")

@@ -12,12 +12,12 @@ The folder must be one lnprobe wrote (its marker names the command); only the re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lnprobe.errors import InputError
 from lnprobe.io import MARKER, marker_command
 from lnprobe.report.markdown import provenance_lines, write_pages
+from lnprobe.textio import read_json
 
 RESULT_FILES = {
     "similarity": "similarity.json",
@@ -57,10 +57,7 @@ def rerender(path: str | Path) -> list[Path]:
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: missing (the report is rendered from it)")
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    record = read_json(path)
     if not isinstance(record, dict):
         raise InputError(f"{path}: expected a JSON object")
     return record

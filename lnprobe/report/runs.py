@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -164,8 +165,6 @@ PATHS = ("model", "model_b", "data")  # recorded relative to their JSON file's f
 
 def _shown(value, folder: Path, root: Path):
     """A recorded path as the table shows it: relative to ROOT when it lies there, else as recorded."""
-    import os
-
     if not isinstance(value, str) or not value:
         return value
     path = Path(value) if Path(value).is_absolute() else folder / value
@@ -182,9 +181,9 @@ def columns(rows: list[dict]) -> list[str]:
     return list(seen)
 
 
-def write_index(root: str | Path, out: str | Path | None = None) -> Path:
+def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, int]:
     """Write OUT/index.html and OUT/runs.csv for the results under `root` (OUT defaults to ROOT/runs-index,
-    replaced on a re-run since lnprobe wrote it); returns OUT."""
+    replaced on a re-run since lnprobe wrote it); returns OUT and the number of rows."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: no such directory")
@@ -199,7 +198,7 @@ def write_index(root: str | Path, out: str | Path | None = None) -> Path:
             writer.writeheader()
             writer.writerows(rows)
         (tmp / PAGE).write_text(page(rows, cols, root, out))
-    return out
+    return out, len(rows)
 
 
 def _cell(value) -> str:
@@ -210,8 +209,6 @@ def _cell(value) -> str:
 
 def page(rows: list[dict], cols: list[str], root: Path, out: Path) -> str:
     """The HTML table: click a header to sort, type in the box to filter rows; links relative to OUT."""
-    import os
-
     up = Path(os.path.relpath(root, out)).as_posix()
     head = "".join(f"<th onclick='sortBy({i})'>{html.escape(c)}</th>" for i, c in enumerate(cols))
     body = []

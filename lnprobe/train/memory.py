@@ -194,3 +194,18 @@ def checkpoint_layers(model: nn.Module, sites, chosen: tuple[int, ...]) -> None:
     for module in model.modules():  # the vision tower's layers too: the profile counted them whole
         if isinstance(module, GradientCheckpointingLayer):
             module.gradient_checkpointing = mine.get(id(module), False)
+
+
+def measured_peak(step: Callable[[], object]) -> int:
+    """Peak bytes allocated on the CPU while `step()` runs, from the allocation events of torch's profiler:
+    the measurement `benchmarks/grad_ckpt_plan.py` and the tests hold the prediction against."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak

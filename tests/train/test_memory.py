@@ -4,7 +4,6 @@ for every checkpointing pattern, the plan's choice on planted budgets, and train
 import json
 
 import pytest
-from torch.profiler import ProfilerActivity, profile
 
 from lnprobe import cli
 from lnprobe.errors import InputError
@@ -16,18 +15,6 @@ from lnprobe.train.config import parse_bytes
 from lnprobe.train.loss import loss_sum
 from tests.conftest import image_batch
 from tests.train.test_train import cfg, synth  # noqa: F401  (fixture)
-
-
-def measured_peak(step) -> int:
-    """Peak bytes allocated while `step()` runs, from the allocation events of torch's profiler."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def prepared(tiny, regime):
@@ -58,7 +45,7 @@ def test_predicted_peak_bounds_the_measured_peak_of_every_pattern(tiny, regime):
 
         step()  # warm-up: lazily built buffers
         model.zero_grad(set_to_none=True)
-        ratios.append((profile_.peak(tuple(range(m))) - static) / measured_peak(step))
+        ratios.append((profile_.peak(tuple(range(m))) - static) / M.measured_peak(step))
         model.zero_grad(set_to_none=True)
     # never under (the plan must not overrun its budget), and not wildly over
     assert all(0.97 <= r <= 1.5 for r in ratios), ratios
