@@ -106,7 +106,8 @@ def patch_command(cfg: PatchConfig) -> None:
 
     record = PROBES.get("patch").run(cfg)
     console.print(
-        f"loss: base {record.losses['base']:.4f}, tuned {record.losses['tuned']:.4f} "
+        f"loss: base {record.losses['base']:.4f}, tuned {record.losses['tuned']:.4f}; answer accuracy: "
+        f"base {record.accuracy['base']:.3f}, tuned {record.accuracy['tuned']:.3f} "
         f"({record.examples} examples, {record.forward_passes} passes, {record.seconds:.1f} s)"
     )
     s = record.summary

@@ -28,6 +28,8 @@ def train_command(config: TrainConfig) -> None:
     held_out = ""
     if result.eval_loss is not None:
         held_out = f", held-out loss {result.eval_loss:.4f} (best {result.best_eval_loss:.4f})"
+        if result.eval_accuracy is not None:
+            held_out += f", held-out answer accuracy {result.eval_accuracy:.3f}"
     console.print(
         f"trained {result.steps} steps, final loss {result.final_loss:.4f}{held_out}; "
         f"checkpoint: {result.checkpoint}"
@@ -91,11 +93,12 @@ def sweep_command(base: TrainConfig, regimes: str, lrs: str | None, seeds: str, 
         raise InputError(f"--parallel must be >= 1, got {parallel}")
     rows = run_sweep(base, out, runs, parallel)
     table = Table(title=f"sweep: {len(rows)} runs ({out / 'sweep.csv'})")
-    for col in ("regime", "lr", "seed", "final loss", "eval loss"):
+    for col in ("regime", "lr", "seed", "final loss", "eval loss", "eval accuracy"):
         table.add_column(col, justify="left" if col == "regime" else "right")
     for r in rows:
         ev = "-" if r["eval_loss"] is None else f"{r['eval_loss']:.4f}"
-        table.add_row(r["regime"], f"{r['lr']:g}", str(r["seed"]), f"{r['final_loss']:.4f}", ev)
+        acc = "-" if r.get("eval_accuracy") is None else f"{r['eval_accuracy']:.3f}"
+        table.add_row(r["regime"], f"{r['lr']:g}", str(r["seed"]), f"{r['final_loss']:.4f}", ev, acc)
     console.print(table)
     best = json.loads((out / "sweep.json").read_text())["best"]
     console.print("best lr: " + ", ".join(f"{k} {v['lr']:g}" for k, v in best.items()))

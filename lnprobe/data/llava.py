@@ -12,8 +12,10 @@ opened, so bad input fails before training starts, naming the file and the recor
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +188,28 @@ class Encoder:
 
 
 CACHE_BYTES = 256 * 2**20  # LlavaDataset keeps its processed items when all of them fit this
+# processed items of recent datasets, by fingerprint (`_fingerprint`), least recently used first
+_SHARED: OrderedDict[str, tuple[dict[int, dict], list[int]]] = OrderedDict()
+
+
+def _fingerprint(ds: LlavaDataset) -> str | None:
+    """What a dataset's items depend on: the data file and each image (path, size, modification time), the
+    template, the length limit, the tokenizer's definition and the image processor's settings. None when the
+    tokenizer cannot be serialised (nothing is shared then)."""
+    tok, enc = ds.processor.tokenizer, ds.encoder
+    backend = getattr(tok, "backend_tokenizer", None)
+    image = getattr(ds.processor, "image_processor", None)
+    if backend is None or image is None:
+        return None
+    h = hashlib.sha256()
+    for path in [ds.path, *(ds.image_root / r.image for r in ds.records if r.image)]:
+        st = path.stat()
+        h.update(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    settings = (repr(enc.template), enc.max_length, tok.bos_token_id, enc.image_token_id, enc.n_image_tokens)
+    h.update(repr(settings).encode())
+    h.update(backend.to_str().encode())
+    h.update(image.to_json_string().encode())
+    return h.hexdigest()
 
 
 class LlavaDataset(torch.utils.data.Dataset):
@@ -212,12 +236,27 @@ class LlavaDataset(torch.utils.data.Dataset):
             self.check(range(len(self.records)), progress)
         if not self.records:
             raise InputError(f"{self.path}: no usable records ({self.skipped} skipped for missing images)")
-        self.lengths = [len(self._encode(r)[0]) for r in self.records]
-        # processed items kept in memory when they all fit CACHE_BYTES (a small dataset read over several
-        # epochs, or by several runs of a sweep, is decoded and tokenised once)
-        self._memo: dict[int, dict] | None = (
-            {} if self._item_bytes() * len(self.records) <= CACHE_BYTES else None
-        )
+        self._memo, self.lengths = self._shared_memo()
+        if self.lengths is None:
+            self.lengths = [len(self._encode(r)[0]) for r in self.records]
+            if self._key is not None:
+                _SHARED[self._key] = (self._memo, self.lengths)
+
+    def _shared_memo(self) -> tuple[dict[int, dict] | None, list[int] | None]:
+        """(processed items kept in memory, token counts if known). Items are kept when they all fit
+        CACHE_BYTES, so a small dataset read over several epochs is decoded and tokenised once; they are
+        shared in this process by every dataset with the same fingerprint (same data file, images,
+        tokenizer and processing), so the runs of a sweep in one worker process do it once in all."""
+        size = self._item_bytes() * len(self.records)
+        self._key = _fingerprint(self) if size <= CACHE_BYTES else None
+        if self._key is None:
+            return ({} if size <= CACHE_BYTES else None), None
+        if self._key in _SHARED:
+            _SHARED.move_to_end(self._key)
+            return _SHARED[self._key]
+        while _SHARED and size + sum(len(n) for _, n in _SHARED.values()) * self._item_bytes() > CACHE_BYTES:
+            _SHARED.popitem(last=False)  # least recently used first
+        return {}, None
 
     def _item_bytes(self) -> float:
         """Bytes of one processed image (3 x height x width float32); unknown sizes never cache."""
@@ -275,6 +314,19 @@ class LlavaDataset(torch.utils.data.Dataset):
         except InputError as exc:
             raise InputError(f"{exc} (record {record.index}, id {record.id})") from None
         return self.processor.image_processor(images=[rgb], return_tensors="pt")["pixel_values"][0]
+
+
+def reference_answer(labels: torch.Tensor, stop: set[int]) -> tuple[int, list[int]]:
+    """(where the first answer starts, its tokens): the first run of target labels (the first assistant
+    turn), its end-of-turn tokens (`stop`) dropped."""
+    start = int((labels != IGNORE).nonzero()[0])
+    answer = []
+    for t in labels[start:].tolist():
+        if t == IGNORE:
+            break
+        if t not in stop:
+            answer.append(t)
+    return start, answer
 
 
 def collate(items: list[dict], pad_id: int, image_token_id: int, n_image_tokens: int) -> dict:

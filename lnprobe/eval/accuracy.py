@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lnprobe.data.llava import IGNORE, LlavaDataset
+from lnprobe.data.llava import LlavaDataset, reference_answer
 from lnprobe.errors import InputError
 
 
@@ -56,19 +56,6 @@ def answer_accuracy(
             )
     correct = sum(it["correct"] for it in items)
     return {"accuracy": correct / len(items), "correct": correct, "n": len(items), "items": items}
-
-
-def reference_answer(labels: torch.Tensor, stop: set[int]) -> tuple[int, list[int]]:
-    """(where the first answer starts, its tokens): the first run of target labels (the first assistant
-    turn), its end-of-turn tokens (`stop`) dropped."""
-    start = int((labels != IGNORE).nonzero()[0])
-    answer = []
-    for t in labels[start:].tolist():
-        if t == IGNORE:
-            break
-        if t not in stop:
-            answer.append(t)
-    return start, answer
 
 
 def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -181,7 +181,8 @@ class Stages:
 
     def val_accuracy(self, rows: list[dict], data: Path, path: Path) -> dict[str, float]:
         """Answer accuracy of every sweep run on the validation questions (cached in `path`, keyed by
-        `run_key`, so a moved or copied OUT still reads it)."""
+        `run_key`, so a moved or copied OUT still reads it): the runs' own final evaluation
+        (`eval_accuracy`); a run trained before lnprobe recorded it is scored here."""
         from lnprobe.eval.accuracy import answer_accuracy
         from lnprobe.models import load
         from lnprobe.train.state import latest_checkpoint
@@ -190,6 +191,9 @@ class Stages:
             return json.loads(path.read_text())
         out = {}
         for row in rows:
+            if row.get("eval_accuracy") is not None:
+                out[run_key(row)] = row["eval_accuracy"]
+                continue
             loaded = load(str(latest_checkpoint(Path(row["run"]))))
             acc = answer_accuracy(loaded.model, loaded.processor, str(data / "val.json"), template="chat")
             out[run_key(row)] = acc["accuracy"]

@@ -48,12 +48,17 @@ def _cumulative(record: dict) -> dict[str, tuple[list, list]]:
     }
 
 
+def _accuracy(record: dict) -> str:
+    acc = record.get("accuracy")
+    return f"; accuracy {acc['base']:.3f} -> {acc['tuned']:.3f}" if acc else ""
+
+
 def patch_figures(record: dict, out: Path) -> list[Path]:
     cfg = record["config"]
     title = (
         f"norm patching: {Path(cfg['tuned']).name} vs {Path(cfg['base']).name} "
         f"({record['examples']} examples; L_base {record['losses']['base']:.4f}, "
-        f"L_tuned {record['losses']['tuned']:.4f})"
+        f"L_tuned {record['losses']['tuned']:.4f}{_accuracy(record)})"
     )
     cumulative = _cumulative(record)
     cols = 3 if cumulative else 2

@@ -98,9 +98,13 @@ def _numbers(command: str, record: dict) -> list[str]:
     elif command == "patch":
         gap = record.get("gap", {})
         rows.append(("L_base - L_tuned", gap.get("value"), gap.get("ci95")))
+        rows += [(f"answer accuracy, {k}", v, None) for k, v in (record.get("accuracy") or {}).items()]
         for unit in record.get("units", []):
-            f = unit.get("into_base", {}).get("recovered", {})
+            into = unit.get("into_base", {})
+            f = into.get("recovered", {})
             rows.append((f"{unit.get('unit')} recovered into the base", f.get("value"), f.get("ci95")))
+            if "accuracy" in into:
+                rows.append((f"{unit.get('unit')} into the base: answer accuracy", into["accuracy"], None))
     else:
         rows += [(k, v, None) for k, v in record.get("scores", {}).items() if isinstance(v, int | float)]
     out = ["| statistic | value | 95 % CI |", "|---|---|---|"]

@@ -63,7 +63,9 @@ def _train(folder: Path) -> list[dict]:
     config = _json(folder / "lnprobe_config.json").get("config", {})
     result = _json(folder / "result.json")
     row = {k: config.get(k) for k in ("regime", "lr", "seed", "batch_size", "model", "data")}
-    row.update({k: result.get(k) for k in ("steps", "final_loss", "eval_loss", "best_eval_loss")})
+    row.update(
+        {k: result.get(k) for k in ("steps", "final_loss", "eval_loss", "best_eval_loss", "eval_accuracy")}
+    )
     picked = _json(folder.parent.parent / "val_accuracy.json")  # a miniature sweep's run
     row["val_accuracy"] = picked.get(f"{folder.parent.name}/{folder.name}")
     return [row]
@@ -109,6 +111,7 @@ def _patch(folder: Path) -> list[dict]:
             "model_b": config.get("base"),
             "best_unit": summary.get("best_unit"),
             "best_recovered": summary.get("best_recovered"),
+            "accuracy": (data.get("accuracy") or {}).get("tuned"),
         }
     ]
 

@@ -89,7 +89,8 @@ class TrainConfig:
     )
     num_workers: int = at_least(0, 0, "Data-loading processes (0: load in the training process).")
     eval_data: str | None = option(
-        None, "Held-out LLaVA data: its mean answer-token loss is logged as eval_loss."
+        None,
+        "Held-out LLaVA data: its answer-token loss (eval_loss) and first-answer accuracy (eval_accuracy).",
     )
     eval_every: int = at_least(0, 0, "Evaluate every N optimizer steps (0: only at the end).")
     gradvar_every: int = at_least(0, 0, "Record gradient statistics every K steps to gradvar.jsonl (0: off).")

@@ -149,7 +149,8 @@ def finished_result(run: Path, step: int, checkpoint: Path | None) -> dict:
         saved = json.loads(path.read_text())
         return {**saved, "run": Path(saved["run"]), "checkpoint": Path(saved["checkpoint"])}
     rows = [json.loads(x) for x in (run / METRICS_FILE).read_text().splitlines()]
-    evals = [r["eval_loss"] for r in rows if "eval_loss" in r and r["step"] > 0]
+    evaluated = [r for r in rows if "eval_loss" in r and r["step"] > 0]
+    evals = [r["eval_loss"] for r in evaluated]
     loss = next((r["loss"] for r in reversed(rows) if "loss" in r), float("nan"))
     return {
         "run": run,
@@ -158,4 +159,5 @@ def finished_result(run: Path, step: int, checkpoint: Path | None) -> dict:
         "final_loss": loss,
         "eval_loss": evals[-1] if evals else None,
         "best_eval_loss": min(evals) if evals else None,
+        "eval_accuracy": evaluated[-1].get("eval_accuracy") if evaluated else None,
     }

@@ -24,7 +24,17 @@ from lnprobe.train.config import TrainConfig
 from lnprobe.train.trainer import RESULT_FILE, train
 
 PAPER_LRS = (2e-3, 1e-3, 6e-4, 3e-4, 1e-4, 5e-5, 2e-5, 1e-5, 6e-6, 1e-6, 1e-7)
-COLUMNS = ("regime", "lr", "seed", "steps", "final_loss", "eval_loss", "best_eval_loss", "run")
+COLUMNS = (
+    "regime",
+    "lr",
+    "seed",
+    "steps",
+    "final_loss",
+    "eval_loss",
+    "best_eval_loss",
+    "eval_accuracy",
+    "run",
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,7 @@ def _row(run: SweepRun) -> dict:
         "final_loss": result["final_loss"],
         "eval_loss": result.get("eval_loss"),
         "best_eval_loss": result.get("best_eval_loss"),
+        "eval_accuracy": result.get("eval_accuracy"),
         "run": str(run.out),
     }
 

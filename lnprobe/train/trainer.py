@@ -35,7 +35,7 @@ from lnprobe.regimes import RegimeOptions, resolve_regime
 from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
 from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
-from lnprobe.train.loss import loss_sum
+from lnprobe.train.loss import answer_scores, loss_sum
 from lnprobe.train.rundir import RunClaim
 from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
 
@@ -54,6 +54,7 @@ class TrainResult:
     final_loss: float
     eval_loss: float | None = None
     best_eval_loss: float | None = None
+    eval_accuracy: float | None = None
 
 
 def cosine_factor(step: int, total: int, warmup: int) -> float:
@@ -308,7 +309,13 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         result = TrainResult(
-            self.run, last, self.step, metrics["loss"], metrics.get("eval_loss"), self.best_eval
+            self.run,
+            last,
+            self.step,
+            metrics["loss"],
+            metrics.get("eval_loss"),
+            self.best_eval,
+            metrics.get("eval_accuracy"),
         )
         if main:
             record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
@@ -382,24 +389,35 @@ class Trainer:
 
     @torch.no_grad()
     def _evaluate(self, track_best: bool = True) -> dict:
-        """Mean answer-token loss over the held-out data (sharded over processes)."""
+        """Mean answer-token loss over the held-out data (sharded over processes) and answer accuracy: the
+        share of records whose first answer greedy decoding gives (`answer_scores`)."""
         if self.eval_dataset is None:
             return {}
         self.model.eval()
         order = list(range(len(self.eval_dataset)))
         chunks = [order[i : i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
-        total = count = 0.0
+        tok = self.processor.tokenizer
+        stop = {tok.eos_token_id, tok.pad_token_id} - {None}
+        total = count = correct = 0.0
         for idx in chunks[self.rank :: self.world]:
             with self._autocast():
-                s, n = loss_sum(
-                    self.model, self.sites, self._collate(self.eval_dataset, idx), self.config.loss_chunk
+                sums, counts, hits = answer_scores(
+                    self.model,
+                    self.sites,
+                    self._collate(self.eval_dataset, idx),
+                    stop,
+                    self.config.loss_chunk,
                 )
-            total, count = total + s.item(), count + n
+            total, count, correct = (
+                total + float(sums.sum()),
+                count + int(counts.sum()),
+                correct + int(hits.sum()),
+            )
         self.model.train()
         value = self._sum(total) / self._sum(count)
         if track_best:  # the best held-out loss of a trained checkpoint (not of the starting point)
             self.best_eval = value if self.best_eval is None else min(self.best_eval, value)
-        return {"eval_loss": value}
+        return {"eval_loss": value, "eval_accuracy": self._sum(correct) / len(self.eval_dataset)}
 
     def _autocast(self):
         """Mixed precision when the model is in 16 bits (the fp32 trainable copies meet 16-bit weights)."""

@@ -352,3 +352,29 @@ def test_small_datasets_keep_their_processed_items(tmp_path, tiny, monkeypatch):
             first["labels"], other["labels"]
         )
         assert torch.equal(first["pixel_values"], other["pixel_values"])
+
+
+def test_datasets_share_processed_items_by_fingerprint(tmp_path, tiny, monkeypatch):
+    """Datasets over the same file, images and processing share their items in one process (a sweep's runs
+    in a worker decode once); a changed image, file or template gives new items; the total stays within
+    CACHE_BYTES (least recently used dropped first)."""
+    import os
+
+    import lnprobe.data.llava as llava
+
+    monkeypatch.setattr(llava, "_SHARED", llava.OrderedDict())
+    data = write_synth(tmp_path / "d", SynthConfig(n=12, seed=0)) / "instruct.json"
+    first = LlavaDataset(data, tiny[1])[3]
+    again = LlavaDataset(data, tiny[1])
+    assert again[3] is first and len(llava._SHARED) == 1
+    assert LlavaDataset(data, tiny[1], template="chat")[3] is not first
+    image = data.parent / LlavaDataset(data, tiny[1]).records[3].image
+    os.utime(image, ns=(0, 0))  # the same bytes, another modification time: not trusted to be the same
+    changed = LlavaDataset(data, tiny[1])
+    assert changed[3] is not first
+    assert torch.equal(changed[3]["pixel_values"], first["pixel_values"])
+    assert len(llava._SHARED) == 3
+    one = 3 * 32 * 32 * 4 + 64  # the tiny processor's image: 3 x 32 x 32 float32
+    monkeypatch.setattr(llava, "CACHE_BYTES", one * len(changed) * 2)  # room for two datasets' items
+    LlavaDataset(data, tiny[1], max_length=512)[0]
+    assert len(llava._SHARED) <= 2 and LlavaDataset(data, tiny[1])[3] is changed[3]

@@ -126,3 +126,23 @@ def test_majority_baseline_of_the_synthetic_task_is_low(tmp_path):
     data = write_synth(tmp_path / "d", SynthConfig(n=600, seed=1))
     got = majority_baseline(data / "instruct.json", data / "eval.json")
     assert 0.25 < got["accuracy"] < 0.50, got
+
+
+def test_training_reports_the_answer_accuracy_of_its_checkpoint(tmp_path):
+    """`train --eval-data` scores held-out answers in its evaluation pass (`eval_accuracy`, in result.json,
+    metrics.jsonl and the sweep table): it equals `answer_accuracy` of the saved checkpoint, with a batch
+    size and padding of its own, before and after training that moves it off 0 and 1."""
+    from lnprobe.train import TrainConfig, train
+    from lnprobe.train.state import latest_checkpoint
+
+    data = write_synth(tmp_path / "data", SynthConfig(n=40, seed=3))
+    common = dict(data=str(data / "eval.json"), eval_data=str(data / "eval.json"), batch_size=5, seed=0)
+    common |= dict(regime="full", lr=3e-3, progress=False, template="chat", out=str(tmp_path / "run"))
+    result = train(TrainConfig(max_steps=60, **common))
+    model = load(str(latest_checkpoint(tmp_path / "run")))
+    expected = answer_accuracy(model.model, model.processor, str(data / "eval.json"), template="chat")
+    assert 0 < expected["accuracy"] < 1 and result.eval_accuracy == expected["accuracy"]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["eval_accuracy"] == result.eval_accuracy != rows[0]["eval_accuracy"]
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["eval_accuracy"] == result.eval_accuracy

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lnprobe import cli
-from lnprobe.data.llava import IGNORE
+from lnprobe.data.llava import IGNORE, reference_answer
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig, load, save_tiny
 from lnprobe.probes.inputs import ProbeInputs, probe_batches
@@ -135,6 +135,18 @@ def _plain_losses(model, batches):
     return torch.stack(out)
 
 
+def _plain_accuracy(model, batches, stop) -> float:
+    """Share of examples whose first answer's argmax tokens (full logits) are all the reference's."""
+    hits = []
+    with torch.no_grad():
+        for b in batches:
+            best = model(**{k: v for k, v in b.items() if k != "labels"}).logits.argmax(-1)
+            for row, labels in zip(best, b["labels"], strict=True):
+                start, answer = reference_answer(labels, stop)
+                hits.append(row[start - 1 : start - 1 + len(answer)].tolist() == answer)
+    return sum(hits) / len(hits)
+
+
 def test_recovered_fraction_matches_a_hand_computation(planted, setup):
     root, data, base, tuned = setup
     base_model, processor = load(base).model.eval(), load(base).processor
@@ -144,10 +156,16 @@ def test_recovered_fraction_matches_a_hand_computation(planted, setup):
     name = next(n for n, _ in tuned_model.named_parameters() if f"layers.{K}.post_attention" in n)
     with torch.no_grad():
         base_model.get_parameter(name).copy_(tuned_model.get_parameter(name))
+    stop = {processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id}
+    assert planted["accuracy"] == {
+        "base": _plain_accuracy(base_model, batches, stop),
+        "tuned": _plain_accuracy(tuned_model, batches, stop),
+    }
     lp = _plain_losses(base_model, batches)
     expected = float((lb.mean() - lp.mean()) / (lb.mean() - lt.mean()))
     row = next(r for r in planted["units"] if r["unit"] == f"post_attention.{K}")
     assert row["into_base"]["recovered"]["value"] == pytest.approx(expected, abs=1e-3)
+    assert row["into_base"]["accuracy"] == _plain_accuracy(base_model, batches, stop)
     assert planted["losses"]["base"] == pytest.approx(float(lb.mean()), abs=1e-5)
     assert planted["losses"]["tuned"] == pytest.approx(float(lt.mean()), abs=1e-5)
 

@@ -35,15 +35,16 @@ from lnprobe.probes.patch.config import PatchConfig
 from lnprobe.probes.patch.stats import fraction, gap, resample_indices
 from lnprobe.probes.registry import ProbeResult
 from lnprobe.provenance import provenance
-from lnprobe.train.loss import example_losses
+from lnprobe.train.loss import answer_scores
 
 
 @dataclass
 class PatchResult(ProbeResult):
-    """OUT/patch.json. `losses`: mean answer-token loss of base and tuned; `gap`: L_base - L_tuned with its
-    interval; `units[i]`: {unit, kind, layer, params, changed, into_base: {loss, recovered}, out_of_tuned:
-    {loss, lost}} (fractions as {value, ci95}, value None when L_base == L_tuned); `cumulative`: {bottom,
-    top}: per k the layers patched into the base, loss and recovered fraction; `other_changed`: differing
+    """OUT/patch.json. `losses` / `accuracy`: mean answer-token loss / first-answer accuracy (greedy,
+    teacher-forced) of base and tuned; `gap`: L_base - L_tuned with its interval; `units[i]`: {unit, kind,
+    layer, params, changed, into_base: {loss, accuracy, recovered}, out_of_tuned: {loss, accuracy, lost}}
+    (fractions as {value, ci95}, value None when L_base == L_tuned); `cumulative`: {bottom, top}: per k the
+    layers patched into the base, loss, accuracy and recovered fraction; `other_changed`: differing
     parameters outside the decoder norms (base or tuned with the rest); `forward_passes` over `examples`."""
 
     FILE = "patch.json"
@@ -58,6 +59,7 @@ class PatchResult(ProbeResult):
     seconds: float
     provenance: dict
     summary: dict
+    accuracy: dict | None = None  # absent from records written before lnprobe scored answers here
 
 
 def norm_units(model: torch.nn.Module, sites: ModelSites) -> dict[str, tuple[str, ...]]:
@@ -146,16 +148,18 @@ def _effective(spec, changed: frozenset[str]) -> frozenset[str]:
 
 
 def eval_losses(
-    model, sites: ModelSites, batches: list[dict], device: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-example mean answer-token loss `[n]` float64, its target-token counts `[n]`)."""
-    losses, counts = [], []
+    model, sites: ModelSites, batches: list[dict], device: str, stop: set[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-example mean answer-token loss `[n]` float64, its target-token counts `[n]`, whether greedy
+    decoding gives its first answer `[n]`)."""
+    losses, counts, hits = [], [], []
     with torch.inference_mode():
         for batch in batches:
-            loss, count = example_losses(model, sites, {k: v.to(device) for k, v in batch.items()})
-            losses.append(loss.double().cpu())
+            sums, count, hit = answer_scores(model, sites, {k: v.to(device) for k, v in batch.items()}, stop)
+            losses.append((sums.double() / count.clamp_min(1)).cpu())
             counts.append(count.cpu())
-    return torch.cat(losses), torch.cat(counts)
+            hits.append(hit)
+    return torch.cat(losses), torch.cat(counts), torch.cat(hits)
 
 
 def run_patch(cfg: PatchConfig) -> PatchResult:
@@ -179,8 +183,10 @@ def run_patch(cfg: PatchConfig) -> PatchResult:
         from rich.progress import track
 
         items = track(plan, description="patching norms")
-    cache: dict[frozenset[str], torch.Tensor] = {}
-    results: dict[tuple, torch.Tensor] = {}
+    tok = loaded.processor.tokenizer
+    stop = {tok.eos_token_id, tok.pad_token_id} - {None}
+    cache: dict[frozenset[str], tuple[torch.Tensor, torch.Tensor]] = {}
+    results: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
     keep = None
     start = time.perf_counter()
     try:
@@ -188,22 +194,26 @@ def run_patch(cfg: PatchConfig) -> PatchResult:
             names = _effective(spec, swap.changed)
             if names not in cache:
                 swap.set(names)
-                losses, counts = eval_losses(model, sites, batches, cfg.inputs.device)
+                losses, counts, hits = eval_losses(model, sites, batches, cfg.inputs.device, stop)
                 keep = counts > 0 if keep is None else keep
-                cache[names] = losses
+                cache[names] = (losses, hits)
             results[(group, key)] = cache[names]
     finally:
         swap.restore()
     seconds = time.perf_counter() - start
     if keep is None or int(keep.sum()) < 2:
         raise InputError(f"{cfg.inputs.data}: fewer than 2 examples with answer tokens")
-    results = {k: v[keep] for k, v in results.items()}
-    record = _record(cfg, units, swap, results, len(cache), seconds)
+    accuracy = {k: float(v[1][keep].double().mean()) for k, v in results.items()}
+    results = {k: v[0][keep] for k, v in results.items()}
+    record = _record(cfg, units, swap, results, accuracy, len(cache), seconds)
     _write(cfg, record)
     return PatchResult.from_json(record)
 
 
-def _record(cfg: PatchConfig, units, swap: NormSwap, results: dict, passes: int, seconds: float) -> dict:
+def _record(
+    cfg: PatchConfig, units, swap: NormSwap, results: dict, accuracy: dict, passes: int, seconds: float
+) -> dict:
+    """`results` / `accuracy`: per condition (group, key), the per-example losses / the answer accuracy."""
     lb, lt = results[("base", None)], results[("tuned", None)]
     idx = resample_indices(lb.numel(), cfg.bootstrap, cfg.bootstrap_seed)
     rows = []
@@ -217,13 +227,26 @@ def _record(cfg: PatchConfig, units, swap: NormSwap, results: dict, passes: int,
                 "layer": int(layer) if layer else None,
                 "params": list(names),
                 "changed": bool(swap.changed & set(names)),
-                "into_base": {"loss": float(into.mean()), "recovered": fraction(lb, into, lb, lt, idx)},
-                "out_of_tuned": {"loss": float(out.mean()), "lost": fraction(out, lt, lb, lt, idx)},
+                "into_base": {
+                    "loss": float(into.mean()),
+                    "accuracy": accuracy[("into_base", unit)],
+                    "recovered": fraction(lb, into, lb, lt, idx),
+                },
+                "out_of_tuned": {
+                    "loss": float(out.mean()),
+                    "accuracy": accuracy[("out_of_tuned", unit)],
+                    "lost": fraction(out, lt, lb, lt, idx),
+                },
             }
         )
     cumulative = {
         side: [
-            {"k": k, "loss": float(v.mean()), "recovered": fraction(lb, v, lb, lt, idx)}
+            {
+                "k": k,
+                "loss": float(v.mean()),
+                "accuracy": accuracy[(group, k)],
+                "recovered": fraction(lb, v, lb, lt, idx),
+            }
             for (group, k), v in results.items()
             if group == side
         ]
@@ -237,6 +260,7 @@ def _record(cfg: PatchConfig, units, swap: NormSwap, results: dict, passes: int,
         "config": config,
         "examples": int(lb.numel()),
         "losses": {"base": float(lb.mean()), "tuned": float(lt.mean())},
+        "accuracy": {"base": accuracy[("base", None)], "tuned": accuracy[("tuned", None)]},
         "gap": gap(lb, lt, idx),
         "units": rows,
         "cumulative": cumulative,
@@ -277,7 +301,19 @@ def _write(cfg: PatchConfig, record: dict) -> None:
         write_json(tmp / "patch.json", record)
         with (tmp / "patch.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["condition", "unit", "layer", "changed", "loss", "fraction", "ci95_low", "ci95_high"])
+            w.writerow(
+                [
+                    "condition",
+                    "unit",
+                    "layer",
+                    "changed",
+                    "loss",
+                    "accuracy",
+                    "fraction",
+                    "ci95_low",
+                    "ci95_high",
+                ]
+            )
             for row in record["units"]:
                 for cond, stat in (("into_base", "recovered"), ("out_of_tuned", "lost")):
                     f = row[cond][stat]
@@ -289,6 +325,7 @@ def _write(cfg: PatchConfig, record: dict) -> None:
                             row["layer"],
                             row["changed"],
                             row[cond]["loss"],
+                            row[cond]["accuracy"],
                             f["value"],
                             lo,
                             hi,
@@ -299,5 +336,5 @@ def _write(cfg: PatchConfig, record: dict) -> None:
                     f = p["recovered"]
                     lo, hi = f["ci95"] or (None, None)
                     unit = f"layers {p['k']}+" if side == "top" else f"layers 0-{p['k']}"
-                    w.writerow([side, unit, p["k"], "", p["loss"], f["value"], lo, hi])
+                    w.writerow([side, unit, p["k"], "", p["loss"], p["accuracy"], f["value"], lo, hi])
         patch_figures(record, tmp)
