@@ -39,7 +39,12 @@ def main() -> None:
         tuned = planted_tuned(base, root / "tuned")
         inputs = ProbeInputs(data=str(data), n=args.n, batch_size=8, progress=False)
         cfg = PatchConfig(
-            base=str(base), tuned=str(tuned), inputs=inputs, out=str(root / "out"), cumulative=False
+            base=str(base),
+            tuned=str(tuned),
+            inputs=inputs,
+            out=str(root / "out"),
+            cumulative=False,
+            activations=False,  # the reload side scores weight conditions only
         )
         start = time.perf_counter()
         record = PROBES.get("patch").run(cfg)

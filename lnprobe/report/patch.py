@@ -23,10 +23,16 @@ PANELS = (("into_base", "recovered", "tuned norm into the base: recovered"),
 
 def _series(record: dict, cond: str, stat: str) -> dict[str, tuple[list, list, list, list]]:
     """{kind: (layers, values, lower errors, upper errors)}; the final norm at layer L."""
-    layers = 1 + max((r["layer"] for r in record["units"] if r["layer"] is not None), default=-1)
+    return _rows_series(record["units"], lambda row: row[cond][stat])
+
+
+def _rows_series(rows: list[dict], stat) -> dict[str, tuple[list, list, list, list]]:
+    """{norm kind: (layers, values, lower errors, upper errors)} of `stat(row)` ({value, ci95}); the final
+    norm at layer L."""
+    layers = 1 + max((r["layer"] for r in rows if r["layer"] is not None), default=-1)
     out: dict[str, tuple[list, list, list, list]] = {}
-    for row in record["units"]:
-        f = row[cond][stat]
+    for row in rows:
+        f = stat(row)
         if f["value"] is None:
             continue
         xs, ys, lo, hi = out.setdefault(row["kind"], ([], [], [], []))
@@ -98,5 +104,49 @@ def patch_figures(record: dict, out: Path) -> list[Path]:
     page.update_xaxes(title_text="decoder layer")
     page.update_yaxes(title_text="fraction")
     html = out / "patch.html"
+    write_page(page.update_layout(title=title), html)
+    return [png, html, *token_figures(record, out)]
+
+
+TOKENS = ("image", "text", "both")
+
+
+def token_figures(record: dict, out: Path) -> list[Path]:
+    """patch_tokens.png / .html: per token kind, the fraction recovered by patching one norm's output into
+    the base at those tokens only, per layer and norm kind."""
+    rows = record.get("activations") or []
+    if not rows:
+        return []
+    title = f"norm outputs patched into the base, by token kind ({record['examples']} examples)"
+    series = {
+        t: _rows_series([r for r in rows if r["tokens"] == t], lambda r: r["recovered"]) for t in TOKENS
+    }
+    fig, axes = plt.subplots(1, len(TOKENS), figsize=(5 * len(TOKENS), 4.2), sharey=True)
+    for ax, tokens in zip(axes, TOKENS, strict=True):
+        for kind, (xs, ys, lo, hi) in series[tokens].items():
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"{kind} norm")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(xlabel="decoder layer (final norm at L)", title=f"{tokens} tokens")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("recovered fraction")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    png = out / "patch_tokens.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    page = make_subplots(rows=1, cols=len(TOKENS), subplot_titles=[f"{t} tokens" for t in TOKENS])
+    for col, tokens in enumerate(TOKENS, 1):
+        for kind, (xs, ys, lo, hi) in series[tokens].items():
+            error = {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo}
+            trace = go.Scatter(
+                x=xs, y=ys, error_y=error, mode="lines+markers", name=f"{kind} norm", legendgroup=kind,
+                showlegend=col == 1,
+            )  # fmt: skip
+            page.add_trace(trace, row=1, col=col)
+    page.update_xaxes(title_text="decoder layer")
+    page.update_yaxes(title_text="recovered fraction", col=1)
+    html = out / "patch_tokens.html"
     write_page(page.update_layout(title=title), html)
     return [png, html]

@@ -3,7 +3,7 @@
     claims      report.md / report.html from claims.json (as `lnprobe claims` writes them)
     demo        its claims report (PATH/claims)
     study       study.md / study.html from study.json
-    similarity, gradvar, lnshift, patch, eval
+    similarity, gradvar, lnshift, patch, attention, eval
                 report.md / report.html: the configuration, the headline numbers, every figure in the
                 folder and the provenance
 
@@ -24,6 +24,7 @@ RESULT_FILES = {
     "gradvar": "gradvar.json",
     "lnshift": "lnshift.json",
     "patch": "patch.json",
+    "attention": "attention.json",
     "eval": "results.json",
 }
 
@@ -105,6 +106,12 @@ def _numbers(command: str, record: dict) -> list[str]:
             rows.append((f"{unit.get('unit')} recovered into the base", f.get("value"), f.get("ci95")))
             if "accuracy" in into:
                 rows.append((f"{unit.get('unit')} into the base: answer accuracy", into["accuracy"], None))
+        for a in record.get("activations") or []:
+            f = a.get("recovered", {})
+            name = f"{a.get('unit')} output at {a.get('tokens')} tokens recovered into the base"
+            rows.append((name, f.get("value"), f.get("ci95")))
+    elif command == "attention":
+        rows += _attention_rows(record)
     else:
         rows += [(k, v, None) for k, v in record.get("scores", {}).items() if isinstance(v, int | float)]
     out = ["| statistic | value | 95 % CI |", "|---|---|---|"]
@@ -112,3 +119,18 @@ def _numbers(command: str, record: dict) -> list[str]:
         shown = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "-"
         out.append(f"| {name} | {_fmt(value)} | {shown} |")
     return out
+
+
+def _attention_rows(record: dict) -> list[tuple[str, object, object]]:
+    """`lnprobe attention`: per model and per difference from the first, the mean share of text tokens'
+    attention on image tokens over all layers and heads, then each layer's mean over heads."""
+    rows: list[tuple[str, object, object]] = []
+    entries = [(f"{k}: share on image tokens", m) for k, m in (record.get("models") or {}).items()]
+    entries += [(f"{k}: difference", d) for k, d in (record.get("differences") or {}).items()]
+    for name, entry in entries:
+        mean = entry.get("mean", {})
+        rows.append((f"{name}, mean over layers and heads", mean.get("value"), mean.get("ci95")))
+        layer = entry.get("layer_mean", {})
+        for i, (value, ci) in enumerate(zip(layer.get("value", []), layer.get("ci95", []), strict=False)):
+            rows.append((f"{name}, layer {i}", value, ci))
+    return rows

@@ -108,7 +108,41 @@ def test_planted_control_is_attributed_to_its_layer(planted, setup):
     assert planted["forward_passes"] == 4
     for f in ("patch.csv", "patch.png", "patch.html"):
         assert (root / "planted" / f).is_file()
-    assert len((root / "planted" / "patch.csv").read_text().splitlines()) == 1 + 2 * len(rows) + 2 * layers
+    n_act = 3 * len(rows)  # activation patching: one row per unit and token kind
+    assert (
+        len((root / "planted" / "patch.csv").read_text().splitlines())
+        == 1 + 2 * len(rows) + 2 * layers + n_act
+    )
+
+
+def test_activation_patching_by_token_kind_on_the_planted_model(planted, setup):
+    """Only layer K's norms differ, so: below K the tuned norm outputs equal the base's (nothing to
+    recover, exactly 0); the final norm's output at the text tokens carries everything the answers see (the
+    head is the base's = the tuned's: exactly 1), at the image tokens nothing (0); layer K's input-norm
+    output at every token equals patching its weight into the base (the input to that norm is the same in
+    both models), a number the parameter patching measured by another route."""
+    rows = {(a["unit"], a["tokens"]): a for a in planted["activations"]}
+    layers = 1 + max(r["layer"] for r in planted["units"] if r["layer"] is not None)
+    assert len(rows) == (2 * layers + 1) * 3
+    for layer in range(K):
+        for kind in ("input", "post_attention"):
+            for tokens in ("image", "text", "both"):
+                assert rows[(f"{kind}.{layer}", tokens)]["recovered"]["value"] == 0.0
+    assert rows[("final", "text")]["recovered"]["value"] == pytest.approx(1.0, abs=1e-6)
+    assert rows[("final", "both")]["recovered"]["value"] == pytest.approx(1.0, abs=1e-6)
+    assert rows[("final", "image")]["recovered"]["value"] == pytest.approx(0.0, abs=1e-9)
+    units = {r["unit"]: r for r in planted["units"]}
+    by_weights = units[f"input.{K}"]["into_base"]["recovered"]["value"]
+    assert rows[(f"input.{K}", "both")]["recovered"]["value"] == pytest.approx(by_weights, abs=1e-5)
+    assert abs(by_weights) > 0.01  # a real effect, not 0 = 0
+    assert planted["summary"]["activations_best"]["text"]["unit"] == "final"
+    assert planted["activation_passes"] == (N // BATCH) * (1 + 3 * (2 * layers + 1))
+    root = setup[0]
+    assert (root / "planted" / "patch_tokens.png").is_file() and (
+        root / "planted" / "patch_tokens.html"
+    ).is_file()
+    csv_rows = (root / "planted" / "patch.csv").read_text().splitlines()
+    assert sum(r.startswith("activation:image,") for r in csv_rows) == 2 * layers + 1
 
 
 def test_null_control_reports_undefined_fractions(setup, capsys):
@@ -119,6 +153,7 @@ def test_null_control_reports_undefined_fractions(setup, capsys):
     assert rec["gap"]["value"] == 0 and rec["forward_passes"] == 1
     assert all(r["into_base"]["recovered"] == {"value": None, "ci95": None} for r in rec["units"])
     assert all(r["out_of_tuned"]["lost"]["value"] is None for r in rec["units"])
+    assert rec["activations"] and all(a["recovered"]["value"] is None for a in rec["activations"])
     assert not rec["summary"]["defined"]
 
 

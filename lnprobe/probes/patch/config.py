@@ -20,6 +20,9 @@ class PatchConfig:
     bootstrap: int = at_least(10, 1000, "Bootstrap resamples of the examples for the 95% intervals.")
     bootstrap_seed: int = seed_field(0, "Seed for the bootstrap resamples.")
     cumulative: bool = option(True, "Also patch layers 0..k and k..L-1 cumulatively (2L more passes).")
+    activations: bool = option(
+        True, "Also patch norm outputs per token kind (image / text / both): 1 + 3 x units passes per batch."
+    )
     force: bool = option(
         False, "Replace an earlier output of this command at --out (nothing else).", switch=True
     )

@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lnprobe.data.llava import read_records
+from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
 from lnprobe.io import saved_path, write_json
 from lnprobe.models.sites import ModelSites
 from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
 from lnprobe.probes.lnshift.run import check_same_architecture
+from lnprobe.probes.patch.activations import TOKEN_KINDS, activation_patching
 from lnprobe.probes.patch.config import PatchConfig
 from lnprobe.probes.patch.stats import fraction, gap, resample_indices
 from lnprobe.probes.registry import ProbeResult
@@ -45,7 +46,9 @@ class PatchResult(ProbeResult):
     layer, params, changed, into_base: {loss, accuracy, recovered}, out_of_tuned: {loss, accuracy, lost}}
     (fractions as {value, ci95}, value None when L_base == L_tuned); `cumulative`: {bottom, top}: per k the
     layers patched into the base, loss, accuracy and recovered fraction; `other_changed`: differing
-    parameters outside the decoder norms (base or tuned with the rest); `forward_passes` over `examples`."""
+    parameters outside the decoder norms (base or tuned with the rest); `forward_passes` over `examples`;
+    `activations[i]`: {unit, kind, layer, tokens (image / text / both), loss, accuracy, recovered}: the base
+    with that norm's output replaced by the tuned one's at those tokens (`activation_passes` passes)."""
 
     FILE = "patch.json"
     config: dict
@@ -60,6 +63,8 @@ class PatchResult(ProbeResult):
     provenance: dict
     summary: dict
     accuracy: dict | None = None  # absent from records written before lnprobe scored answers here
+    activations: list | None = None  # norm-output patching by token kind (`activations.py`)
+    activation_passes: int = 0
 
 
 def norm_units(model: torch.nn.Module, sites: ModelSites) -> dict[str, tuple[str, ...]]:
@@ -200,12 +205,23 @@ def run_patch(cfg: PatchConfig) -> PatchResult:
             results[(group, key)] = cache[names]
     finally:
         swap.restore()
-    seconds = time.perf_counter() - start
     if keep is None or int(keep.sum()) < 2:
         raise InputError(f"{cfg.inputs.data}: fewer than 2 examples with answer tokens")
+    if cfg.activations:
+        batches_seen = batches
+        if cfg.inputs.progress:
+            from rich.progress import track
+
+            batches_seen = track(batches, description="patching norm outputs by token kind")
+        image_id = loaded.processor.tokenizer.convert_tokens_to_ids(IMAGE)
+        acts = activation_patching(model, sites, swap, batches_seen, cfg.inputs.device, stop, image_id)
+        results.update({("activation", key): value for key, value in acts.items()})
+    seconds = time.perf_counter() - start
     accuracy = {k: float(v[1][keep].double().mean()) for k, v in results.items()}
     results = {k: v[0][keep] for k, v in results.items()}
     record = _record(cfg, units, swap, results, accuracy, len(cache), seconds)
+    # per batch, one tuned pass and one per unit and token kind
+    record["activation_passes"] = len(batches) * (1 + len(units) * len(TOKEN_KINDS)) if cfg.activations else 0
     _write(cfg, record)
     return PatchResult.from_json(record)
 
@@ -253,6 +269,18 @@ def _record(
         for side in ("bottom", "top")
         if cfg.cumulative
     }
+    activations = [
+        {
+            "unit": unit,
+            "kind": unit.partition(".")[0],
+            "layer": int(unit.partition(".")[2]) if "." in unit else None,
+            "tokens": tokens,
+            "loss": float(v.mean()),
+            "accuracy": accuracy[(group, (unit, tokens))],
+            "recovered": fraction(lb, v, lb, lt, idx),
+        }
+        for (group, (unit, tokens)), v in ((k, v) for k, v in results.items() if k[0] == "activation")
+    ]
     in_units = {n for names in units.values() for n in names}
     config = saved_config(asdict(cfg))
     config["tuned"] = saved_path(cfg.tuned, cfg.out)
@@ -264,6 +292,7 @@ def _record(
         "gap": gap(lb, lt, idx),
         "units": rows,
         "cumulative": cumulative,
+        "activations": activations,
         "other_changed": sorted(swap.changed - in_units),
         "forward_passes": passes,
         "seconds": seconds,
@@ -291,7 +320,19 @@ def _summary(record: dict) -> dict:
         "best_unit": best[0] if best else None,
         "best_recovered": best[1] if best else None,
         "recovered_per_layer": {str(k): v for k, v in sorted(per_layer.items())},
+        "activations_best": _best_by_tokens(record.get("activations", [])),
     }
+
+
+def _best_by_tokens(rows: list[dict]) -> dict[str, dict]:
+    """Per token kind, the norm output whose patching into the base recovers the most."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        value = row["recovered"]["value"]
+        held = best.get(row["tokens"])
+        if value is not None and (held is None or value > held["recovered"]):
+            best[row["tokens"]] = {"unit": row["unit"], "recovered": value}
+    return best
 
 
 def _write(cfg: PatchConfig, record: dict) -> None:
@@ -337,4 +378,9 @@ def _write(cfg: PatchConfig, record: dict) -> None:
                     lo, hi = f["ci95"] or (None, None)
                     unit = f"layers {p['k']}+" if side == "top" else f"layers 0-{p['k']}"
                     w.writerow([side, unit, p["k"], "", p["loss"], p["accuracy"], f["value"], lo, hi])
+            for a in record["activations"]:
+                f = a["recovered"]
+                lo, hi = f["ci95"] or (None, None)
+                row = [f"activation:{a['tokens']}", a["unit"], a["layer"], "", a["loss"], a["accuracy"]]
+                w.writerow([*row, f["value"], lo, hi])
         patch_figures(record, tmp)
