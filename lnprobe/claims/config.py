@@ -42,6 +42,9 @@ class ClaimsConfig:
     seed: int = seed_field(0, "Seed for the example order.")
     device: str = option("cpu", "cpu or cuda.")
     bootstrap: int = at_least(2, 200, "Bootstrap draws for the 95% intervals.")
+    patch: bool = option(
+        True, "Cite causal evidence: norm patching (lnprobe patch) of each LN seed against the base."
+    )
     template: str = option("vicuna_v1", "Chat template for the data.")
     image_folder: str | None = option(None, "Image folder (default: the data file's).")
     max_length: int = at_least(2, 2048, "Tokens per example.")

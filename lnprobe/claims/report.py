@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lnprobe.claims.causal import causal_lines
 from lnprobe.report.markdown import provenance_lines, write_pages
 
 # each claim's figures, by the probe folders claims writes
@@ -21,6 +22,11 @@ FIGURES = {
     ],
     "domain_adaptation": [
         ("probes/lnshift-ln/lnshift.png", "LayerNorm shift and image-vs-text gap, LN-tuned vs base"),
+        (
+            "probes/patch-ln/patch.png",
+            "Norm patching, LN-tuned vs base: the loss gap each norm recovers / loses",
+        ),
+        ("probes/patch-ln/patch_tokens.png", "Norm outputs patched into the base, by token kind"),
     ],
 }
 
@@ -67,6 +73,8 @@ def _sections(record: dict, out: Path) -> list[tuple[str, list[str]]]:
             else:
                 lines.append(f"- {name}: {_fmt(test)}")
         lines += ["", f"**Verdict: {claim['verdict']}.**", ""]
+        if claim.get("causal"):
+            lines += causal_lines(claim["causal"])
         lines += [f"![{cap}]({p})" for p, cap in FIGURES.get(claim["id"], []) if (out / p).is_file()]
         sections.append((claim["id"].replace("_", " "), lines))
     return sections

@@ -34,7 +34,15 @@ def run_claims(cfg: ClaimsConfig) -> dict:
         shifts = {
             name: _lnshift(cfg, spec, probes / f"lnshift-{name}") for name, spec in cfg.seeds("ln").items()
         }
-        claims = [_claim_similarity(cfg, sims), _claim_gradients(cfg, grads), _claim_domain(shifts)]
+        causal = {}
+        if cfg.patch:
+            from lnprobe.claims.causal import causal_summary, run_patch
+
+            causal = {
+                name: causal_summary(run_patch(cfg, spec, probes / f"patch-{name}"))
+                for name, spec in cfg.seeds("ln").items()
+            }
+        claims = [_claim_similarity(cfg, sims), _claim_gradients(cfg, grads), _claim_domain(shifts, causal)]
         record = {
             "config": _saved_config(cfg),
             "models": saved_paths(cfg.models, cfg.out),
@@ -225,7 +233,8 @@ def _claim_gradients(cfg: ClaimsConfig, grads: dict) -> dict:
     }
 
 
-def _claim_domain(shifts: dict) -> dict:
+def _claim_domain(shifts: dict, causal: dict) -> dict:
+    """The sign test on the gaps decides; `causal` (norm patching per LN seed) is cited beside it."""
     pairs = [(g["tuned"], g["base"]) for shift in shifts.values() for s, g in shift["gaps"].items()
              if s.endswith(".out") and g.get("tuned") is not None and g.get("base") is not None]  # fmt: skip
     verdict = sign_verdict(pairs, "lower")
@@ -239,6 +248,7 @@ def _claim_domain(shifts: dict) -> dict:
         "numbers": first["summary"] if len(shifts) == 1 else {n: s["summary"] for n, s in shifts.items()},
         "verdict": verdict.verdict,
         "tests": {"sign_test": verdict.as_dict()},
+        "causal": causal,
     }
 
 

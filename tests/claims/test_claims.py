@@ -87,6 +87,12 @@ def test_claims_end_to_end(tiny_dir, tmp_path, capsys):
     )
     report = (out / "report.md").read_text()
     assert "Verdict" in report and "Caveats" in report
+    # the domain claim cites norm patching of the LN model against the base (its own probe folder)
+    causal = record["claims"][2]["causal"]["ln"]
+    patch = json.loads((out / "probes" / "patch-ln" / "patch.json").read_text())
+    assert causal["gap"] == patch["gap"] and causal["accuracy"] == patch["accuracy"]
+    domain = next(s for s in report.split("\n## ") if s.startswith("domain adaptation"))
+    assert "**Causal evidence**" in domain and "](probes/patch-ln/patch_tokens.png)" in domain
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     assert record["provenance"]["seed"] == 0

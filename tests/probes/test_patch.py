@@ -145,6 +145,21 @@ def test_activation_patching_by_token_kind_on_the_planted_model(planted, setup):
     assert sum(r.startswith("activation:image,") for r in csv_rows) == 2 * layers + 1
 
 
+def test_claims_cite_the_planted_patching(planted):
+    """The domain claim's causal summary of the planted record: every decoder norm into the base is the
+    tuned model (exactly 1), the best single norm is at layer K, the text-token output that recovers most is
+    the final norm's (exactly 1), and the report lines quote them."""
+    from lnprobe.claims.causal import causal_lines, causal_summary
+
+    c = causal_summary(planted)
+    assert c["decoder_norms"]["recovered"]["value"] == pytest.approx(1.0, abs=1e-9)
+    assert c["best_norm"]["unit"] in (f"input.{K}", f"post_attention.{K}")
+    assert c["best_output_by_tokens"]["text"]["unit"] == "final"
+    assert c["accuracy"] == planted["accuracy"] and c["examples"] == planted["examples"]
+    text = "\n".join(causal_lines({"ln": c}))
+    assert "recovers 1 [1, 1]" in text and c["best_norm"]["unit"] in text
+
+
 def test_null_control_reports_undefined_fractions(setup, capsys):
     root, data, base, _ = setup
     assert _run(root, data, base, base, "null") == 0
