@@ -37,6 +37,7 @@ def planted_runs(tmp_path_factory):
         for traces in (True, False):
             out = root / f"claims-{holds}-{traces}"
             argv = [*scenario.argv(data, out, traces), "--n", "16", "--batch-size", "4", "--bootstrap", "50"]
+            argv += [] if traces else ["--no-patch"]  # the causal evidence does not enter verdicts (speed)
             with pytest.MonkeyPatch.context() as patch:
                 if not traces:  # figures do not enter verdicts: drawn in the runs with traces only (speed)
                     for module, name in FIGURES:
