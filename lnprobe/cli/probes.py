@@ -9,6 +9,7 @@ from pathlib import Path
 from lnprobe.claims.config import ClaimsConfig
 from lnprobe.cli.core import app, console
 from lnprobe.cli.options import config_command
+from lnprobe.probes.attention.config import AttentionConfig
 from lnprobe.probes.gradvar.config import GradVarConfig
 from lnprobe.probes.lnshift.config import LnShiftConfig
 from lnprobe.probes.patch.config import PatchConfig
@@ -116,6 +117,27 @@ def patch_command(cfg: PatchConfig) -> None:
     elif s["best_unit"] is not None:
         console.print(f"most recovered by one norm: {s['best_unit']} ({s['best_recovered']:.3f})")
     console.print(f"wrote {Path(cfg.out)}/patch.json, patch.csv and figures")
+
+
+@app.command("attention")
+@config_command(AttentionConfig, defaults={"out": "runs/attention", "data": "", "models": ()})
+def attention_command(cfg: AttentionConfig) -> None:
+    """Share of text tokens' attention on image tokens per layer and head, per model and vs the first."""
+    from lnprobe.probes import PROBES
+
+    record = PROBES.get("attention").run(cfg)
+    for label, m in record.models.items():
+        lo, hi = m["mean"]["ci95"]
+        console.print(
+            f"{label}: mean share on image tokens {m['mean']['value']:.4f} (95% CI {lo:.4f} to {hi:.4f})"
+        )
+    for name, d in record.differences.items():
+        lo, hi = d["mean"]["ci95"]
+        console.print(f"{name}: {d['mean']['value']:+.4f} (95% CI {lo:+.4f} to {hi:+.4f})")
+    left = f", {record.without_image} without image tokens left out" if record.without_image else ""
+    console.print(
+        f"wrote {Path(cfg.out)}/attention.json, attention.csv and heatmaps ({record.examples} examples{left})"
+    )
 
 
 @app.command("claims")

@@ -10,6 +10,7 @@ each marked folder's own saved JSON, loads no model, and makes one row per resul
     gradvar     checkpoint, norm-gradient variance pooled over norms
     lnshift     checkpoints, norm tensors changed, mean relative change
     patch       checkpoints, the norm recovering most of the tuning's loss gain (patched into the base)
+    attention   one row per model: its label and mean share of text tokens' attention on image tokens
     claims      each claim's verdict
     eval        benchmark and its scores
     demo        one row per regime of the miniature (accuracy, trainable %, cross-layer CKA)
@@ -32,7 +33,8 @@ from lnprobe.io import MARKER, Output
 
 COMMAND = "runs"
 PAGE, TABLE = "index.html", "runs.csv"
-LINKS = ("report.html", "similarity_cka.html", "lnshift.html", "patch.html", "gradvar.html", "accuracy.html")
+LINKS = ("report.html", "similarity_cka.html", "lnshift.html", "patch.html", "attention.html", "gradvar.html",
+         "accuracy.html")  # fmt: skip
 FIRST = ("path", "command", "regime", "lr", "seed", "steps", "accuracy", "eval_loss", "final_loss")
 
 
@@ -116,6 +118,18 @@ def _patch(folder: Path) -> list[dict]:
     ]
 
 
+def _attention(folder: Path) -> list[dict]:
+    data = _json(folder / "attention.json")
+    rows = []
+    for label, m in (data.get("models") or {}).items():
+        mean = m.get("mean") or {}
+        lo, hi = (mean.get("ci95") or [None, None])[:2]
+        ci = None if lo is None else f"[{lo:.4f}, {hi:.4f}]"
+        rows.append({"model": m.get("path"), "label": label, "image_attention": mean.get("value"),
+                     "image_attention_ci95": ci})  # fmt: skip
+    return rows
+
+
 def _claims(folder: Path) -> list[dict]:
     data = _json(folder / "claims.json")
     return [{f"claim:{c.get('id')}": c.get("verdict") for c in data.get("claims", [])}]
@@ -143,6 +157,7 @@ READERS: dict[str, Callable[[Path], list[dict]]] = {
     "gradvar": _gradvar,
     "lnshift": _lnshift,
     "patch": _patch,
+    "attention": _attention,
     "claims": _claims,
     "eval": _eval,
     "demo": _demo,
