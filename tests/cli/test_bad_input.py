@@ -118,6 +118,8 @@ def _command_argv(world: Path, command: str) -> list[str]:
         "similarity": ["similarity", tiny, "--data", data, "--out", "o"],
         "gradvar": ["gradvar", tiny, "--data", data, "--out", "o"],
         "lnshift": ["lnshift", tiny, "--base", tiny, "--data", data, "--out", "o"],
+        "patch": ["patch", "--base", tiny, "--tuned", tiny, "--data", data, "--out", "o"],
+        "attention": ["attention", "--model", f"a={tiny}", "--data", data, "--out", "o"],
         "claims": ["claims", "--base", tiny, "--ln", tiny, "--full", tiny, "--data", data, "--out", "o"],
         "eval": ["eval", tiny, "--bench", "pope", "--data", str(world / "data"), "--out", "o"],
         "data synth": ["data", "synth", "o"],
@@ -137,8 +139,10 @@ def range_cases() -> list[tuple[str, str, str]]:
     from lnprobe.miniature.backbones import BackbonesConfig
     from lnprobe.models.assemble import AssembleConfig
     from lnprobe.pretrain.config import TextPretrainConfig, VisionPretrainConfig
+    from lnprobe.probes.attention import AttentionConfig
     from lnprobe.probes.gradvar import GradVarConfig
     from lnprobe.probes.lnshift import LnShiftConfig
+    from lnprobe.probes.patch import PatchConfig
     from lnprobe.probes.similarity import SimilarityConfig
     from lnprobe.train.config import TrainConfig
 
@@ -147,6 +151,8 @@ def range_cases() -> list[tuple[str, str, str]]:
         "similarity": SimilarityConfig,
         "gradvar": GradVarConfig,
         "lnshift": LnShiftConfig,
+        "patch": PatchConfig,
+        "attention": AttentionConfig,
         "claims": ClaimsConfig,
         "eval": EvalConfig,
         "data synth": SynthConfig,
@@ -366,7 +372,7 @@ def test_outputs_in_impossible_places(case, capfd, world):
         run(["tiny", out], capfd)
 
 
-INPUT_OVERLAP = ("similarity", "gradvar", "lnshift", "claims", "train", "eval")
+INPUT_OVERLAP = ("similarity", "gradvar", "lnshift", "patch", "attention", "claims", "train", "eval")
 
 
 def _argv_with_out(command: str, model: Path, data: Path, out: Path) -> list:
@@ -374,6 +380,8 @@ def _argv_with_out(command: str, model: Path, data: Path, out: Path) -> list:
         "similarity": ["similarity", model, "--data", data, "--out", out],
         "gradvar": ["gradvar", model, "--data", data, "--out", out],
         "lnshift": ["lnshift", model, "--base", model, "--data", data, "--out", out],
+        "patch": ["patch", "--base", model, "--tuned", model, "--data", data, "--out", out],
+        "attention": ["attention", "--model", f"a={model}", "--data", data, "--out", out],
         "claims": ["claims", "--base", model, "--ln", model, "--full", model, "--data", data, "--out", out],
         "train": ["train", "--model", model, "--data", data, "--out", out],
         "eval": ["eval", model, "--bench", "pope", "--data", data.parent, "--out", out],
