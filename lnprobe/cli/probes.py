@@ -1,6 +1,6 @@
-"""`lnprobe similarity`, `gradvar`, `lnshift`, `patch` and `claims`: the probes on the command line, each
-generated from its config (a probe's shared `ProbeInputs` flattened into `--data`, `--n`, `--batch-size`,
-...)."""
+"""`lnprobe similarity`, `gradvar`, `lnshift`, `patch`, `linprobe` and `claims`: the probes on the command
+line, each generated from its config (a probe's shared `ProbeInputs` flattened into `--data`, `--n`,
+`--batch-size`, ...)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from lnprobe.cli.core import app, console
 from lnprobe.cli.options import config_command
 from lnprobe.probes.attention.config import AttentionConfig
 from lnprobe.probes.gradvar.config import GradVarConfig
+from lnprobe.probes.linprobe.config import LinprobeConfig
 from lnprobe.probes.lnshift.config import LnShiftConfig
 from lnprobe.probes.patch.config import PatchConfig
 from lnprobe.probes.similarity.config import SimilarityConfig
@@ -117,6 +118,24 @@ def patch_command(cfg: PatchConfig) -> None:
     elif s["best_unit"] is not None:
         console.print(f"most recovered by one norm: {s['best_unit']} ({s['best_recovered']:.3f})")
     console.print(f"wrote {Path(cfg.out)}/patch.json, patch.csv and figures")
+
+
+@app.command("linprobe")
+@config_command(LinprobeConfig, defaults={"out": "runs/linprobe", "data": ""})
+def linprobe_command(cfg: LinprobeConfig) -> None:
+    """Linear probes per layer and model (image vs text token, image attributes) and PCA views."""
+    from lnprobe.probes import PROBES
+
+    record = PROBES.get("linprobe").run(cfg)
+    for note in record.notes:
+        console.print(note)
+    for best in record.summary.values():
+        lo, hi = best["ci95"]
+        console.print(
+            f"{best['model']} {best['probe']}: best {best['accuracy']:.3f} (95% CI {lo:.3f} to {hi:.3f}; "
+            f"chance {best['chance']:.3f}) at layer {best['layer']} {best['site']}"
+        )
+    console.print(f"wrote {Path(cfg.out)}/linprobe.json, linprobe.csv and figures ({record.seconds:.1f} s)")
 
 
 @app.command("attention")

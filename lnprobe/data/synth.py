@@ -14,6 +14,7 @@
                          types cycle, so each type is equally represented. `val` picks learning rates, `eval`
                          is reported
     *_blind.json         the same records without their images (the blind baseline's data)
+    (every record)       field `scene`: the picture's shapes as [{shape, colour, place}] (for probes)
     text.jsonl           a text-only corpus from the same world ({"text": ...}) to pre-train the text LLM: per
                          training picture (and per `text_scenes` extra scene drawn in words only) chat lines
                          (`USER: ... ASSISTANT: ...</s>USER: ...`) with its description where the image
@@ -173,8 +174,11 @@ def _conv(turns: list[tuple[str, str]], image: bool = True) -> list[dict]:
     return out
 
 
-def _record(rid: str, image: str, turns: list[tuple[str, str]], **extra) -> dict:
-    return {"id": rid, "image": image, **extra, "conversations": _conv(turns)}
+def _record(rid: str, image: str, turns: list[tuple[str, str]], items: list[Item], **extra) -> dict:
+    """A LLaVA record; `scene` lists the picture's shapes ({shape, colour, place}, reading order), which
+    readers of the conversations ignore (`lnprobe linprobe` probes them)."""
+    scene = [{"shape": it.shape, "colour": it.colour, "place": it.place} for it in items]
+    return {"id": rid, "image": image, **extra, "scene": scene, "conversations": _conv(turns)}
 
 
 def blind(record: dict) -> dict:
@@ -205,7 +209,7 @@ def _instruct(i: int, image: str, items: list[Item], rng: random.Random, qtypes:
     else:
         qs = _questions(items, tuple(q for q in qtypes if q in KIND_QTYPES[kind]), rng)
         turns, asked = [(q, a) for _, q, a in qs], [t for t, _, _ in qs]
-    return _record(f"{kind}-{i}", image, turns, kind=kind, qtypes=asked)
+    return _record(f"{kind}-{i}", image, turns, items, kind=kind, qtypes=asked)
 
 
 def write_synth(out: str | Path, config: SynthConfig | None = None, overwrite: bool = False) -> Path:
@@ -231,9 +235,9 @@ def write_synth(out: str | Path, config: SynthConfig | None = None, overwrite: b
                 split = "val" if held < n_val else "eval"
                 qtype = config.qtypes[held % len(config.qtypes)]
                 q, a = question(items, qtype, rng)
-                files[split].append(_record(f"{split}-{i}", image, [(q, a)], answer=a, qtype=qtype))
+                files[split].append(_record(f"{split}-{i}", image, [(q, a)], items, answer=a, qtype=qtype))
                 continue
-            files["pretrain"].append(_record(f"cap-{i}", image, [(DETAIL, caption(items))]))
+            files["pretrain"].append(_record(f"cap-{i}", image, [(DETAIL, caption(items))], items))
             files["instruct"].append(_instruct(i, image, items, rng, config.qtypes))
             text += _text_lines(items, rng, config.qtypes)
         for _ in range(config.text_scenes):

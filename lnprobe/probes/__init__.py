@@ -10,7 +10,7 @@ The similarity maths is also re-exported here (loaded on first use, so importing
 from __future__ import annotations
 
 from lnprobe.lazy import lazy_exports
-from lnprobe.probes import attention, gradvar, lnshift, patch, similarity  # noqa: F401 (register the probes)
+from lnprobe.probes import attention, gradvar, linprobe, lnshift, patch, similarity  # noqa: F401 (registers)
 from lnprobe.probes.inputs import ProbeInputs
 from lnprobe.probes.registry import PROBES, Probe, ProbeResult
 

@@ -3,7 +3,7 @@
     claims      report.md / report.html from claims.json (as `lnprobe claims` writes them)
     demo        its claims report (PATH/claims)
     study       study.md / study.html from study.json
-    similarity, gradvar, lnshift, patch, attention, eval
+    similarity, gradvar, lnshift, patch, attention, linprobe, eval
                 report.md / report.html: the configuration, the headline numbers, every figure in the
                 folder and the provenance
 
@@ -25,6 +25,7 @@ RESULT_FILES = {
     "lnshift": "lnshift.json",
     "patch": "patch.json",
     "attention": "attention.json",
+    "linprobe": "linprobe.json",
     "eval": "results.json",
 }
 
@@ -112,6 +113,12 @@ def _numbers(command: str, record: dict) -> list[str]:
             rows.append((name, f.get("value"), f.get("ci95")))
     elif command == "attention":
         rows += _attention_rows(record)
+    elif command == "linprobe":
+        for best in record.get("summary", {}).values():
+            where = f"layer {best.get('layer')} {best.get('site')}"
+            chance = _fmt(best.get("chance"))
+            name = f"{best.get('model')} {best.get('probe')}: best accuracy ({where}; chance {chance})"
+            rows.append((name, best.get("accuracy"), best.get("ci95")))
     else:
         rows += [(k, v, None) for k, v in record.get("scores", {}).items() if isinstance(v, int | float)]
     out = ["| statistic | value | 95 % CI |", "|---|---|---|"]

@@ -10,6 +10,7 @@ each marked folder's own saved JSON, loads no model, and makes one row per resul
     gradvar     checkpoint, norm-gradient variance pooled over norms
     lnshift     checkpoints, norm tensors changed, mean relative change
     patch       checkpoints, the norm recovering most of the tuning's loss gain (patched into the base)
+    linprobe    one row per model: its best image-vs-text and attribute probe accuracies (layer, site)
     attention   one row per model: its label and mean share of text tokens' attention on image tokens
     claims      each claim's verdict
     eval        benchmark and its scores
@@ -34,7 +35,7 @@ from lnprobe.io import MARKER, Output
 COMMAND = "runs"
 PAGE, TABLE = "index.html", "runs.csv"
 LINKS = ("report.html", "similarity_cka.html", "lnshift.html", "patch.html", "attention.html", "gradvar.html",
-         "accuracy.html")  # fmt: skip
+         "accuracy.html", "linprobe.html")  # fmt: skip
 FIRST = ("path", "command", "regime", "lr", "seed", "steps", "accuracy", "eval_loss", "final_loss")
 
 
@@ -130,6 +131,18 @@ def _attention(folder: Path) -> list[dict]:
     return rows
 
 
+def _linprobe(folder: Path) -> list[dict]:
+    data = _json(folder / "linprobe.json")
+    specs = dict(m.partition("=")[::2] for m in data.get("config", {}).get("models", []))
+    rows: dict[str, dict] = {}
+    for best in data.get("summary", {}).values():
+        label = best.get("model")
+        row = rows.setdefault(label, {"label": label, "model": specs.get(label)})
+        row[best.get("probe")] = best.get("accuracy")
+        row[f"{best.get('probe')}_at"] = f"layer {best.get('layer')} {best.get('site')}"
+    return list(rows.values())
+
+
 def _claims(folder: Path) -> list[dict]:
     data = _json(folder / "claims.json")
     return [{f"claim:{c.get('id')}": c.get("verdict") for c in data.get("claims", [])}]
@@ -158,6 +171,7 @@ READERS: dict[str, Callable[[Path], list[dict]]] = {
     "lnshift": _lnshift,
     "patch": _patch,
     "attention": _attention,
+    "linprobe": _linprobe,
     "claims": _claims,
     "eval": _eval,
     "demo": _demo,

@@ -120,6 +120,7 @@ def _command_argv(world: Path, command: str) -> list[str]:
         "lnshift": ["lnshift", tiny, "--base", tiny, "--data", data, "--out", "o"],
         "patch": ["patch", "--base", tiny, "--tuned", tiny, "--data", data, "--out", "o"],
         "attention": ["attention", "--model", f"a={tiny}", "--data", data, "--out", "o"],
+        "linprobe": ["linprobe", "--model", f"a={tiny}", "--data", data, "--out", "o"],
         "claims": ["claims", "--base", tiny, "--ln", tiny, "--full", tiny, "--data", data, "--out", "o"],
         "eval": ["eval", tiny, "--bench", "pope", "--data", str(world / "data"), "--out", "o"],
         "data synth": ["data", "synth", "o"],
@@ -141,6 +142,7 @@ def range_cases() -> list[tuple[str, str, str]]:
     from lnprobe.pretrain.config import TextPretrainConfig, VisionPretrainConfig
     from lnprobe.probes.attention import AttentionConfig
     from lnprobe.probes.gradvar import GradVarConfig
+    from lnprobe.probes.linprobe import LinprobeConfig
     from lnprobe.probes.lnshift import LnShiftConfig
     from lnprobe.probes.patch import PatchConfig
     from lnprobe.probes.similarity import SimilarityConfig
@@ -153,6 +155,7 @@ def range_cases() -> list[tuple[str, str, str]]:
         "lnshift": LnShiftConfig,
         "patch": PatchConfig,
         "attention": AttentionConfig,
+        "linprobe": LinprobeConfig,
         "claims": ClaimsConfig,
         "eval": EvalConfig,
         "data synth": SynthConfig,
@@ -372,7 +375,8 @@ def test_outputs_in_impossible_places(case, capfd, world):
         run(["tiny", out], capfd)
 
 
-INPUT_OVERLAP = ("similarity", "gradvar", "lnshift", "patch", "attention", "claims", "train", "eval")
+INPUT_OVERLAP = ("similarity", "gradvar", "lnshift", "patch", "attention", "linprobe", "claims", "train",
+                 "eval")  # fmt: skip
 
 
 def _argv_with_out(command: str, model: Path, data: Path, out: Path) -> list:
@@ -382,6 +386,7 @@ def _argv_with_out(command: str, model: Path, data: Path, out: Path) -> list:
         "lnshift": ["lnshift", model, "--base", model, "--data", data, "--out", out],
         "patch": ["patch", "--base", model, "--tuned", model, "--data", data, "--out", out],
         "attention": ["attention", "--model", f"a={model}", "--data", data, "--out", out],
+        "linprobe": ["linprobe", "--model", f"a={model}", "--data", data, "--out", out],
         "claims": ["claims", "--base", model, "--ln", model, "--full", model, "--data", data, "--out", out],
         "train": ["train", "--model", model, "--data", data, "--out", out],
         "eval": ["eval", model, "--bench", "pope", "--data", data.parent, "--out", out],

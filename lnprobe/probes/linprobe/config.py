@@ -1,0 +1,64 @@
+"""`lnprobe linprobe`'s settings: the models by label, the shared probe inputs, the folds (torch-free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lnprobe.config import at_least, option, positive, seed_field, validate
+from lnprobe.errors import InputError
+from lnprobe.io import Output
+from lnprobe.probes.inputs import ProbeInputs
+
+
+@dataclass(frozen=True)
+class LinprobeConfig:
+    inputs: ProbeInputs
+    out: str = option(help="Output directory.")
+    models: tuple[str, ...] = option(
+        (),
+        "A model as LABEL=PATH (e.g. base=DIR, ln=DIR, full=DIR); repeat for each, labels unique.",
+        flags=("--model",),
+        metavar="LABEL=PATH",
+    )
+    folds: int = at_least(2, 5, "Cross-validation folds (grouped by example).")
+    tokens_per_class: int = at_least(
+        2, 1000, "Image vs text: rows drawn per class (balanced, so chance is 0.5)."
+    )
+    pca_points: int = at_least(
+        2, 300, "PCA views: image and text rows drawn, each (the same rows at every layer)."
+    )
+    c: float = positive(1.0, "Inverse L2 strength of the logistic regression (scikit-learn's C).")
+    probe_seed: int = seed_field(0, "Seed for the row subsamples and the fold assignment.")
+    force: bool = option(
+        False, "Replace an earlier output of this command at --out (nothing else).", switch=True
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "models", (self.models,) if isinstance(self.models, str) else tuple(self.models)
+        )
+        validate(self)
+        if not self.out:
+            raise InputError("--out is required")
+        self.specs  # noqa: B018 (checks the --model values)
+        if self.folds > self.inputs.n:
+            raise InputError(f"--folds {self.folds}: more folds than examples (--n {self.inputs.n})")
+
+    @property
+    def specs(self) -> dict[str, str]:
+        """{label: checkpoint} in the order given; InputError for none, a malformed or a repeated label."""
+        if not self.models:
+            raise InputError("--model is required (LABEL=PATH, e.g. --model base=DIR; repeat for each)")
+        specs: dict[str, str] = {}
+        for item in self.models:
+            label, sep, path = item.partition("=")
+            if not sep or not label.strip() or not path.strip():
+                raise InputError(f"--model {item!r}: expected LABEL=PATH")
+            if label in specs:
+                raise InputError(f"--model {item!r}: label {label!r} given twice (labels must be unique)")
+            specs[label] = path
+        return specs
+
+    def output(self) -> Output:
+        return Output(Path(self.out), "linprobe", self.force, (*self.specs.values(), *self.inputs.files()))
