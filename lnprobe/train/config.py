@@ -33,6 +33,9 @@ RESUMABLE_CHANGES = {
     "ckpt_every",
     "max_memory",
 }
+# With --shard fsdp a run may resume on another number of processes: the accumulation may change with it as
+# long as the global batch (accumulation x processes) stays (checked when the checkpoint is read).
+SHARDED_RESUMABLE_CHANGES = RESUMABLE_CHANGES | {"grad_accum"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,12 @@ class TrainConfig:
     eval_every: int = at_least(0, 0, "Evaluate every N optimizer steps (0: only at the end).")
     gradvar_every: int = at_least(0, 0, "Record gradient statistics every K steps to gradvar.jsonl (0: off).")
     loss_chunk: int = at_least(1, 4096, "Target tokens per cross-entropy chunk (the logits are never whole).")
+    shard: str = choice(
+        "none",
+        ("none", "fsdp"),
+        "fsdp: shard parameters, gradients and optimizer state over the processes with PyTorch FSDP2 (start "
+        "with torchrun; checkpoints are sharded, resumable on another number of processes).",
+    )
     progress: bool = option(True, "Show a progress bar.")
     resume: str | None = option(
         None, "RUN_DIR: continue that run from its latest checkpoint (same config; it is the --out)."
@@ -108,6 +117,8 @@ class TrainConfig:
             parse_bytes(self.max_memory)  # fail fast on a malformed size
         if not self.data:
             raise InputError("--data is required (a LLaVA JSON/JSONL file)")
+        if self.shard == "fsdp" and self.gradvar_every:
+            raise InputError("--gradvar-every: not available with --shard fsdp (gradients are sharded)")
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -19,7 +19,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def make_accelerator(cfg: TrainConfig):
     """An `accelerate.Accelerator`: one process, or DDP when started by `accelerate launch` or
-    `torchrun` (CPU processes talk over gloo). Mixed precision is handled by lnprobe itself."""
+    `torchrun` (CPU processes talk over gloo); with `--shard fsdp` wrapped to shard with FSDP2
+    (lnprobe.train.shard). Mixed precision is handled by lnprobe itself."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
@@ -32,9 +33,13 @@ def make_accelerator(cfg: TrainConfig):
         DistributedType.MULTI_GPU,
     ):
         raise InputError(
-            f"launch mode {accelerator.distributed_type.value} is not supported yet "
-            "(lnprobe train runs single-process or DDP)"
+            f"launch mode {accelerator.distributed_type.value} is not supported (lnprobe train runs in one "
+            "process, data-parallel, or sharded: torchrun ... lnprobe train --shard fsdp)"
         )
+    if cfg.shard == "fsdp":
+        from lnprobe.train.shard import FsdpAccelerator
+
+        return FsdpAccelerator(accelerator)
     return accelerator
 
 

@@ -33,8 +33,13 @@ def checkpoint_dir(run: Path, step: int) -> Path:
 
 def save_checkpoint(run: Path, step: int, trainer) -> Path:
     """Write checkpoint `step` (model part + exact-resume state) and point `latest` at it. Called on every
-    process: each contributes its RNG state; the main process writes."""
+    process: each contributes its RNG state; the main process writes. Sharded runs: shard_state."""
     from accelerate.utils import gather_object
+
+    if trainer.config.shard == "fsdp":
+        from lnprobe.train import shard_state
+
+        return shard_state.save_checkpoint(run, step, trainer)
 
     out = checkpoint_dir(run, step)
     rng_states = gather_object([_rng_tensors(trainer.rank)]) if trainer.world > 1 else [_rng_tensors(0)]
@@ -57,10 +62,12 @@ def save_checkpoint(run: Path, step: int, trainer) -> Path:
     return out
 
 
-def _save_model_part(tmp: Path, step: int, trainer) -> None:
+def _save_model_part(tmp: Path, step: int, trainer, tensors: dict | None = None) -> None:
+    """The model part: a full HF checkpoint (`full`) or a delta of the trainable parameters; `tensors`: the
+    model's state dict (whole model) or trainable parameters (delta) when the model's own are sharded."""
     if resolve_regime(trainer.config.regime).whole_model:
         with quiet_transformers():
-            trainer.model.save_pretrained(tmp)
+            trainer.model.save_pretrained(tmp, state_dict=tensors)
             if trainer.processor is not None:
                 trainer.processor.save_pretrained(tmp)
         return
@@ -72,7 +79,7 @@ def _save_model_part(tmp: Path, step: int, trainer) -> None:
         regime_options=asdict(trainer.regime_options),
         extra={"step": step},
     )
-    named = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    named = tensors or {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
     save_file({n: p.detach().contiguous().cpu() for n, p in named.items()}, str(tmp / TENSORS_FILE))
     (tmp / DELTA_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
 
@@ -93,6 +100,10 @@ def read_state(ckpt: Path) -> dict:
 
 def restore(ckpt: Path, trainer) -> int:
     """Load optimizer moments and RNG states from `ckpt`; returns its step."""
+    if trainer.config.shard == "fsdp":
+        from lnprobe.train import shard_state
+
+        return shard_state.restore(ckpt, trainer)
     state = read_state(ckpt)
     tensors = load_file(str(ckpt / OPTIMIZER_FILE))
     opt_state = trainer.optimizer.state_dict()

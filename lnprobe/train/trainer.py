@@ -34,7 +34,7 @@ from lnprobe.models.tiny import TinyConfig, save_tiny
 from lnprobe.regimes import RegimeOptions, resolve_regime
 from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
-from lnprobe.train.config import RESUMABLE_CHANGES, TrainConfig
+from lnprobe.train.config import RESUMABLE_CHANGES, SHARDED_RESUMABLE_CHANGES, TrainConfig
 from lnprobe.train.loss import answer_scores, loss_sum
 from lnprobe.train.rundir import RunClaim
 from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
@@ -157,9 +157,10 @@ class Trainer:
             return None
         if latest is None:
             raise InputError(f"{self.run}: no checkpoint to resume from")
-        saved = ckpt_io.read_state(latest)["config"]
+        saved = {"shard": "none", **ckpt_io.read_state(latest)["config"]}  # runs from before --shard
         mine = asdict(self.config)
-        changed = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
+        may_change = SHARDED_RESUMABLE_CHANGES if self.config.shard == "fsdp" else RESUMABLE_CHANGES
+        changed = sorted(k for k in mine if k not in may_change and saved.get(k) != mine[k])
         if changed:
             raise InputError(f"{self.run}: --resume with a different config ({', '.join(changed)} differ)")
         return latest
@@ -179,9 +180,10 @@ class Trainer:
         return str((self.run / "base").resolve())
 
     def _setup_model(self) -> None:
-        full_resume = self.resume_from is not None and resolve_regime(self.config.regime).whole_model
-        source = str(self.resume_from) if full_resume else self.base_source
-        delta = self.resume_from if self.resume_from is not None and not full_resume else None
+        resume = self.resume_from if self.config.shard == "none" else None  # sharded: restored later
+        full_resume = resume is not None and resolve_regime(self.config.regime).whole_model
+        source = str(resume) if full_resume else self.base_source
+        delta = resume if resume is not None and not full_resume else None
         loaded, applied = build_model(
             self.config, source, self.regime_options, self.dtype, self.device, delta
         )

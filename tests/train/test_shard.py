@@ -1,0 +1,218 @@
+"""`lnprobe train --shard fsdp` (PyTorch FSDP2, 2 CPU processes on gloo): equal to one unsharded process on
+the same global batches for ln-simp, ln, lora and full; sharded checkpoints (safetensors, nothing pickled)
+resume bit for bit, also onto one process; the exported weights load with `lnprobe.models.load` and give the
+unsharded run's logits.
+
+One `torchrun` launch (tests/train/shard_worker.py) runs every 2-process case; the one-process references
+run here. Tolerance: AdamW at lr 1e-2 for 3 steps, 2 processes vs 1 differ by at most 5e-7 (measured:
+ln-simp and lora 0, ln 4.8e-7 in the word embeddings, full 1.2e-7); the tests allow 2e-6.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from lnprobe.cli.core import main
+from lnprobe.data.synth import SynthConfig, write_synth
+from lnprobe.errors import InputError
+from lnprobe.models import load
+from lnprobe.train import TrainConfig, train
+from tests.conftest import image_batch
+
+ATOL = 2e-6
+REGIMES = ("ln-simp", "ln", "lora", "full")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return write_synth(tmp_path_factory.mktemp("synth") / "d", SynthConfig(n=40, seed=0))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sharded(synth, tmp_path_factory):
+    """The 2-process runs of tests/train/shard_worker.py (its docstring lists them)."""
+    out = tmp_path_factory.mktemp("sharded") / "out"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    command = [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port())]
+    command += [
+        "-m",
+        "tests.train.shard_worker",
+        str(out),
+        str(synth / "instruct.json"),
+        str(synth / "eval.json"),
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def one_config(synth, out, **kw) -> TrainConfig:
+    """The sharded runs' settings in one process: 2 accumulated micro-batches = 2 processes' batches."""
+    base = dict(
+        data=str(synth / "instruct.json"),
+        out=str(out),
+        regime="ln",
+        max_steps=3,
+        batch_size=2,
+        grad_accum=2,
+        lr=1e-2,
+        lora_dropout=0.0,
+        progress=False,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def one_process(synth, tmp_path_factory):
+    """Unsharded one-process runs, by regime (made on first use)."""
+    runs: dict[str, Path] = {}
+
+    def get(regime: str) -> Path:
+        if regime not in runs:
+            out = tmp_path_factory.mktemp("one") / regime
+            runs[regime] = train(one_config(synth, out, regime=regime)).checkpoint
+        return runs[regime]
+
+    return get
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    """The trained weights lnprobe exports: a delta's tensors or a full checkpoint's model file."""
+    delta = ckpt / "delta.safetensors"
+    return load_file(str(delta if delta.is_file() else ckpt / "model.safetensors"))
+
+
+def moved(run: Path, regime: str, trained: dict) -> float:
+    """The largest change training made to a weight (LoRA's B matrices start at zero)."""
+    if regime == "lora":
+        return max(float(v.abs().max()) for k, v in trained.items() if "lora_B" in k)
+    if regime == "full":
+        start = load_file(str(run / "base" / "model.safetensors"))
+    else:
+        start = {n: p.detach() for n, p in load(run / "base").model.named_parameters()}
+    return max(float((trained[k] - start[k]).abs().max()) for k in trained)
+
+
+def final(run: Path, step: int = 3) -> Path:
+    return run / "checkpoints" / f"step-{step:06d}"
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_two_sharded_processes_equal_one_process(sharded, one_process, regime):
+    ckpt = final(sharded / regime)
+    mine, ref = weights(ckpt), weights(one_process(regime))
+    assert mine.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(mine[name], ref[name], rtol=0, atol=ATOL, msg=name)
+    assert moved(sharded / regime, regime, mine) > 500 * ATOL  # far above the tolerance
+    assert json.loads((ckpt / "trainer_state.json").read_text())["processes"] == 2
+    assert len(list((ckpt / "shards").glob("*.safetensors"))) == 2  # one file per process
+
+
+def test_resume_continues_bit_for_bit(sharded):
+    """Cut back to step 2 and resumed on 2 processes == the uninterrupted run, shards and export alike."""
+    resumed, whole = final(sharded / "resume", 4), final(sharded / "uninterrupted", 4)
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*.safetensors"))
+    assert sorted(p.relative_to(resumed) for p in resumed.rglob("*.safetensors")) == files
+    assert len(files) == 4  # delta, rng, 2 shards
+    for rel in files:
+        a, b = load_file(str(resumed / rel)), load_file(str(whole / rel))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), rel
+    rows = [(sharded / r / "metrics.jsonl").read_text().splitlines() for r in ("resume", "uninterrupted")]
+    trained = [[json.loads(x) for x in r if "loss" in json.loads(x)] for r in rows]  # step 0: evaluation only
+    losses = [[(x["step"], x["loss"]) for x in r] for r in trained]
+    assert losses[0] == losses[1] and [s for s, _ in losses[0]] == [1, 2, 3, 4]
+    assert "eval_loss" in json.loads(rows[0][-1])  # evaluation ran sharded
+
+
+def test_two_process_checkpoint_resumes_on_one_process(sharded, synth, tmp_path):
+    run = sharded / "to-one"
+    before = sorted(str(p) for p in run.rglob("*"))
+    with pytest.raises(InputError, match="needs --grad-accum 2"):
+        train(one_config(synth, run, resume=str(run), max_steps=4, grad_accum=1, shard="fsdp"))
+    assert sorted(str(p) for p in run.rglob("*")) == before  # refused before anything was written
+    result = train(one_config(synth, run, resume=str(run), max_steps=4, shard="fsdp"))
+    assert json.loads((result.checkpoint / "trainer_state.json").read_text())["processes"] == 1
+    mine, ref = weights(result.checkpoint), weights(final(sharded / "uninterrupted", 4))
+    for name in ref:
+        torch.testing.assert_close(mine[name], ref[name], rtol=0, atol=ATOL, msg=name)
+
+
+@pytest.mark.parametrize("regime", ["ln", "full"])
+def test_export_loads_and_gives_the_unsharded_logits(sharded, one_process, regime):
+    mine, ref = load(final(sharded / regime)), load(one_process(regime))
+    assert (mine.kind, mine.regime) == (ref.kind, ref.regime)
+    batch = image_batch(ref.processor, n=2)
+    with torch.no_grad():
+        a, b = mine.model(**batch).logits, ref.model(**batch).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_checkpoints_hold_nothing_pickled(sharded):
+    """Every file is JSON, text or safetensors (which opens with safe_open); no DCP `.metadata` pickle."""
+    files = [p for p in sharded.rglob("*") if p.is_file() and "checkpoints" in p.parts]
+    assert files and not [p for p in files if p.name == ".metadata"]
+    for path in files:
+        head = path.read_bytes()[:2]
+        assert head[:1] != b"\x80" and head != b"PK", path  # pickle protocol 2+ / torch.save's zip
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), "pt") as f:
+                assert list(f.keys())
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+
+
+def test_bad_input(synth, one_process, tmp_path, capsys):
+    assert main(["train", "--data", str(synth / "instruct.json"), "--out", str(tmp_path / "g"),
+                 "--shard", "fsdp", "--gradvar-every", "2"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "--gradvar-every" in err and "--shard fsdp" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "g").exists()
+    run = one_process("ln").parents[1]
+    with pytest.raises(InputError, match=r"different config \(shard differ\)"):
+        train(one_config(synth, run, resume=str(run), shard="fsdp"))
+
+
+def test_python_dash_m_lnprobe_runs_the_command_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "lnprobe", "train", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--shard" in done.stdout
+
+
+def test_deepspeed_launches_are_refused_naming_shard_fsdp(monkeypatch):
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    from lnprobe.train.setup import make_accelerator
+
+    class DeepSpeedLaunch:  # what `accelerate launch --use_deepspeed` gives
+        def __init__(self, **_):
+            self.distributed_type = DistributedType.DEEPSPEED
+
+    monkeypatch.setattr(accelerate, "Accelerator", DeepSpeedLaunch)
+    with pytest.raises(InputError, match=r"launch mode DEEPSPEED is not supported .*--shard fsdp\)$"):
+        make_accelerator(TrainConfig(data="x"))
