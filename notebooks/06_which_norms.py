@@ -75,6 +75,40 @@ display(Image(filename=work / "patch-ln" / "patch.png"))
 display(Image(filename=work / "patch-ln" / "patch_tokens.png"))
 
 # %% [markdown]
+# ## How much do text tokens attend to the image, per layer and head? (`lnprobe attention`)
+# The share of each text token's attention that lands on image tokens, base and LN-tuned, and their paired
+# difference with a bootstrap interval over examples.
+
+# %%
+from lnprobe.probes.attention import AttentionConfig
+
+att = PROBES.get("attention").run(AttentionConfig(models=(f"base={base}", f"ln={ln.checkpoint}"), inputs=inputs,
+                                                  out=str(work / "attention"), bootstrap=200))
+for label, m in att.models.items():
+    print(f"{label:5} mean share on image tokens {m['mean']['value']:.4f}  CI {m['mean']['ci95']}")
+for label, d in att.differences.items():
+    print(f"{label}: {d['mean']['value']:+.4f}  CI {d['mean']['ci95']}")
+display(Image(filename=work / "attention" / "attention.png"))
+
+# %% [markdown]
+# ## What can a linear read-out find in the tokens? (`lnprobe linprobe`)
+# Cross-validated logistic regression per layer, before and after each input norm: image vs text tokens
+# (chance 0.5) and the picture's attributes from its image tokens (against the majority class).
+
+# %%
+from lnprobe.probes.linprobe import LinprobeConfig
+
+more = ProbeInputs(data=str(data / "instruct.json"), n=40, batch_size=8, progress=False)  # attributes need examples
+lin = PROBES.get("linprobe").run(LinprobeConfig(models=(f"base={base}", f"ln={ln.checkpoint}"), inputs=more,
+                                                out=str(work / "linprobe"), folds=4))
+for row in lin.results:
+    if row["layer"] == 0 and row["site"] == "out":
+        print(f"{row['model']:4} {row['probe']:18} accuracy {row['accuracy']:.3f} CI [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]"
+              f"  chance {row['chance']:.3f}")
+print(lin.notes)
+display(Image(filename=work / "linprobe" / "linprobe.png"))
+
+# %% [markdown]
 # ## How few norms suffice? Train with norm subsets only
 # Atoms compose (`lnprobe regimes` lists them): only the input norms, only the post-attention norms, only the
 # norms of layers 0-1, all of them. On this random tiny base, norms alone barely move the loss in 20 steps

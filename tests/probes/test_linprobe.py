@@ -199,3 +199,14 @@ def test_bad_input_exits_2_and_writes_nothing(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (out, err)
         assert not (tmp_path / out).exists()
+
+
+def test_attributes_too_sparse_for_the_folds_are_skipped_with_a_note():
+    """An attribute whose every class has fewer examples than folds cannot be stratified: a note, not a
+    crash (8 examples, 4 folds, classes of 3, 3 and 2)."""
+    from lnprobe.probes.linprobe.run import usable_attributes
+
+    values = {"shape": list("aaabbbcc"), "colour": list("rrrrrggg"), "place": [None] * 8}
+    labels, counts, notes = usable_attributes(values, folds=4)
+    assert set(labels) == {"colour"} and counts["colour"] == {"g": 3, "r": 5}
+    assert len(notes) == 2 and "shape skipped" in " ".join(notes) and "largest of 3" in " ".join(notes)

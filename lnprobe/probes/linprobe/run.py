@@ -218,19 +218,23 @@ def probe_model(label: str, data: dict, rows: Rows, labels: dict, cfg: LinprobeC
 
 def usable_attributes(values: dict[str, list], folds: int) -> tuple[dict, dict, list[str]]:
     """({attribute: (example indices, labels)}, {attribute: class counts}, notes) for the attributes
-    known for at least `folds` examples in at least 2 classes; the others get a note."""
+    known for at least `folds` examples in at least 2 classes, one of them with at least `folds` examples
+    (stratified folds need it); the others get a note."""
     labels, counts, notes = {}, {}, []
     for attr, vals in values.items():
         keep = np.array([i for i, v in enumerate(vals) if v is not None], dtype=int)
         y = np.array([vals[i] for i in keep], dtype=object).astype(str)
         classes, n = np.unique(y, return_counts=True)
-        if keep.size < folds or classes.size < 2:
+        if keep.size < folds or classes.size < 2 or n.max() < folds:
             why = (
                 "absent from the data"
                 if keep.size == 0
-                else f"{keep.size} examples, {classes.size} class(es)"
+                else f"{keep.size} examples, {classes.size} class(es), the largest of {n.max()}"
             )
-            notes.append(f"attribute {attr} skipped: {why} (needs >= {folds} examples in >= 2 classes)")
+            notes.append(
+                f"attribute {attr} skipped: {why} (needs >= {folds} examples in >= 2 classes, one class "
+                f"with >= {folds})"
+            )
             continue
         labels[attr] = (keep, y)
         counts[attr] = {str(c): int(k) for c, k in zip(classes, n, strict=True)}
