@@ -6,6 +6,11 @@ same denominator for every regime, so LoRA's added adapters count in its numerat
 The memory estimate covers what does not depend on the batch: frozen weights in the model dtype, the
 trainable parameters kept in fp32 (master copies), their fp32 gradients and AdamW's two fp32 moment
 buffers. Activations are excluded (they depend on batch, sequence length and checkpointing).
+
+Sharded over N processes (`lnprobe train --shard fsdp`, FSDP2), each process holds 1/N of that state plus
+the unsharded copies of the units being computed, in the model dtype: the root unit (everything outside the
+decoder and vision layers: embeddings, connector, final norm, head; gathered for the whole step) and two
+layer units (the one computing and the next one, prefetched), taken as the largest layer twice.
 """
 
 from __future__ import annotations
@@ -39,6 +44,19 @@ class MemoryEstimate:
 
 
 @dataclass(frozen=True)
+class ShardedEstimate:
+    """Bytes per process when the training state is sharded over `processes` (module docstring)."""
+
+    processes: int
+    state: int  # MemoryEstimate.total / processes, rounded up
+    gathered: int  # root unit + 2 x the largest layer unit, unsharded, in the model dtype
+
+    @property
+    def total(self) -> int:
+        return self.state + self.gathered
+
+
+@dataclass(frozen=True)
 class ParamsReport:
     regime: str
     total: int  # parameters of the base model, vision tower included
@@ -46,17 +64,24 @@ class ParamsReport:
     by_group: dict[str, int]  # trainable parameters per group (GROUPS)
     memory: MemoryEstimate
     dtype: str
+    sharded: ShardedEstimate | None = None  # with `shard` processes > 1
 
     @property
     def percent(self) -> float:
         return 100.0 * self.trainable / self.total
 
     def as_dict(self) -> dict:
-        return {
+        """The fields with the derived totals; `sharded` only when estimated."""
+        record = {
             **asdict(self),
             "percent": self.percent,
             "memory": {**asdict(self.memory), "total": self.memory.total},
         }
+        if self.sharded is None:
+            record.pop("sharded")
+        else:
+            record["sharded"] = {**asdict(self.sharded), "total": self.sharded.total}
+        return record
 
 
 def group_of(name: str, sites: ModelSites) -> str:
@@ -74,10 +99,26 @@ def estimate_memory(frozen: int, trainable: int, dtype: torch.dtype) -> MemoryEs
     )
 
 
+def sharded_estimate(model: nn.Module, sites: ModelSites, memory: MemoryEstimate, dtype, n: int):
+    """Per-process bytes with the state sharded over `n` processes (module docstring)."""
+    units = [
+        sum(p.numel() for p in model.get_submodule(u).parameters())
+        for u in sites.layers + sites.vision_layers
+    ]
+    root = sum(p.numel() for p in model.parameters()) - sum(units)
+    gathered = (root + 2 * max(units, default=0)) * torch.empty((), dtype=dtype).element_size()
+    return ShardedEstimate(processes=n, state=-(-memory.total // n), gathered=gathered)
+
+
 def regime_report(
-    model: nn.Module, regime: str, options: RegimeOptions | None = None, dtype: torch.dtype = torch.bfloat16
+    model: nn.Module,
+    regime: str,
+    options: RegimeOptions | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    shard: int = 1,
 ) -> ParamsReport:
-    """Apply `regime` to `model` (mutates it) and account for its parameters and memory."""
+    """Apply `regime` to `model` (mutates it) and account for its parameters and memory (per process when
+    sharded over `shard` > 1 processes)."""
     total = sum(p.numel() for p in model.parameters())
     applied = apply_regime(model, regime, options)
     by_group = dict.fromkeys(GROUPS, 0)
@@ -88,13 +129,15 @@ def regime_report(
             trainable += param.numel()
         else:
             frozen += param.numel()
+    memory = estimate_memory(frozen, trainable, dtype)
     return ParamsReport(
         regime=regime,
         total=total,
         trainable=trainable,
         by_group=by_group,
-        memory=estimate_memory(frozen, trainable, dtype),
+        memory=memory,
         dtype=str(dtype).removeprefix("torch."),
+        sharded=sharded_estimate(applied.model, applied.sites, memory, dtype, shard) if shard > 1 else None,
     )
 
 
@@ -103,9 +146,10 @@ def params_table(
     regimes: Iterable[str],
     options: RegimeOptions | None = None,
     dtype: torch.dtype = torch.bfloat16,
+    shard: int = 1,
 ) -> list[ParamsReport]:
     """One report per regime, each on a fresh model from `build` (use a meta-device builder at scale)."""
-    return [regime_report(build(), r, options, dtype) for r in regimes]
+    return [regime_report(build(), r, options, dtype, shard) for r in regimes]
 
 
 # The paper's abstract: at 13B, LayerNorm tuning trains 41.9 % fewer parameters than LoRA.

@@ -191,3 +191,38 @@ def test_params_prints_the_comparison_table(capsys):
     for fixed in (t["connector"], t["connector"] + t["embed_head"]):
         solved = _solve(ln, fixed, t["per_rank"], -41.9)
         assert f"({solved:.1f}):" in out
+
+
+def test_sharded_estimate_against_a_count_by_name(tiny):
+    """Per process over 2: the state halved (rounded up) + the root unit and 2 x the largest layer unit in
+    bf16, the units counted here from parameter names (every `...layers.<i>.` prefix is one unit)."""
+    import re
+
+    from lnprobe.params import ShardedEstimate
+
+    report = regime_report(copy.deepcopy(tiny[0]), "ln", None, torch.bfloat16, shard=2)
+    units: dict[str, int] = {}
+    root = 0
+    for name, p in tiny[0].named_parameters():
+        match = re.match(r"(.*\.layers\.\d+)\.", name)
+        if match:
+            units[match.group(1)] = units.get(match.group(1), 0) + p.numel()
+        else:
+            root += p.numel()
+    assert len(units) == 4 + 2  # tiny: 4 decoder + 2 vision layers (a check of the pattern)
+    gathered = (root + 2 * max(units.values())) * 2
+    assert report.sharded == ShardedEstimate(2, -(-report.memory.total // 2), gathered)
+    assert regime_report(copy.deepcopy(tiny[0]), "ln", None, torch.bfloat16).sharded is None
+
+
+def test_params_shard_prints_the_per_process_table(capsys):
+    from lnprobe import cli
+
+    assert cli.main(["params", "tiny", "-r", "ln", "--shard", "2"]) == 0
+    assert "per process with --shard fsdp over 2 processes" in capsys.readouterr().out
+    assert cli.main(["params", "tiny", "-r", "ln", "--shard", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--shard 0: must be >= 1 (processes)") and len(err.splitlines()) == 1
+    assert cli.main(["params", "tiny", "-r", "ln", "--shard", "2", "--json"]) == 0
+    sharded = json.loads(capsys.readouterr().out)["reports"][0]["sharded"]
+    assert sharded["processes"] == 2 and sharded["total"] == sharded["state"] + sharded["gathered"]

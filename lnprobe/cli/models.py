@@ -60,6 +60,9 @@ def params(
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    shard: Annotated[
+        int, typer.Option(help="Also estimate memory per process with --shard fsdp over N processes.")
+    ] = 1,
     base: BaseOpt = None,
     online: OnlineOpt = False,
 ) -> None:
@@ -73,13 +76,15 @@ def params(
     from lnprobe.provenance import provenance
     from lnprobe.regimes import REGIMES, RegimeOptions, resolve_regime
 
+    if shard < 1:
+        raise InputError(f"--shard {shard}: must be >= 1 (processes)")
     regimes = regime or REGIMES.names()
     for name in regimes:
         resolve_regime(name)  # unknown names fail before any work
     options = RegimeOptions(lora_rank=lora_rank, lora_alpha=lora_alpha)
     config = resolve_config(model, online=online, base=base)
     build = lambda: build_from_config(config)  # noqa: E731
-    reports = params_table(build, regimes, options, parse_dtype(dtype))
+    reports = params_table(build, regimes, options, parse_dtype(dtype), shard)
     comparisons = []
     if {"ln", *LORA_READINGS.values()} <= set(regimes):  # the default: every preset
         comparisons = lora_readings(build, lora_rank, {r.regime: r for r in reports})
@@ -111,8 +116,24 @@ def params(
             r.regime, *map(_gib, (m.frozen_weights, m.trainable_weights, m.gradients, m.optimizer, m.total))
         )
     console.print(mem)
+    if shard > 1:
+        console.print(_sharded_table(reports, shard, dtype))
     if comparisons:
         console.print(_comparison_table(comparisons))
+
+
+def _sharded_table(reports, shard: int, dtype: str) -> Table:
+    """Per-process memory with the training state sharded (lnprobe.params.ShardedEstimate)."""
+    table = Table(
+        title=f"per process with --shard fsdp over {shard} processes, GiB (state / {shard} + gathered units: "
+        f"the root and 2 x the largest layer in {dtype}; activations excluded)"
+    )
+    for col in ("regime", "sharded state", "gathered units", "total"):
+        table.add_column(col, justify="left" if col == "regime" else "right")
+    for r in reports:
+        s = r.sharded
+        table.add_row(r.regime, *map(_gib, (s.state, s.gathered, s.total)))
+    return table
 
 
 def _comparison_table(comparisons) -> Table:
