@@ -27,13 +27,14 @@ PARAM_DTYPE = torch.bfloat16  # the units' compute dtype on CUDA
 REDUCE_DTYPE = torch.float32
 
 
-def init_group(device: torch.device) -> None:
+def init_group(device: torch.device) -> bool:
     """The default process group: torchrun's (already started by accelerate) or, in a lone process, a
-    one-process group (gloo on CPU, nccl on CUDA)."""
-    if dist.is_available() and dist.is_initialized():
-        return
+    one-process group (gloo on CPU, nccl on CUDA). True when it started one."""
+    if dist.is_initialized():
+        return False
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    return True
 
 
 def shard_modules(root: nn.Module, model: nn.Module, sites) -> None:
@@ -90,7 +91,13 @@ class FsdpAccelerator:
 
     def __init__(self, accelerator) -> None:
         self._accelerator = accelerator
-        init_group(accelerator.device)
+        self.own_group = init_group(accelerator.device)
+
+    def release(self) -> None:
+        """End the one-process group this run started (torchrun's stays)."""
+        if self.own_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self.own_group = False
 
     def __getattr__(self, name: str):  # process_index, num_processes, device, reduce, wait_for_everyone, ...
         return getattr(self._accelerator, name)
@@ -98,6 +105,9 @@ class FsdpAccelerator:
     def prepare(self, loss_module: nn.Module, optimizer: torch.optim.Optimizer):
         """Shard the loss module (the model inside it, unit by unit) and rebuild the optimizer over the
         shards."""
+        # DDP's prepare broadcasts, FSDP2's sharding is local: wait here so that no process publishes the run
+        # directory (renaming the set-up's staging directory) while another still reads its base from it
+        self.wait_for_everyone()
         names = {id(p): n for n, p in loss_module.named_parameters()}
         shard_modules(loss_module, loss_module.model, loss_module.sites)
         self.root = loss_module

@@ -112,11 +112,13 @@ def restore(ckpt: Path, trainer) -> int:
 
     state = ckpt_io.read_state(ckpt)
     saved_world, saved_accum = state.get("processes", 1), state["config"]["grad_accum"]
-    if saved_accum * saved_world != trainer.config.grad_accum * trainer.world:
+    per_step = saved_accum * saved_world  # micro-batches per optimizer step
+    if per_step != trainer.config.grad_accum * trainer.world:
+        fits = per_step % trainer.world == 0
+        need = f"needs --grad-accum {per_step // trainer.world}" if fits else "cannot keep it"
         raise InputError(
             f"{ckpt}: saved with accumulation {saved_accum} x {saved_world} processes; resuming on "
-            f"{trainer.world} needs --grad-accum {saved_accum * saved_world / trainer.world:g} "
-            "(the same global batch)"
+            f"{trainer.world} {need} (the same global batch: {per_step} micro-batches a step)"
         )
     if not (ckpt / SHARDS).is_dir():
         raise InputError(f"{ckpt}: has no {SHARDS}/ (not written by a --shard fsdp run)")

@@ -142,8 +142,11 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def release(self) -> None:
-        """Give up the run directory: unlock it, and remove an unpublished set-up."""
+        """Give up the run directory: unlock it, and remove an unpublished set-up (with --shard fsdp in one
+        process, also end its process group)."""
         self.claim.release()
+        if getattr(self.accelerator, "sharded", False):
+            self.accelerator.release()
 
     def _check_run_dir(self) -> Path | None:
         latest = ckpt_io.latest_checkpoint(self.run) if self.run.is_dir() else None

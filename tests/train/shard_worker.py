@@ -3,7 +3,8 @@ EVAL`: the `lnprobe train --shard fsdp` command line, in one launch (one start-u
 
 * OUT/<regime>: 3 steps, batch 2 per process, for ln-simp, ln, lora (dropout 0) and full;
 * OUT/resume: ln, 4 steps, checkpoints at steps 2 and 4, evaluated at the end; copied to OUT/uninterrupted,
-  then cut back to its step-2 checkpoint and `--resume`d to step 4;
+  then cut back to its step-2 checkpoint (plus what a checkpoint write killed midway leaves) and
+  `--resume`d to step 4;
 * OUT/to-one: ln, 2 steps (the test resumes it in one process).
 """
 
@@ -32,6 +33,9 @@ def cut_back(run: Path, step: int) -> None:
             shutil.rmtree(ckpt)
     (run / "latest").write_text(f"step-{step:06d}\n")
     (run / "result.json").unlink()
+    killed = run / "checkpoints" / f".step-{step + 1:06d}.killed" / "shards"  # a write killed midway
+    killed.mkdir(parents=True)
+    (killed / "shard-00001-model-00001-of-00001.safetensors").write_bytes(b"partial")
 
 
 def run(out: Path, data: str, eval_data: str) -> None:

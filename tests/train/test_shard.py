@@ -115,6 +115,10 @@ def moved(run: Path, regime: str, trained: dict) -> float:
     return max(float((trained[k] - start[k]).abs().max()) for k in trained)
 
 
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def final(run: Path, step: int = 3) -> Path:
     return run / "checkpoints" / f"step-{step:06d}"
 
@@ -127,6 +131,12 @@ def test_two_sharded_processes_equal_one_process(sharded, one_process, regime):
     for name in ref:
         torch.testing.assert_close(mine[name], ref[name], rtol=0, atol=ATOL, msg=name)
     assert moved(sharded / regime, regime, mine) > 500 * ATOL  # far above the tolerance
+    rows = [metrics(run) for run in (sharded / regime, one_process(regime).parents[1])]
+    assert [r["target_tokens"] for r in rows[0]] == [r["target_tokens"] for r in rows[1]]  # same batches
+    for a, b in zip(*rows, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    assert (rows[1][0]["grad_norm"] > 1) == (regime != "ln-simp")  # clipping at 1.0 acted (ln-simp: below)
     assert json.loads((ckpt / "trainer_state.json").read_text())["processes"] == 2
     assert len(list((ckpt / "shards").glob("*.safetensors"))) == 2  # one file per process
 
@@ -146,16 +156,18 @@ def test_resume_continues_bit_for_bit(sharded):
     losses = [[(x["step"], x["loss"]) for x in r] for r in trained]
     assert losses[0] == losses[1] and [s for s, _ in losses[0]] == [1, 2, 3, 4]
     assert "eval_loss" in json.loads(rows[0][-1])  # evaluation ran sharded
+    assert not list((sharded / "resume" / "checkpoints").glob(".step-*"))  # a killed write's remains removed
 
 
 def test_two_process_checkpoint_resumes_on_one_process(sharded, synth, tmp_path):
     run = sharded / "to-one"
     before = sorted(str(p) for p in run.rglob("*"))
-    with pytest.raises(InputError, match="needs --grad-accum 2"):
+    with pytest.raises(InputError, match=r"needs --grad-accum 2 \(the same global batch: 2 micro-batches"):
         train(one_config(synth, run, resume=str(run), max_steps=4, grad_accum=1, shard="fsdp"))
     assert sorted(str(p) for p in run.rglob("*")) == before  # refused before anything was written
     result = train(one_config(synth, run, resume=str(run), max_steps=4, shard="fsdp"))
     assert json.loads((result.checkpoint / "trainer_state.json").read_text())["processes"] == 1
+    assert not torch.distributed.is_initialized()  # the one-process group ended with the run
     mine, ref = weights(result.checkpoint), weights(final(sharded / "uninterrupted", 4))
     for name in ref:
         torch.testing.assert_close(mine[name], ref[name], rtol=0, atol=ATOL, msg=name)
