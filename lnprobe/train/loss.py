@@ -94,5 +94,7 @@ def answer_scores(
     for row, full in enumerate(batch["labels"].cpu()):
         if bool(mask[row].any()):
             start, answer = reference_answer(full, stop)
+            if start == 0:  # a target at position 0 (plain text, no BOS) is never predicted: from the next
+                start, answer = 1, answer[1:]
             hits[row] = predicted[row, start - 1 : start - 1 + len(answer)].tolist() == answer
     return sums, mask.sum(1), hits
