@@ -55,7 +55,13 @@ def build_model(cfg: TrainConfig, source: str, options: RegimeOptions, dtype, de
     loaded = load(source, dtype=dtype, device=device)
     if loaded.processor is None:
         raise InputError(f"{source}: has no processor files (needed to tokenise the data)")
-    applied = apply_regime(loaded.model, cfg.regime, options)
+    return loaded, finish_model(cfg, loaded.model, options, delta)
+
+
+def finish_model(cfg: TrainConfig, model: nn.Module, options: RegimeOptions, delta: Path | None):
+    """Apply the regime to a built model, copy a resumed delta in, keep trainable params in fp32, set up
+    checkpointing and training mode (on the meta device too). Returns the applied regime."""
+    applied = apply_regime(model, cfg.regime, options)
     params = dict(applied.model.named_parameters())
     if delta is not None:
         tensors = load_delta_tensors(delta, read_delta(delta), set(applied.trainable))
@@ -67,7 +73,7 @@ def build_model(cfg: TrainConfig, source: str, options: RegimeOptions, dtype, de
     if cfg.grad_ckpt == "on":  # "auto" is planned once the data is read (lnprobe.train.memory)
         enable_checkpointing(applied.model, cfg.ckpt_every)
     applied.model.train()
-    return loaded, applied
+    return applied
 
 
 def enable_checkpointing(model: nn.Module, every_n_layers: int = 1) -> None:

@@ -12,16 +12,20 @@ bf16 and reduce in fp32 (`MixedPrecisionPolicy`); on CPU everything stays fp32 a
 `FsdpAccelerator` stands in for the trainer's `accelerate.Accelerator`: process index and count, barriers and
 reductions come from accelerate (which starts the process group under torchrun); preparing, gradient sync,
 backward and clipping are FSDP2's. Accelerate's own FSDP path is not used: on CPU it silently falls back
-to DDP or one process. A single process (no torchrun) gets a one-process group of its own.
+to DDP or one process. A single process (no torchrun) gets a one-process group of its own. With more than
+one process only the main one loads the weights (lnprobe.train.shard_start).
 """
 
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from lnprobe.train import shard_start as start
 
 PARAM_DTYPE = torch.bfloat16  # the units' compute dtype on CUDA
 REDUCE_DTYPE = torch.float32
@@ -37,12 +41,12 @@ def init_group(device: torch.device) -> bool:
     return True
 
 
-def shard_modules(root: nn.Module, model: nn.Module, sites) -> None:
-    """fully_shard each vision layer and decoder layer of `model`, then `root` (which holds `model`)."""
+def shard_modules(root: nn.Module, model: nn.Module, sites, device: torch.device, materialize=None) -> None:
+    """fully_shard each vision layer and decoder layer of `model`, then `root` (which holds `model`);
+    `materialize()`, when given, runs once every unit is sharded (the large-model start's weights)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    device = next(model.parameters()).device
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     kwargs: dict = {"mesh": mesh}
     if device.type == "cuda":
@@ -50,6 +54,8 @@ def shard_modules(root: nn.Module, model: nn.Module, sites) -> None:
     for name in (*sites.vision_layers, *sites.layers):
         fully_shard(model.get_submodule(name), **kwargs)
     fully_shard(root, **kwargs)
+    if materialize is not None:
+        materialize()
     # mark `root` as the root now: FSDP2 takes the first unit to run forward as the root, and evaluation
     # before the first training step would run a vision layer first
     root._get_fsdp_state()._lazy_init()
@@ -92,6 +98,18 @@ class FsdpAccelerator:
     def __init__(self, accelerator) -> None:
         self._accelerator = accelerator
         self.own_group = init_group(accelerator.device)
+        self.meta_start = False
+
+    def build_model(self, cfg, source: str, options, dtype):
+        """The model to train: with more than one process, the large-model start (lnprobe.train.shard_start:
+        only the main process loads the weights, the others build the model on the meta device, and
+        `prepare` hands the weights out after sharding); else every process loads `source`."""
+        from lnprobe.train.setup import build_model
+
+        self.meta_start = start.wanted(cfg, source, self.num_processes)
+        if self.meta_start and not self.is_main_process:
+            return start.build_on_meta(cfg, source, options, dtype)
+        return build_model(cfg, source, options, dtype, self.device, None)
 
     def release(self) -> None:
         """End the one-process group this run started (torchrun's stays)."""
@@ -109,7 +127,11 @@ class FsdpAccelerator:
         # directory (renaming the set-up's staging directory) while another still reads its base from it
         self.wait_for_everyone()
         names = {id(p): n for n, p in loss_module.named_parameters()}
-        shard_modules(loss_module, loss_module.model, loss_module.sites)
+        materialize = None
+        if self.meta_start:  # the main process's weights, referenced before sharding replaces them
+            full = loss_module.state_dict() if self.is_main_process else {}
+            materialize = partial(start.materialize, loss_module, full, self.device)
+        shard_modules(loss_module, loss_module.model, loss_module.sites, self.device, materialize)
         self.root = loss_module
         return loss_module, rebuild_optimizer(optimizer, names, loss_module)
 

@@ -187,9 +187,13 @@ class Trainer:
         full_resume = resume is not None and resolve_regime(self.config.regime).whole_model
         source = str(resume) if full_resume else self.base_source
         delta = resume if resume is not None and not full_resume else None
-        loaded, applied = build_model(
-            self.config, source, self.regime_options, self.dtype, self.device, delta
-        )
+        if self.config.shard == "fsdp":  # with more than one process only the main one loads weights
+            build = self.accelerator.build_model
+            loaded, applied = build(self.config, source, self.regime_options, self.dtype)
+        else:
+            loaded, applied = build_model(
+                self.config, source, self.regime_options, self.dtype, self.device, delta
+            )
         self.processor, self.model, self.sites = loaded.processor, applied.model, applied.sites
         self.trainable = applied.trainable
 

@@ -1,20 +1,34 @@
 """Run by tests/train/test_shard.py under `torchrun --nproc-per-node 2 -m tests.train.shard_worker OUT DATA
-EVAL`: the `lnprobe train --shard fsdp` command line, in one launch (one start-up for every case):
+EVAL WIDE_BASE`: the `lnprobe train --shard fsdp` command line, in one launch (one start-up for every case):
 
 * OUT/<regime>: 3 steps, batch 2 per process, for ln-simp, ln, lora (dropout 0) and full;
 * OUT/resume: ln, 4 steps, checkpoints at steps 2 and 4, evaluated at the end; copied to OUT/uninterrupted,
   then cut back to its step-2 checkpoint (plus what a checkpoint write killed midway leaves) and
   `--resume`d to step 4;
-* OUT/to-one: ln, 2 steps (the test resumes it in one process).
+* OUT/to-one: ln, 2 steps (the test resumes it in one process);
+* OUT/ln-load, OUT/full-load: as OUT/ln and OUT/full, but every process loads the weights (the start
+  before the large-model start, lnprobe.train.shard_start);
+* OUT/memory: the set-up alone (large-model start, `full`) of WIDE_BASE (WIDE: 139 MB of weights):
+  each process's peak resident memory during set-up (`memory-r<rank>.json`, kB above the level before
+  set-up) and its non-persistent buffers afterwards (`buffers-r<rank>.safetensors`).
 """
 
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import torch.distributed as dist
+from safetensors.torch import save_file
 
 from lnprobe.cli.core import main
+from lnprobe.models import TinyConfig
+from lnprobe.train import TrainConfig, shard_start
+from lnprobe.train.trainer import Trainer
+
+# ~140 MB of weights in 4 MB tensors (the start holds one whole tensor at a time besides its shards)
+WIDE = TinyConfig(hidden_size=1024, intermediate_size=1024, num_layers=5, num_heads=8, num_kv_heads=8)
 
 REGIMES = ("ln-simp", "ln", "lora", "full")
 
@@ -51,5 +65,38 @@ def run(out: Path, data: str, eval_data: str) -> None:
     assert main([*flags(out / "resume", data, "ln", 4), *extra, "--resume", str(out / "resume")]) == 0
 
 
+def full_load_runs(out: Path, data: str) -> None:
+    shard_start.ENABLED = False
+    try:
+        for regime in ("ln", "full"):
+            assert main(flags(out / f"{regime}-load", data, regime, 3)) == 0
+    finally:
+        shard_start.ENABLED = True
+
+
+def peak_kb() -> int:
+    """This process's peak resident memory (VmHWM, kB) since the last reset (/proc/self/clear_refs)."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
+    return int(line.split()[1])
+
+
+def memory_run(out: Path, data: str, base: str) -> None:
+    """Set up (no step) `full` training of `base` (made by the test from WIDE), recording the set-up's peak
+    memory; the first large model these processes build, so memory freed earlier cannot hide its peak."""
+    rank = int(os.environ["RANK"])  # the process group starts with the trainer
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := the current resident memory
+    before = peak_kb()
+    config = dict(model=base, data=data, out=str(out / "run"), regime="full", shard="fsdp", progress=False)
+    trainer = Trainer(TrainConfig(**config))
+    (out / f"memory-r{rank}.json").write_text(json.dumps({"kb": peak_kb() - before}))
+    found = shard_start.non_persistent_buffers(trainer.model)
+    buffers = {name: owner._buffers[key].detach().contiguous().clone() for name, owner, key in found}
+    save_file(buffers, str(out / f"buffers-r{rank}.safetensors"))
+    trainer.release()
+
+
 if __name__ == "__main__":
-    run(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+    out, data = Path(sys.argv[1]), sys.argv[2]
+    run(out, data, sys.argv[3])
+    full_load_runs(out, data)
+    memory_run(out / "memory", data, sys.argv[4])

@@ -1,7 +1,9 @@
 """`lnprobe train --shard fsdp` (PyTorch FSDP2, 2 CPU processes on gloo): equal to one unsharded process on
 the same global batches for ln-simp, ln, lora and full; sharded checkpoints (safetensors, nothing pickled)
 resume bit for bit, also onto one process; the exported weights load with `lnprobe.models.load` and give the
-unsharded run's logits.
+unsharded run's logits. The large-model start (weights loaded by process 0 only, the other built on the
+meta device) trains bit for bit like every process loading them, rebuilds the non-persistent buffers, and
+keeps process 1's set-up memory near its shards.
 
 One `torchrun` launch (tests/train/shard_worker.py) runs every 2-process case; the one-process references
 run here. Tolerance: AdamW at lr 1e-2 for 3 steps, 2 processes vs 1 differ by at most 5e-7 (measured:
@@ -23,9 +25,11 @@ from safetensors.torch import load_file
 from lnprobe.cli.core import main
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.errors import InputError
-from lnprobe.models import load
+from lnprobe.models import load, save_tiny
+from lnprobe.models.load import build_from_config, resolve_config
 from lnprobe.train import TrainConfig, train
 from tests.conftest import image_batch
+from tests.train.shard_worker import WIDE
 
 ATOL = 2e-6
 REGIMES = ("ln-simp", "ln", "lora", "full")
@@ -47,6 +51,8 @@ def free_port() -> int:
 def sharded(synth, tmp_path_factory):
     """The 2-process runs of tests/train/shard_worker.py (its docstring lists them)."""
     out = tmp_path_factory.mktemp("sharded") / "out"
+    wide = out.parent / "wide-base"
+    save_tiny(wide, WIDE)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     command = [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port())]
     command += [
@@ -55,6 +61,7 @@ def sharded(synth, tmp_path_factory):
         str(out),
         str(synth / "instruct.json"),
         str(synth / "eval.json"),
+        str(wide),
     ]
     done = subprocess.run(
         command,
@@ -181,6 +188,40 @@ def test_export_loads_and_gives_the_unsharded_logits(sharded, one_process, regim
     with torch.no_grad():
         a, b = mine.model(**batch).logits, ref.model(**batch).logits
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("regime", ["ln", "full"])
+def test_large_model_start_equals_every_process_loading(sharded, regime):
+    """Weights on the main process only, the others built on meta: the same 3 steps, bit for bit."""
+    mine, ref = weights(final(sharded / regime)), weights(final(sharded / f"{regime}-load"))
+    assert mine.keys() == ref.keys()
+    assert all(torch.equal(mine[k], ref[k]) for k in ref)
+    rows = [metrics(sharded / r) for r in (regime, f"{regime}-load")]
+    assert [(r["loss"], r["grad_norm"]) for r in rows[0]] == [(r["loss"], r["grad_norm"]) for r in rows[1]]
+
+
+def test_large_model_start_rebuilds_the_non_persistent_buffers(sharded):
+    """Every buffer outside the state dict (found on an eagerly built model) is on both processes, equal to
+    the eager model's."""
+    eager = build_from_config(resolve_config(str(sharded.parent / "wide-base")), "cpu")
+    kept = eager.state_dict().keys()
+    expected = {n: b for n, b in eager.named_buffers() if n not in kept}
+    assert {n.rpartition(".")[2] for n in expected} == {"inv_freq", "original_inv_freq", "position_ids"}
+    for rank in (0, 1):
+        got = load_file(str(sharded / "memory" / f"buffers-r{rank}.safetensors"))
+        assert got.keys() == expected.keys()
+        for name, buffer in expected.items():
+            assert torch.equal(got[name], buffer), (rank, name)
+
+
+def test_large_model_start_holds_one_copy_of_the_weights(sharded):
+    """Set-up peak memory above the level before it: the main process holds the loaded weights and its
+    shards; the other one only its shards (half) and one whole tensor at a time. Every process loading
+    the weights measured 2.0 copies on both processes."""
+    size = (sharded.parent / "wide-base" / "model.safetensors").stat().st_size
+    peak = [json.loads((sharded / "memory" / f"memory-r{r}.json").read_text())["kb"] * 1024 for r in (0, 1)]
+    assert peak[1] < 0.7 * size  # measured 0.55-0.58 (a process loading the weights: 2.0)
+    assert peak[0] - peak[1] > 0.8 * size
 
 
 def test_checkpoints_hold_nothing_pickled(sharded):
