@@ -163,7 +163,16 @@ class Stages:
             for regime in self.cfg.regimes
             for r in plan(config, out, [regime], self.cfg.lrs(regime), [self.cfg.seed])
         ]
-        rows = run_sweep(config, out, runs, parallel=self.cfg.parallel)
+        # full first (the blind baseline starts as soon as full's rate is picked, beside the other runs),
+        # then lora (the longest runs) for a balanced finish
+        rows = run_sweep(
+            config,
+            out,
+            runs,
+            parallel=self.cfg.parallel,
+            follow_up=self._blind_follow_up(base, data, [r for r in runs if r.regime == "full"]),
+            first=lambda r: r.regime in ("full", "lora"),
+        )
         val_acc = self.val_accuracy(rows, data, out / "val_accuracy.json")
         results = {}
         for regime, row in pick_runs(rows, val_acc).items():
@@ -200,17 +209,39 @@ class Stages:
         path.write_text(json.dumps(out, indent=1) + "\n")
         return out
 
+    def _blind_follow_up(self, base: Path, data: Path, full_runs: list):
+        """The sweep's follow-up: once every `full` run has finished, the blind baseline at the rate
+        `pick_runs` picks for full (the `blind` stage then finds it trained)."""
+        from lnprobe.train.sweep import result_row
+
+        started = []
+
+        def follow_up(config) -> list:
+            done = all((r.out / "result.json").is_file() for r in full_runs)
+            if started or not done or (self.out / "blind" / "latest").is_file():
+                return []
+            rows = [result_row(r) for r in full_runs]
+            if any(r.get("eval_accuracy") is None for r in rows):
+                return []
+            lr = pick_runs(rows, {run_key(r): r["eval_accuracy"] for r in rows})["full"]["lr"]
+            started.append(lr)
+            return [self.blind_config(base, data, lr)]
+
+        return follow_up
+
+    def blind_config(self, base: Path, data: Path, lr: float):
+        return self.finetune_config(base, data, blind=True).replace(
+            regime="full", lr=lr, out=str(self.out / "blind"), gradvar_every=0
+        )
+
     def blind(self, base: Path, data: Path, lr: float) -> str:
         from lnprobe.train import train
         from lnprobe.train.state import latest_checkpoint
 
         run = self.out / "blind"
-        if (run / "latest").is_file():
+        if (run / "latest").is_file():  # trained (it saves at its end only), maybe by the sweep's workers
             return str(latest_checkpoint(run))
-        config = self.finetune_config(base, data, blind=True).replace(
-            regime="full", lr=lr, out=str(run), gradvar_every=0
-        )
-        return str(train(config).checkpoint)
+        return str(train(self.blind_config(base, data, lr)).checkpoint)
 
     def accuracy(self, base: Path, results: dict, blind: str, data: Path) -> dict:
         """Held-out answer accuracy with its 95 % Wilson interval: the connector-pretrained base, each regime,

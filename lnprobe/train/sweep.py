@@ -11,7 +11,8 @@ import math
 import multiprocessing
 import os
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from lnprobe.regimes import resolve_regime
 from lnprobe.train.config import TrainConfig
 from lnprobe.train.trainer import RESULT_FILE, train
 
+FollowUp = Callable[[TrainConfig], list[TrainConfig]]
 PAPER_LRS = (2e-3, 1e-3, 6e-4, 3e-4, 1e-4, 5e-5, 2e-5, 1e-5, 6e-6, 1e-6, 1e-7)
 COLUMNS = (
     "regime",
@@ -76,13 +78,25 @@ def claim_out(base: TrainConfig, out: Path) -> list[Path]:
     return created
 
 
-def run_sweep(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int = 1) -> list[dict]:
+def run_sweep(
+    base: TrainConfig,
+    out: Path,
+    runs: list[SweepRun],
+    parallel: int = 1,
+    follow_up: FollowUp | None = None,
+    first: Callable[[SweepRun], bool] | None = None,
+) -> list[dict]:
     """Run what is not finished yet, then collect every run's result into OUT/sweep.{csv,json}. A new
-    sweep that fails before any run finished leaves nothing behind."""
+    sweep that fails before any run finished leaves nothing behind.
+
+    `first(run)`: runs started before the others (the order of the rows stays that of `runs`).
+    `follow_up(config)`: called in this process after each run finishes; the training configs it returns
+    (runs outside the sweep that depend on finished ones, e.g. a baseline at the learning rate the sweep
+    picked) are trained by the same workers, their results not among the rows."""
     read_records(base.data)  # bad data stops before anything is written
     created = claim_out(base, out)
     try:
-        return _run(base, out, runs, parallel)
+        return _run(base, out, runs, parallel, follow_up, first)
     except BaseException:
         if created and not any(p.name != MARKER for p in out.iterdir()):
             (out / MARKER).unlink()
@@ -90,28 +104,38 @@ def run_sweep(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int 
         raise
 
 
-def _run(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int) -> list[dict]:
-    todo = [r.config(base.replace(progress=False)) for r in runs if not (r.out / RESULT_FILE).is_file()]
+def _run(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int, follow_up, first) -> list[dict]:
+    ordered = sorted(runs, key=lambda r: not first(r)) if first else runs
+    todo = [r.config(base.replace(progress=False)) for r in ordered if not (r.out / RESULT_FILE).is_file()]
+    follow_up = follow_up or (lambda config: [])
     if parallel <= 1:
-        for config in todo:
+        while todo:
+            config = todo.pop(0)
             train(config)
+            todo += follow_up(config)
     elif todo:
         threads = max(1, (os.cpu_count() or 1) // parallel)  # share the cores, never oversubscribe
-        _in_workers(todo, min(parallel, len(todo)), threads)
-    rows = [_row(r) for r in runs]
+        _in_workers(todo, min(parallel, len(todo)), threads, follow_up)
+    rows = [result_row(r) for r in runs]
     _write(out, rows)
     return rows
 
 
-def _in_workers(configs: list[TrainConfig], workers: int, threads: int) -> None:
+def _in_workers(configs: list[TrainConfig], workers: int, threads: int, follow_up: FollowUp) -> None:
     """Run the configs in `workers` long-lived processes (each imports torch and lnprobe once, not once per
-    run; each gets its share of the cores)."""
+    run; each gets its share of the cores), in order, adding what `follow_up` returns as runs finish."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
     try:
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
         ) as pool:
-            list(pool.map(_worker_train, configs))
+            pending = {pool.submit(_worker_train, c): c for c in configs}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    config = pending.pop(future)
+                    future.result()  # a failed run stops the sweep here
+                    pending |= {pool.submit(_worker_train, c): c for c in follow_up(config)}
     except BrokenProcessPool as e:
         raise RuntimeError(
             f"a sweep worker process died ({e}); out of memory? try a lower --parallel"
@@ -139,7 +163,7 @@ def _worker_train(config: TrainConfig) -> None:
     log.unlink()
 
 
-def _row(run: SweepRun) -> dict:
+def result_row(run: SweepRun) -> dict:
     result = json.loads((run.out / RESULT_FILE).read_text())
     return {
         "regime": run.regime,

@@ -107,3 +107,24 @@ def test_bad_sweeps(synth, tmp_path):
         plan(base(synth, tmp_path), tmp_path, ["ln", "nope"], [1e-3], [0])
     with pytest.raises(InputError, match="--lrs must be positive"):
         plan(base(synth, tmp_path), tmp_path, ["ln"], [-1.0], [0])
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_follow_up_runs_join_the_sweep_and_first_runs_start_first(synth, tmp_path, parallel):
+    """`first` starts chosen runs before the others (rows keep the plan's order); `follow_up` adds runs that
+    depend on finished ones (the miniature's blind baseline at full's picked rate) to the same workers."""
+    out = tmp_path / "sweep"
+    cfg = base(synth, out)
+    runs = plan(cfg, out, ["ln-simp", "ln"], [1e-2], [0])
+    seen, extra = [], cfg.replace(regime="ln-simp", lr=3e-3, out=str(tmp_path / "extra"), progress=False)
+
+    def follow_up(config):
+        seen.append(config.regime)
+        return [extra] if config.regime == "ln" else []
+
+    rows = run_sweep(cfg, out, runs, parallel, follow_up=follow_up, first=lambda r: r.regime == "ln")
+    assert [r["regime"] for r in rows] == ["ln-simp", "ln"]  # the plan's order
+    assert sorted(seen) == ["ln", "ln-simp", "ln-simp"]  # every finished run, the extra one too
+    if parallel == 1:
+        assert seen == ["ln", "ln-simp", "ln-simp"]  # ln first; its follow-up joins the queue
+    assert json.loads((tmp_path / "extra" / "result.json").read_text())["steps"] == 2
