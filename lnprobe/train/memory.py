@@ -209,3 +209,31 @@ def measured_peak(step: Callable[[], object]) -> int:
         live += e.nbytes()
         peak = max(peak, live)
     return peak
+
+
+def auto_checkpointing(trainer) -> CheckpointPlan:
+    """`--grad-ckpt auto` for a set-up trainer: profile its worst-case micro-batch (the longest examples)
+    once, then checkpoint the fewest decoder layers that fit the budget; returns the plan."""
+    from lnprobe.train.loss import loss_sum
+
+    data = trainer.dataset
+    longest = sorted(range(len(data)), key=lambda i: -data.lengths[i])
+    size, chunk = trainer.config.batch_size, trainer.config.loss_chunk
+
+    def profile(indices: list[int]) -> MemoryProfile:
+        batch = trainer._collate(data, indices)
+        devices = [trainer.device] if trainer.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # dropout in the profile must not shift training's RNG
+            return profile_step(
+                trainer.model, trainer.sites, lambda: loss_sum(trainer.model, trainer.sites, batch, chunk)[0]
+            )
+
+    try:
+        measured = profile(longest[:size])
+    except torch.OutOfMemoryError:  # a whole unchecked forward does not fit: one example, scaled
+        torch.cuda.empty_cache()
+        measured = profile(longest[:1]).scaled(size)
+    budget = trainer.config.max_memory
+    chosen = plan(measured, parse_bytes(budget) if budget else device_budget(trainer.device))
+    checkpoint_layers(trainer.model, trainer.sites, chosen.layers)
+    return chosen

@@ -147,3 +147,33 @@ class RunClaim:
             self.fresh.close()
         if self.lock is not None:
             self.lock.release()
+
+
+def check_run_dir(config) -> Path | None:
+    """The checkpoint a run resumes from (None for a fresh run), after the checks: a fresh run's --out
+    holds no run and is not an input; a resumed one has a checkpoint whose config differs from `config`
+    only where a resume may change it (TrainConfig's RESUMABLE_CHANGES, or SHARDED_RESUMABLE_CHANGES)."""
+    from dataclasses import asdict
+
+    from lnprobe.io import Output
+    from lnprobe.train import state as ckpt_io
+    from lnprobe.train.config import RESUMABLE_CHANGES, SHARDED_RESUMABLE_CHANGES
+
+    run = Path(config.out)
+    latest = ckpt_io.latest_checkpoint(run) if run.is_dir() else None
+    if not config.resume:
+        if latest is not None:
+            raise InputError(f"{run}: already holds a run (--resume {run} continues it; or another --out)")
+        Output(
+            run, "train", inputs=(config.model, config.data, config.eval_data, config.image_folder)
+        ).check()
+        return None
+    if latest is None:
+        raise InputError(f"{run}: no checkpoint to resume from")
+    saved = {"shard": "none", **ckpt_io.read_state(latest)["config"]}  # runs from before --shard
+    mine = asdict(config)
+    may_change = SHARDED_RESUMABLE_CHANGES if config.shard == "fsdp" else RESUMABLE_CHANGES
+    changed = sorted(k for k in mine if k not in may_change and saved.get(k) != mine[k])
+    if changed:
+        raise InputError(f"{run}: --resume with a different config ({', '.join(changed)} differ)")
+    return latest

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import json
 import math
 import random
@@ -29,14 +28,15 @@ from lnprobe.config import save_config
 from lnprobe.data.llava import LengthGroupedBatches, LlavaDataset, collate, read_records
 from lnprobe.data.templates import TEMPLATES
 from lnprobe.errors import InputError
-from lnprobe.io import Output
 from lnprobe.models.tiny import TinyConfig, save_tiny
 from lnprobe.regimes import RegimeOptions, resolve_regime
+from lnprobe.train import memory
 from lnprobe.train import state as ckpt_io
 from lnprobe.train.callbacks import Callback
-from lnprobe.train.config import RESUMABLE_CHANGES, SHARDED_RESUMABLE_CHANGES, TrainConfig
+from lnprobe.train.config import TrainConfig
+from lnprobe.train.logs import append_metrics, progress_bar, tensorboard_writer, trim_metrics
 from lnprobe.train.loss import answer_scores, loss_sum
-from lnprobe.train.rundir import RunClaim
+from lnprobe.train.rundir import RunClaim, check_run_dir
 from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
 
 METRICS_FILE, RESULT_FILE = ckpt_io.METRICS_FILE, ckpt_io.RESULT_FILE
@@ -65,15 +65,6 @@ def cosine_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def tensorboard_writer(path: Path):
-    """A TensorBoard SummaryWriter when the `tensorboard` package is installed, else None."""
-    if importlib.util.find_spec("tensorboard") is None:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(path))
-
-
 class LossModule(nn.Module):
     """The model and its answer-token loss as one module, so DDP / DeepSpeed wrap the whole forward."""
 
@@ -90,7 +81,7 @@ class Trainer:
         config = config.resolved()
         self.config, self.callbacks, self.run = config, list(callbacks), Path(config.out)
         resolve_regime(config.regime), TEMPLATES.get(config.template)  # fail fast on unknown names
-        self.resume_from = self._check_run_dir()
+        self.resume_from = check_run_dir(config)
         for path in filter(None, (config.data, config.eval_data)):
             read_records(path)  # fail on bad data before anything is loaded or written
         self.accelerator = make_accelerator(config)
@@ -116,7 +107,7 @@ class Trainer:
         self.eval_dataset = self._dataset(config.eval_data) if config.eval_data else None
         self.batches = LengthGroupedBatches(self.dataset.lengths, config.batch_size, config.seed)
         if config.grad_ckpt == "auto":
-            self._plan_checkpointing()
+            self.memory_plan = memory.auto_checkpointing(self)
         self.steps_per_epoch = len(self.batches) // (config.grad_accum * self.world)
         if self.steps_per_epoch == 0:
             raise InputError(
@@ -148,26 +139,6 @@ class Trainer:
         if getattr(self.accelerator, "sharded", False):
             self.accelerator.release()
 
-    def _check_run_dir(self) -> Path | None:
-        latest = ckpt_io.latest_checkpoint(self.run) if self.run.is_dir() else None
-        if not self.config.resume:
-            if latest is not None:
-                raise InputError(
-                    f"{self.run}: already holds a run (--resume {self.run} continues it; or another --out)"
-                )
-            c = self.config
-            Output(self.run, "train", inputs=(c.model, c.data, c.eval_data, c.image_folder)).check()
-            return None
-        if latest is None:
-            raise InputError(f"{self.run}: no checkpoint to resume from")
-        saved = {"shard": "none", **ckpt_io.read_state(latest)["config"]}  # runs from before --shard
-        mine = asdict(self.config)
-        may_change = SHARDED_RESUMABLE_CHANGES if self.config.shard == "fsdp" else RESUMABLE_CHANGES
-        changed = sorted(k for k in mine if k not in may_change and saved.get(k) != mine[k])
-        if changed:
-            raise InputError(f"{self.run}: --resume with a different config ({', '.join(changed)} differ)")
-        return latest
-
     def _base_spec(self) -> str:
         """The base model's spec as checkpoints record it; `base_source` is where set-up reads it from
         (a fresh run's tiny base is written into the staging directory, which becomes the run)."""
@@ -196,35 +167,6 @@ class Trainer:
             )
         self.processor, self.model, self.sites = loaded.processor, applied.model, applied.sites
         self.trainable = applied.trainable
-
-    def _plan_checkpointing(self) -> None:
-        """`--grad-ckpt auto`: profile the worst-case micro-batch (the longest examples) once, then
-        checkpoint the fewest decoder layers that fit the budget (lnprobe.train.memory)."""
-        from lnprobe.train import memory
-
-        longest = sorted(range(len(self.dataset)), key=lambda i: -self.dataset.lengths[i])
-        size = self.config.batch_size
-        try:
-            profile = self._profile(longest[:size])
-        except torch.OutOfMemoryError:  # a whole unchecked forward does not fit: one example, scaled
-            torch.cuda.empty_cache()
-            profile = self._profile(longest[:1]).scaled(size)
-        budget = self.config.max_memory
-        chosen = memory.plan(
-            profile, memory.parse_bytes(budget) if budget else memory.device_budget(self.device)
-        )
-        memory.checkpoint_layers(self.model, self.sites, chosen.layers)
-        self.memory_plan = chosen
-
-    def _profile(self, indices: list[int]):
-        from lnprobe.train import memory
-
-        batch, chunk = self._collate(self.dataset, indices), self.config.loss_chunk
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # dropout in the profile must not shift training's RNG
-            return memory.profile_step(
-                self.model, self.sites, lambda: loss_sum(self.model, self.sites, batch, chunk)[0]
-            )
 
     def _dataset(self, path: str) -> LlavaDataset:
         c = self.config
@@ -282,17 +224,21 @@ class Trainer:
         cfg, main = self.config, self.accelerator.is_main_process
         self.tensorboard = tensorboard_writer(self.run / "tensorboard") if main else None
         if main:
-            self._trim_metrics()
+            trim_metrics(self.run / METRICS_FILE, self.step)
             (self.run / RESULT_FILE).unlink(missing_ok=True)  # present only once this run has finished
         for cb in self.callbacks:
             cb.on_train_begin(self)
         if self.resume_from is None and self.eval_dataset is not None:  # the starting point, as step 0
             before = self._evaluate(track_best=False)
             if main:
-                self._log({"step": 0, **before})
+                append_metrics(self.run / METRICS_FILE, self.tensorboard, {"step": 0, **before})
         last, metrics = self.resume_from, {"loss": float("nan")}
         # closing(): an unfinished epoch's data-loader workers are shut down even on errors
-        with self._progress() as progress, contextlib.closing(self.micro_batches(self.step)) as self._stream:
+        show = self.config.progress and self.accelerator.is_main_process
+        with (
+            progress_bar(show) as progress,
+            contextlib.closing(self.micro_batches(self.step)) as self._stream,
+        ):
             task = (
                 progress.add_task(
                     "train", total=self.total_steps, completed=self.step, loss=float("nan"), lr=0.0, tps=0.0
@@ -306,7 +252,7 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.total_steps:
                     metrics.update(self._evaluate())
                 if main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
-                    self._log(metrics)
+                    append_metrics(self.run / METRICS_FILE, self.tensorboard, metrics)
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == self.total_steps:
                     last = ckpt_io.save_checkpoint(self.run, self.step, self)
                 for cb in self.callbacks:
@@ -433,37 +379,6 @@ class Trainer:
         if self.dtype in (torch.bfloat16, torch.float16):
             return torch.autocast(self.device.type, dtype=self.dtype)
         return nullcontext()
-
-    def _progress(self):
-        if not self.config.progress or not self.accelerator.is_main_process:
-            return nullcontext(None)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[tps]:,.0f} tok/s"
-            ),
-            TimeRemainingColumn(),
-        )
-
-    def _log(self, metrics: dict) -> None:
-        with (self.run / METRICS_FILE).open("a") as fh:
-            fh.write(json.dumps(metrics) + "\n")
-        if self.tensorboard is not None:
-            for key, value in metrics.items():
-                if key != "step":
-                    self.tensorboard.add_scalar(f"train/{key}", value, metrics["step"])
-            self.tensorboard.flush()
-
-    def _trim_metrics(self) -> None:
-        """On resume, drop logged steps after the checkpoint (they are re-run)."""
-        path = self.run / METRICS_FILE
-        if path.is_file():
-            keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in keep))
 
 
 def train(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:

@@ -1,0 +1,51 @@
+"""A training run's logs: metrics.jsonl (one JSON line per logged step), TensorBoard scalars under
+RUN/tensorboard when the package is installed, and the progress bar."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+
+def tensorboard_writer(path: Path):
+    """A TensorBoard SummaryWriter when the `tensorboard` package is installed, else None."""
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(path))
+
+
+def append_metrics(path: Path, tensorboard, metrics: dict) -> None:
+    """One step's metrics appended to `path` (metrics.jsonl) and, when given, to TensorBoard."""
+    with path.open("a") as fh:
+        fh.write(json.dumps(metrics) + "\n")
+    if tensorboard is not None:
+        for key, value in metrics.items():
+            if key != "step":
+                tensorboard.add_scalar(f"train/{key}", value, metrics["step"])
+        tensorboard.flush()
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop the logged steps after the checkpoint's `step` (they are re-run)."""
+    if path.is_file():
+        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def progress_bar(enabled: bool):
+    """A rich progress display with loss, learning rate and tokens per second (a null context if off)."""
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+    )
