@@ -59,6 +59,23 @@ def saved_config(config: dict) -> dict:
     return saved
 
 
+def labelled_models(items: tuple[str, ...]) -> dict[str, str]:
+    """{label: checkpoint} of `--model LABEL=PATH` items, in the order given; InputError for none, an item
+    that is not LABEL=PATH, or a label given twice (the probes that compare several models)."""
+    if not items:
+        raise InputError("--model is required (LABEL=PATH, e.g. --model base=DIR --model ln=DIR)")
+    out: dict[str, str] = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        label, path = label.strip(), path.strip()
+        if not sep or not label or not path:
+            raise InputError(f"--model {item!r}: expected LABEL=PATH")
+        if label in out:
+            raise InputError(f"--model {label}={path}: label given twice (labels must be unique)")
+        out[label] = path
+    return out
+
+
 def load_multimodal(spec: str, device: str = "cpu", **options):
     """`load(spec)`, in eval mode; InputError if it has no multi-modal processor (LLaVA data needs one).
     `options` go to `load` (dtype, online, ...)."""

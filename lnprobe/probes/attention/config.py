@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lnprobe.config import at_least, option, seed_field, validate
-from lnprobe.errors import InputError
 from lnprobe.io import Output
-from lnprobe.probes.inputs import ProbeInputs
+from lnprobe.probes.inputs import ProbeInputs, labelled_models
 
 
 @dataclass(frozen=True)
@@ -35,26 +34,11 @@ class AttentionConfig:
             models = (models,)
         object.__setattr__(self, "models", tuple(models))
         validate(self)
-        if not self.models:
-            raise InputError("--model is required (LABEL=PATH, e.g. --model base=DIR --model ln=DIR)")
-        self.labelled()  # every item LABEL=PATH
-        labels = self.labels()
-        if len(set(labels)) != len(labels):
-            dup = next(x for x in labels if labels.count(x) > 1)
-            raise InputError(f"--model {dup}: label given twice (labels must be unique)")
+        self.labelled()  # every item LABEL=PATH, labels unique
 
     def labelled(self) -> dict[str, str]:
-        """{label: path} in the order given; InputError for an item that is not LABEL=PATH."""
-        out: dict[str, str] = {}
-        for item in self.models:
-            label, sep, path = item.partition("=")
-            if not sep or not label.strip() or not path.strip():
-                raise InputError(f"--model {item!r}: expected LABEL=PATH")
-            out.setdefault(label.strip(), path.strip())
-        return out
-
-    def labels(self) -> list[str]:
-        return [item.partition("=")[0].strip() for item in self.models]
+        """{label: path} in the order given (`labelled_models`)."""
+        return labelled_models(self.models)
 
     def output(self) -> Output:
         return Output(

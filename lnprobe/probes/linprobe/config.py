@@ -8,7 +8,7 @@ from pathlib import Path
 from lnprobe.config import at_least, option, positive, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
-from lnprobe.probes.inputs import ProbeInputs
+from lnprobe.probes.inputs import ProbeInputs, labelled_models
 
 
 @dataclass(frozen=True)
@@ -47,18 +47,8 @@ class LinprobeConfig:
 
     @property
     def specs(self) -> dict[str, str]:
-        """{label: checkpoint} in the order given; InputError for none, a malformed or a repeated label."""
-        if not self.models:
-            raise InputError("--model is required (LABEL=PATH, e.g. --model base=DIR; repeat for each)")
-        specs: dict[str, str] = {}
-        for item in self.models:
-            label, sep, path = item.partition("=")
-            if not sep or not label.strip() or not path.strip():
-                raise InputError(f"--model {item!r}: expected LABEL=PATH")
-            if label in specs:
-                raise InputError(f"--model {item!r}: label {label!r} given twice (labels must be unique)")
-            specs[label] = path
-        return specs
+        """{label: checkpoint} in the order given (`labelled_models`)."""
+        return labelled_models(self.models)
 
     def output(self) -> Output:
         return Output(Path(self.out), "linprobe", self.force, (*self.specs.values(), *self.inputs.files()))
