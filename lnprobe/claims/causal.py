@@ -27,17 +27,14 @@ def causal_summary(record: dict) -> dict:
     the norm output recovering most; answer accuracies of base, tuned and base + tuned decoder norms."""
     bottom = (record.get("cumulative") or {}).get("bottom") or []
     together = bottom[-1] if bottom else None
-    tokens = {}
-    for row in record.get("activations") or []:
-        value = row["recovered"]["value"]
-        held = tokens.get(row["tokens"])
-        if value is not None and (held is None or value > held["recovered"]["value"]):
-            tokens[row["tokens"]] = {"unit": row["unit"], "recovered": row["recovered"]}
-    best = max(
-        (r for r in record["units"] if r["into_base"]["recovered"]["value"] is not None),
-        key=lambda r: r["into_base"]["recovered"]["value"],
-        default=None,
-    )
+    summary = record["summary"]  # the picks `lnprobe patch` made; their intervals from the rows
+    units = {r["unit"]: r for r in record["units"]}
+    best = units.get(summary["best_unit"])
+    outputs = {(r["unit"], r["tokens"]): r for r in record.get("activations") or []}
+    tokens = {
+        kind: {"unit": pick["unit"], "recovered": outputs[(pick["unit"], kind)]["recovered"]}
+        for kind, pick in summary.get("activations_best", {}).items()
+    }
     return {
         "gap": record["gap"],
         "decoder_norms": together
