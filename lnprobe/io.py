@@ -319,3 +319,13 @@ def json_safe(value):
 
 def write_json(path: Path, value) -> None:
     path.write_text(json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path, header, rows) -> None:
+    """A CSV file (Python's default dialect): the header, then each row."""
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -19,7 +19,7 @@ import torch
 
 from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
-from lnprobe.io import saved_path, write_json
+from lnprobe.io import saved_path, write_csv, write_json
 from lnprobe.probes.attention.config import AttentionConfig
 from lnprobe.probes.attention.stats import image_share, query_mask, resample_counts, summarise
 from lnprobe.probes.inputs import ProbeInputs, load_multimodal, probe_batches, saved_config
@@ -207,14 +207,9 @@ def csv_rows(record: dict) -> list[list]:
 
 
 def _write(cfg: AttentionConfig, record: dict) -> None:
-    import csv
-
     from lnprobe.report.attention import attention_figures
 
     with cfg.output().build() as tmp:
         write_json(tmp / "attention.json", record)
-        with (tmp / "attention.csv").open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_HEADER)
-            writer.writerows(csv_rows(record))
+        write_csv(tmp / "attention.csv", CSV_HEADER, csv_rows(record))
         attention_figures(record, tmp)

@@ -294,18 +294,12 @@ CSV_COLUMNS = ("model", "probe", "site", "layer", "accuracy", "ci95_low", "ci95_
 
 
 def _write(cfg: LinprobeConfig, record: dict, views: dict) -> None:
-    import csv
-
-    from lnprobe.io import write_json
+    from lnprobe.io import write_csv, write_json
     from lnprobe.report.linprobe import linprobe_figures
 
+    rows = ({**r, "ci95_low": r["ci95"][0], "ci95_high": r["ci95"][1]} for r in record["results"])
     with cfg.output().build() as tmp:
         write_json(tmp / "linprobe.json", record)
         write_json(tmp / "linprobe_pca.json", views)
-        with (tmp / "linprobe.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(CSV_COLUMNS)
-            for r in record["results"]:
-                row = {**r, "ci95_low": r["ci95"][0], "ci95_high": r["ci95"][1]}
-                w.writerow([row[c] for c in CSV_COLUMNS])
+        write_csv(tmp / "linprobe.csv", CSV_COLUMNS, ([row[c] for c in CSV_COLUMNS] for row in rows))
         linprobe_figures(record, views, tmp)

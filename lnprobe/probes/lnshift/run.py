@@ -11,7 +11,6 @@ mismatched base fails before any weights load.
 
 from __future__ import annotations
 
-import csv
 import gc
 from dataclasses import asdict, dataclass
 
@@ -20,7 +19,7 @@ import torch
 from lnprobe.capture import Capture, select_sites
 from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
-from lnprobe.io import write_json
+from lnprobe.io import write_csv, write_json
 from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
 from lnprobe.probes.lnshift.config import LnShiftConfig
 from lnprobe.probes.lnshift.stats import Moments, modality_gap, summarize_moments, weight_shift
@@ -179,52 +178,32 @@ def _summary(record: dict) -> dict:
     return summary
 
 
+WEIGHT_COLUMNS = ("tensor", "numel", "changed", "rel_l2", "cosine", "ratio_min", "ratio_median", "ratio_max")
+ACTIVATION_COLUMNS = (
+    "model", "site", "modality", "tokens", "mean", "variance", "rms", "kurtosis", "outliers", "gap",
+)  # fmt: skip
+
+
+def _weight_rows(record: dict):
+    for name, s in record["weights"].items():
+        q = s["ratio_quantiles"]
+        yield [name, s["numel"], s["changed"], s["rel_l2"], s["cosine"], q["min"], q["median"], q["max"]]
+
+
+def _activation_rows(record: dict):
+    for model, stats in record["activations"].items():
+        for site, by_mod in stats.items():
+            gap = record["gaps"].get(site, {}).get(model)
+            for mod, s in by_mod.items():
+                yield [model, site, mod, s["tokens"], s["mean"], s["variance"], s["rms"], s["kurtosis"],
+                       len(s["outliers"]), gap]  # fmt: skip
+
+
 def _write(cfg: LnShiftConfig, record: dict) -> None:
     from lnprobe.report.lines import lnshift_figures
 
     with cfg.output().build() as tmp:
         write_json(tmp / "lnshift.json", record)
-        with (tmp / "lnshift_weights.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(
-                ["tensor", "numel", "changed", "rel_l2", "cosine", "ratio_min", "ratio_median", "ratio_max"]
-            )
-            for name, s in record["weights"].items():
-                q = s["ratio_quantiles"]
-                w.writerow(
-                    [
-                        name,
-                        s["numel"],
-                        s["changed"],
-                        s["rel_l2"],
-                        s["cosine"],
-                        q["min"],
-                        q["median"],
-                        q["max"],
-                    ]
-                )
-        with (tmp / "lnshift_activations.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(
-                [
-                    "model",
-                    "site",
-                    "modality",
-                    "tokens",
-                    "mean",
-                    "variance",
-                    "rms",
-                    "kurtosis",
-                    "outliers",
-                    "gap",
-                ]
-            )
-            for model, stats in record["activations"].items():
-                for site, by_mod in stats.items():
-                    gap = record["gaps"].get(site, {}).get(model)
-                    for mod, s in by_mod.items():
-                        w.writerow(
-                            [model, site, mod, s["tokens"], s["mean"], s["variance"], s["rms"], s["kurtosis"],
-                             len(s["outliers"]), gap]
-                        )  # fmt: skip
+        write_csv(tmp / "lnshift_weights.csv", WEIGHT_COLUMNS, _weight_rows(record))
+        write_csv(tmp / "lnshift_activations.csv", ACTIVATION_COLUMNS, _activation_rows(record))
         lnshift_figures(record, tmp)

@@ -18,7 +18,6 @@ the passes run are at most 2 + 2 (2L + 1) + 2L; `forward_passes` in patch.json c
 
 from __future__ import annotations
 
-import csv
 import gc
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ import torch
 
 from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
-from lnprobe.io import saved_path, write_json
+from lnprobe.io import saved_path, write_csv, write_json
 from lnprobe.models.sites import ModelSites
 from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
 from lnprobe.probes.lnshift.run import check_same_architecture
@@ -335,52 +334,54 @@ def _best_by_tokens(rows: list[dict]) -> dict[str, dict]:
     return best
 
 
+CSV_COLUMNS = (
+    "condition",
+    "unit",
+    "layer",
+    "changed",
+    "loss",
+    "accuracy",
+    "fraction",
+    "ci95_low",
+    "ci95_high",
+)
+
+
+def _csv_rows(record: dict):
+    """patch.csv: each unit into the base and out of the tuned model, the cumulative curves, then the
+    activation patching by token kind."""
+    for row in record["units"]:
+        for cond, stat in (("into_base", "recovered"), ("out_of_tuned", "lost")):
+            f = row[cond][stat]
+            lo, hi = f["ci95"] or (None, None)
+            yield [cond, row["unit"], row["layer"], row["changed"], row[cond]["loss"], row[cond]["accuracy"],
+                   f["value"], lo, hi]  # fmt: skip
+    for side, points in record["cumulative"].items():
+        for p in points:
+            f = p["recovered"]
+            lo, hi = f["ci95"] or (None, None)
+            unit = f"layers {p['k']}+" if side == "top" else f"layers 0-{p['k']}"
+            yield [side, unit, p["k"], "", p["loss"], p["accuracy"], f["value"], lo, hi]
+    for a in record["activations"]:
+        f = a["recovered"]
+        lo, hi = f["ci95"] or (None, None)
+        yield [
+            f"activation:{a['tokens']}",
+            a["unit"],
+            a["layer"],
+            "",
+            a["loss"],
+            a["accuracy"],
+            f["value"],
+            lo,
+            hi,
+        ]
+
+
 def _write(cfg: PatchConfig, record: dict) -> None:
     from lnprobe.report.patch import patch_figures
 
     with cfg.output().build() as tmp:
         write_json(tmp / "patch.json", record)
-        with (tmp / "patch.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(
-                [
-                    "condition",
-                    "unit",
-                    "layer",
-                    "changed",
-                    "loss",
-                    "accuracy",
-                    "fraction",
-                    "ci95_low",
-                    "ci95_high",
-                ]
-            )
-            for row in record["units"]:
-                for cond, stat in (("into_base", "recovered"), ("out_of_tuned", "lost")):
-                    f = row[cond][stat]
-                    lo, hi = f["ci95"] or (None, None)
-                    w.writerow(
-                        [
-                            cond,
-                            row["unit"],
-                            row["layer"],
-                            row["changed"],
-                            row[cond]["loss"],
-                            row[cond]["accuracy"],
-                            f["value"],
-                            lo,
-                            hi,
-                        ]
-                    )
-            for side, points in record["cumulative"].items():
-                for p in points:
-                    f = p["recovered"]
-                    lo, hi = f["ci95"] or (None, None)
-                    unit = f"layers {p['k']}+" if side == "top" else f"layers 0-{p['k']}"
-                    w.writerow([side, unit, p["k"], "", p["loss"], p["accuracy"], f["value"], lo, hi])
-            for a in record["activations"]:
-                f = a["recovered"]
-                lo, hi = f["ci95"] or (None, None)
-                row = [f"activation:{a['tokens']}", a["unit"], a["layer"], "", a["loss"], a["accuracy"]]
-                w.writerow([*row, f["value"], lo, hi])
+        write_csv(tmp / "patch.csv", CSV_COLUMNS, _csv_rows(record))
         patch_figures(record, tmp)
