@@ -121,6 +121,7 @@ class Stages:
                 seed=self.cfg.seed,
                 progress=self.progress,
                 grad_ckpt="off",
+                final_optimizer=False,  # the miniature never extends a finished run
                 resume=str(run) if (run / "latest").is_file() else None,
             )
         )
@@ -146,6 +147,7 @@ class Stages:
             seed=c.seed,
             progress=False,
             grad_ckpt="off",
+            final_optimizer=False,
             lora_rank=c.lora_rank,
             gradvar_every=max(1, c.finetune_steps // 8),
         )

@@ -32,6 +32,7 @@ RESUMABLE_CHANGES = {
     "grad_ckpt",  # checkpointing recomputes, it does not change what is computed
     "ckpt_every",
     "max_memory",
+    "final_optimizer",
 }
 # With --shard fsdp a run may resume on another number of processes: the accumulation may change with it as
 # long as the global batch (accumulation x processes) stays (checked when the checkpoint is read).
@@ -83,6 +84,11 @@ class TrainConfig:
     )
     device: str = option("auto", "auto (CUDA when available), cpu or cuda.")
     save_every: int = at_least(0, 0, "Checkpoint every N optimizer steps (0: only at the end).")
+    final_optimizer: bool = option(
+        True,
+        "Keep the optimizer moments in the last checkpoint, so the finished run can be extended with a "
+        "larger --max-steps; --no-final-optimizer leaves them out (with AdamW 2x the trainable weights).",
+    )
     log_every: int = at_least(1, 1, "Log the loss every N optimizer steps.")
     lora_rank: int = at_least(1, 32, "LoRA rank.")
     lora_alpha: int | None = at_least(1, None, "LoRA alpha (default: 2 x rank).")
@@ -117,6 +123,8 @@ class TrainConfig:
             parse_bytes(self.max_memory)  # fail fast on a malformed size
         if not self.data:
             raise InputError("--data is required (a LLaVA JSON/JSONL file)")
+        if self.shard == "fsdp" and not self.final_optimizer:
+            raise InputError("--no-final-optimizer: not available with --shard fsdp (its shards hold both)")
         if self.shard == "fsdp" and self.gradvar_every:
             raise InputError("--gradvar-every: not available with --shard fsdp (gradients are sharded)")
 

@@ -1,6 +1,7 @@
 """Checkpoints of a training run: the model part (a delta, or a full HF checkpoint for `full`) plus the
-state that makes resuming exact: optimizer moments (safetensors, keyed by parameter name), RNG states,
-the step and the position in the data order. Written atomically; `latest` names the newest one."""
+state that makes resuming exact: optimizer moments (safetensors, keyed by parameter name; left out of the
+last checkpoint with `final_optimizer=False`), RNG states, the step and the position in the data order.
+Written atomically; `latest` names the newest one."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def save_checkpoint(run: Path, step: int, trainer) -> Path:
     if trainer.accelerator.is_main_process:
         with atomic_dir(out) as tmp:
             _save_model_part(tmp, step, trainer)
-            save_file(_optimizer_tensors(trainer.optimizer, trainer.param_names), str(tmp / OPTIMIZER_FILE))
+            if trainer.config.final_optimizer or step < trainer.total_steps:
+                optimizer = _optimizer_tensors(trainer.optimizer, trainer.param_names)
+                save_file(optimizer, str(tmp / OPTIMIZER_FILE))
             save_file({k: v for state in rng_states for k, v in state.items()}, str(tmp / RNG_FILE))
             state = {
                 "step": step,
@@ -105,6 +108,11 @@ def restore(ckpt: Path, trainer) -> int:
 
         return shard_state.restore(ckpt, trainer)
     state = read_state(ckpt)
+    if not (ckpt / OPTIMIZER_FILE).is_file():
+        raise InputError(
+            f"{ckpt}: no optimizer state (its run finished with --no-final-optimizer), so the run cannot be "
+            "extended; start a new run from its weights (--model)"
+        )
     tensors = load_file(str(ckpt / OPTIMIZER_FILE))
     opt_state = trainer.optimizer.state_dict()
     for index, name in enumerate(trainer.param_names):

@@ -19,6 +19,7 @@ from lnprobe.errors import InputError
 from lnprobe.models import load, resolve_sites
 from lnprobe.train import Callback, TrainConfig, Trainer, TrainingDiverged, train
 from lnprobe.train.loss import loss_sum
+from lnprobe.train.state import OPTIMIZER_FILE
 from lnprobe.train.trainer import cosine_factor
 from tests.conftest import image_batch
 
@@ -270,6 +271,31 @@ class Recorder(Callback):
             self.summed.append(
                 {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
             )
+
+
+def test_no_final_optimizer_leaves_the_moments_out_and_refuses_to_extend(synth, tmp_path):
+    """The default last checkpoint keeps the AdamW moments and extends; --no-final-optimizer has the same
+    weights without them (a checkpoint before the last keeps them) and refuses to extend, exit 2."""
+    kept = train(cfg(synth, tmp_path / "kept", max_steps=2))
+    lean = train(cfg(synth, tmp_path / "lean", max_steps=2, save_every=1, final_optimizer=False))
+    assert (kept.checkpoint / OPTIMIZER_FILE).is_file() and not (lean.checkpoint / OPTIMIZER_FILE).is_file()
+    assert (lean.checkpoint.parent / "step-000001" / OPTIMIZER_FILE).is_file()
+    a, b = trained_tensors(kept), trained_tensors(lean)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert train(cfg(synth, tmp_path / "kept", max_steps=3, resume=str(tmp_path / "kept"))).steps == 3
+    with pytest.raises(InputError, match=r"no optimizer state \(its run finished with --no-final-optimizer"):
+        train(
+            cfg(
+                synth,
+                tmp_path / "lean",
+                max_steps=3,
+                save_every=1,
+                final_optimizer=False,
+                resume=str(tmp_path / "lean"),
+            )
+        )
+    with pytest.raises(InputError, match="--no-final-optimizer: not available with --shard fsdp"):
+        cfg(synth, tmp_path / "s", shard="fsdp", final_optimizer=False)
 
 
 def test_callback_sees_each_micro_batch_gradient(synth, tmp_path):
