@@ -78,8 +78,9 @@ def sweep_command(base: TrainConfig, regimes: str, lrs: str | None, seeds: str, 
     """Grid of runs (regimes x learning rates x seeds) with the best learning rate per regime.
 
     Runs go under --out; finished runs are skipped and interrupted ones resumed; sweep.csv and sweep.json
-    hold every run's losses."""
-    from lnprobe.train.sweep import PAPER_LRS, plan, run_sweep
+    hold every run's losses. With --shard fsdp under torchrun the runs go one after another, each sharded
+    over every process."""
+    from lnprobe.train.sweep import PAPER_LRS, main_process, plan, run_sweep
 
     out = Path(base.out)
     runs = plan(
@@ -92,6 +93,8 @@ def sweep_command(base: TrainConfig, regimes: str, lrs: str | None, seeds: str, 
     if parallel < 1:
         raise InputError(f"--parallel must be >= 1, got {parallel}")
     rows = run_sweep(base, out, runs, parallel)
+    if not main_process(base):
+        return
     table = Table(title=f"sweep: {len(rows)} runs ({out / 'sweep.csv'})")
     for col in ("regime", "lr", "seed", "final loss", "eval loss", "eval accuracy"):
         table.add_column(col, justify="left" if col == "regime" else "right")

@@ -1,5 +1,6 @@
 """`lnprobe sweep`: a grid of training runs (regimes x learning rates x seeds), sequential or as parallel
-processes, skipping finished runs and resuming interrupted ones, then a tidy table and the best learning
+processes (or, with `--shard fsdp` under torchrun, one after another, each sharded over every process),
+skipping finished runs and resuming interrupted ones, then a tidy table and the best learning
 rate per regime (lowest mean held-out loss over seeds; training loss when there is no held-out data)."""
 
 from __future__ import annotations
@@ -94,9 +95,17 @@ def run_sweep(
     (runs outside the sweep that depend on finished ones, e.g. a baseline at the learning rate the sweep
     picked) are trained by the same workers, their results not among the rows."""
     read_records(base.data)  # bad data stops before anything is written
-    created = claim_out(base, out)
+    if base.shard == "fsdp" and parallel > 1:
+        raise InputError(
+            "--parallel: a --shard fsdp sweep trains one run at a time on all of the launch's processes"
+        )
+    main, barrier = _launch(base)
+    created = claim_out(base, out) if main else []
+    barrier()
     try:
-        return _run(base, out, runs, parallel, follow_up, first)
+        rows = _run(base, out, runs, parallel, follow_up, first, main)
+        barrier()  # sweep.csv / sweep.json are written
+        return rows
     except BaseException:
         if created and not any(p.name != MARKER for p in out.iterdir()):
             (out / MARKER).unlink()
@@ -104,7 +113,26 @@ def run_sweep(
         raise
 
 
-def _run(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int, follow_up, first) -> list[dict]:
+def _launch(base: TrainConfig) -> tuple[bool, Callable[[], None]]:
+    """(whether this is the process that writes the sweep's own files, a barrier). A `--shard fsdp` sweep
+    under torchrun runs every run in turn on every process (each run sharded over them all); process 0
+    claims OUT and writes the table. Otherwise: (True, no-op)."""
+    if base.shard != "fsdp" or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return True, lambda: None
+    from accelerate import PartialState
+
+    state = PartialState()  # torchrun's process group, the one the runs' trainers join
+    return state.is_main_process, state.wait_for_everyone
+
+
+def main_process(base: TrainConfig) -> bool:
+    """Whether this process reports the sweep (all but process 0 of a sharded launch stay quiet)."""
+    return _launch(base)[0]
+
+
+def _run(
+    base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int, follow_up, first, main: bool = True
+) -> list[dict]:
     ordered = sorted(runs, key=lambda r: not first(r)) if first else runs
     todo = [r.config(base.replace(progress=False)) for r in ordered if not (r.out / RESULT_FILE).is_file()]
     follow_up = follow_up or (lambda config: [])
@@ -117,7 +145,8 @@ def _run(base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int, foll
         threads = max(1, (os.cpu_count() or 1) // parallel)  # share the cores, never oversubscribe
         _in_workers(todo, min(parallel, len(todo)), threads, follow_up)
     rows = [result_row(r) for r in runs]
-    _write(out, rows)
+    if main:
+        _write(out, rows)
     return rows
 
 

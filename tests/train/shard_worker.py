@@ -6,6 +6,10 @@ EVAL WIDE_BASE`: the `lnprobe train --shard fsdp` command line, in one launch (o
   then cut back to its step-2 checkpoint (plus what a checkpoint write killed midway leaves) and
   `--resume`d to step 4;
 * OUT/to-one: ln, 2 steps (the test resumes it in one process);
+* OUT/killed: made by an earlier launch (`shard_worker kill OUT DATA EVAL`, `killed_run`) as OUT/resume, whose
+  every process was SIGKILLed after step 3; what that left is recorded (`killed-before.json`), then it is
+  `--resume`d to step 4;
+* OUT/sweep: `lnprobe sweep --shard fsdp`, ln-simp at lr 0.01 and 0.02, 3 steps;
 * OUT/ln-load, OUT/full-load: as OUT/ln and OUT/full, but every process loads the weights (the start
   before the large-model start, lnprobe.train.shard_start);
 * OUT/memory: the set-up alone (large-model start, `full`) of WIDE_BASE (WIDE: 139 MB of weights):
@@ -16,6 +20,7 @@ EVAL WIDE_BASE`: the `lnprobe train --shard fsdp` command line, in one launch (o
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from safetensors.torch import save_file
 
 from lnprobe.cli.core import main
 from lnprobe.models import TinyConfig
-from lnprobe.train import TrainConfig, shard_start
+from lnprobe.train import Callback, TrainConfig, shard_start, train
 from lnprobe.train.trainer import Trainer
 
 # ~140 MB of weights in 4 MB tensors (the start holds one whole tensor at a time besides its shards)
@@ -63,6 +68,36 @@ def run(out: Path, data: str, eval_data: str) -> None:
         cut_back(out / "resume", 2)
     dist.barrier()
     assert main([*flags(out / "resume", data, "ln", 4), *extra, "--resume", str(out / "resume")]) == 0
+    killed = out / "killed"
+    if dist.get_rank() == 0:
+        left = {
+            "latest": (killed / "latest").read_text().strip(),
+            "lock": (killed / ".lnprobe.lock").is_file(),
+        }
+        (out / "killed-before.json").write_text(json.dumps(left))
+    dist.barrier()
+    assert main([*flags(killed, data, "ln", 4), *extra, "--resume", str(killed)]) == 0
+    sweep = flags(out / "sweep", data, "ln-simp", 3)
+    for flag in ("--regime", "--lr"):  # sweep takes --regimes and --lrs instead
+        at = sweep.index(flag)
+        del sweep[at : at + 2]
+    assert main(["sweep", *sweep[1:], "--regimes", "ln-simp", "--lrs", "0.01,0.02"]) == 0
+
+
+def killed_run(out: Path, data: str, eval_data: str) -> None:
+    """OUT/killed: OUT/resume's settings (ln, 4 steps, checkpoints at 2 and 4, evaluated), every process
+    SIGKILLed right after step 3, so its step-2 checkpoint is the last one written."""
+
+    class Kill(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    config = TrainConfig(
+        shard="fsdp", data=data, out=str(out / "killed"), regime="ln", max_steps=4, batch_size=2, lr=0.01,
+        lora_dropout=0.0, progress=False, save_every=2, eval_data=eval_data,
+    )  # fmt: skip
+    train(config, [Kill()])
 
 
 def full_load_runs(out: Path, data: str) -> None:
@@ -96,6 +131,9 @@ def memory_run(out: Path, data: str, base: str) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "kill":
+        killed_run(Path(sys.argv[2]), sys.argv[3], sys.argv[4])
+        sys.exit("not killed")
     out, data = Path(sys.argv[1]), sys.argv[2]
     run(out, data, sys.argv[3])
     full_load_runs(out, data)

@@ -10,6 +10,7 @@ run here. Tolerance: AdamW at lr 1e-2 for 3 steps, 2 processes vs 1 differ by at
 ln-simp and lora 0, ln 4.8e-7 in the word embeddings, full 1.2e-7); the tests allow 2e-6.
 """
 
+import csv
 import json
 import os
 import socket
@@ -53,26 +54,26 @@ def sharded(synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded") / "out"
     wide = out.parent / "wide-base"
     save_tiny(wide, WIDE)
+    data = [str(synth / "instruct.json"), str(synth / "eval.json")]
+    killed = launch(["kill", str(out), *data])
+    assert killed.returncode != 0 and "SIGKILL" in killed.stderr, killed.stderr[-3000:]
+    done = launch([str(out), *data, str(wide)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def launch(args: list[str]) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node 2 -m tests.train.shard_worker ARGS`."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     command = [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port())]
-    command += [
-        "-m",
-        "tests.train.shard_worker",
-        str(out),
-        str(synth / "instruct.json"),
-        str(synth / "eval.json"),
-        str(wide),
-    ]
-    done = subprocess.run(
-        command,
+    return subprocess.run(
+        [*command, "-m", "tests.train.shard_worker", *args],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         cwd=Path(__file__).parents[2],
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out
 
 
 def one_config(synth, out, **kw) -> TrainConfig:
@@ -166,6 +167,35 @@ def test_resume_continues_bit_for_bit(sharded):
     assert not list((sharded / "resume" / "checkpoints").glob(".step-*"))  # a killed write's remains removed
 
 
+def test_kill_9_then_resume_is_bit_for_bit(sharded):
+    """Every process SIGKILLed after step 3 (a real kill -9 under torchrun): the run's latest checkpoint is
+    step 2 and its dead writer's lock is left; `--resume` takes over and ends bit for bit where the
+    uninterrupted run does."""
+    left = json.loads((sharded / "killed-before.json").read_text())
+    assert left == {"latest": "step-000002", "lock": True}
+    resumed, whole = final(sharded / "killed", 4), final(sharded / "uninterrupted", 4)
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*.safetensors"))
+    assert sorted(p.relative_to(resumed) for p in resumed.rglob("*.safetensors")) == files
+    for rel in files:
+        a, b = load_file(str(resumed / rel)), load_file(str(whole / rel))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
+    assert not (sharded / "killed" / ".lnprobe.lock").exists()
+
+
+def test_sweep_trains_each_run_sharded(sharded):
+    """`lnprobe sweep --shard fsdp` under torchrun: one table of both rates, its lr 0.01 run bit for bit the
+    `train --shard fsdp` run with the same settings, its lr 0.02 run another."""
+    rows = list(csv.DictReader((sharded / "sweep" / "sweep.csv").open()))
+    assert [(r["regime"], float(r["lr"]), int(r["steps"])) for r in rows] == [
+        ("ln-simp", 0.01, 3),
+        ("ln-simp", 0.02, 3),
+    ]
+    ref = weights(final(sharded / "ln-simp"))
+    same, other = (weights(final(sharded / "sweep" / "ln-simp" / f"lr{lr}-seed0")) for lr in ("0.01", "0.02"))
+    assert all(torch.equal(same[k], ref[k]) for k in ref)
+    assert not all(torch.equal(other[k], ref[k]) for k in ref)
+
+
 def test_two_process_checkpoint_resumes_on_one_process(sharded, synth, tmp_path):
     run = sharded / "to-one"
     before = sorted(str(p) for p in run.rglob("*"))
@@ -244,6 +274,11 @@ def test_bad_input(synth, one_process, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--gradvar-every" in err and "--shard fsdp" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "g").exists()
+    assert main(["sweep", "--data", str(synth / "instruct.json"), "--out", str(tmp_path / "s"),
+                 "--shard", "fsdp", "--parallel", "2", "--regimes", "ln", "--lrs", "0.01"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "--parallel" in err and "--shard fsdp" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s").exists()
     run = one_process("ln").parents[1]
     with pytest.raises(InputError, match=r"different config \(shard differ\)"):
         train(one_config(synth, run, resume=str(run), shard="fsdp"))
