@@ -62,7 +62,8 @@ feats = data["all"]
 results["pytorch-cka all"] = timed(lambda: cka_from_features(feats, feats), reps)
 for case in ("p64", "p8192"):
     x, y = data[case + "x"][None], data[case + "y"][None]
-    results["pytorch-cka " + case] = timed(lambda: cka_from_features(x, y), 1 if case == "p8192" else max(reps, 30))
+    calls = 1 if case == "p8192" else max(reps, 30)
+    results["pytorch-cka " + case] = timed(lambda: cka_from_features(x, y), calls)
 if slow:
     from ckatorch.core import cka_base  # biased, per pair
     L = feats.shape[0]
