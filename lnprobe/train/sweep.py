@@ -103,7 +103,11 @@ def run_sweep(
     created = claim_out(base, out) if main else []
     barrier()
     try:
-        rows = _run(base, out, runs, parallel, follow_up, first, main)
+        _train(base, runs, parallel, follow_up, first)
+        barrier()  # process 0 writes each run's result.json when the run ends: read them after
+        rows = [result_row(r) for r in runs]
+        if main:
+            _write(out, rows)
         barrier()  # sweep.csv / sweep.json are written
         return rows
     except BaseException:
@@ -130,9 +134,8 @@ def main_process(base: TrainConfig) -> bool:
     return _launch(base)[0]
 
 
-def _run(
-    base: TrainConfig, out: Path, runs: list[SweepRun], parallel: int, follow_up, first, main: bool = True
-) -> list[dict]:
+def _train(base: TrainConfig, runs: list[SweepRun], parallel: int, follow_up, first) -> None:
+    """Train every run that has not finished yet (and what `follow_up` adds)."""
     ordered = sorted(runs, key=lambda r: not first(r)) if first else runs
     todo = [r.config(base.replace(progress=False)) for r in ordered if not (r.out / RESULT_FILE).is_file()]
     follow_up = follow_up or (lambda config: [])
@@ -144,10 +147,6 @@ def _run(
     elif todo:
         threads = max(1, (os.cpu_count() or 1) // parallel)  # share the cores, never oversubscribe
         _in_workers(todo, min(parallel, len(todo)), threads, follow_up)
-    rows = [result_row(r) for r in runs]
-    if main:
-        _write(out, rows)
-    return rows
 
 
 def _in_workers(configs: list[TrainConfig], workers: int, threads: int, follow_up: FollowUp) -> None:

@@ -148,6 +148,57 @@ def test_shares_match_a_hand_computation_from_output_attentions(planted, setup):
     )
 
 
+def _hand_shares(model_dir, data) -> torch.Tensor:
+    """`[n, layers, heads]` shares on image tokens from `output_attentions=True` (as the test above)."""
+    loaded = load(model_dir)
+    model = loaded.model.eval()
+    model.set_attn_implementation("eager")
+    image_id = loaded.processor.tokenizer.convert_tokens_to_ids(IMAGE)
+    rows = []
+    with torch.no_grad():
+        for batch in _batches(data, loaded.processor):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            attentions = model(**inputs, output_attentions=True).attentions
+            for row, (ids, mask) in enumerate(zip(batch["input_ids"], batch["attention_mask"], strict=True)):
+                image = [i for i, t in enumerate(ids.tolist()) if t == image_id]
+                queries = [i for i in range(len(ids)) if mask[i] and i > image[0] and i not in image]
+                rows.append([[float(a[row, h][queries][:, image].sum(1).mean()) for h in range(a.shape[1])]
+                             for a in attentions])  # fmt: skip
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_planted_difference_in_one_layer_is_found_with_its_sign_and_size(setup, tmp_path):
+    """A planted, clearly non-zero difference: `sharp` has layer 0's query projection x 1000 (peaked
+    attention), `flat` is `sharp` with it zeroed (uniform attention). Layer 0's difference flat - sharp must
+    equal the closed-form uniform share minus sharp's hand-computed share, be large, and its interval must
+    exclude 0; every head of layer 0 moves the way the hand computation says."""
+    root, data, base, _ = setup
+    models = {}
+    for name, scale in (("sharp", 1000.0), ("flat", 0.0)):
+        loaded = load(base)
+        with torch.no_grad():
+            for p in loaded.model.get_submodule(loaded.sites.attn[0]).q_proj.parameters():
+                p.mul_(scale)
+        models[name] = tmp_path / name
+        loaded.model.save_pretrained(models[name])
+        loaded.processor.save_pretrained(models[name])
+    assert _run(tmp_path / "out", data, f"sharp={models['sharp']}", f"flat={models['flat']}") == 0
+    rec = json.loads((tmp_path / "out" / "attention.json").read_text())
+    sharp = _hand_shares(models["sharp"], data)[:, 0]  # [n, heads], layer 0
+    processor = load(base).processor
+    uniform = torch.tensor(
+        _uniform_shares(_batches(data, processor), processor.tokenizer.convert_tokens_to_ids(IMAGE))
+    )
+    expected = float(uniform.mean() - sharp.mean())
+    diff = rec["differences"]["flat - sharp"]
+    assert diff["layer_mean"]["value"][0] == pytest.approx(expected, abs=1e-6)
+    assert abs(expected) > 0.03  # a real effect (0.062 here), not rounding
+    lo, hi = diff["layer_mean"]["ci95"][0]
+    assert lo <= expected <= hi and (lo > 0 or hi < 0)
+    per_head = (uniform[:, None] - sharp).mean(0)
+    assert diff["share"]["value"][0] == pytest.approx(per_head.tolist(), abs=1e-6)
+
+
 def test_bootstrap_by_counts_equals_bootstrap_by_gathering():
     values = torch.rand(7, 3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     mean, lo, hi = mean_ci(values, resample_counts(7, 50, 3))
