@@ -109,47 +109,9 @@ def test_null_control_same_model_twice_differs_by_exactly_zero(setup, tmp_path):
     assert rec["models"]["a"]["share"] == rec["models"]["b"]["share"]
 
 
-def test_shares_match_a_hand_computation_from_output_attentions(planted, setup):
-    _, data, base, _ = setup
-    loaded = load(base)
-    model = loaded.model.eval()
-    model.set_attn_implementation("eager")
-    image_id = loaded.processor.tokenizer.convert_tokens_to_ids(IMAGE)
-    per_example = []  # [n][layers][heads]
-    with torch.no_grad():
-        for batch in _batches(data, loaded.processor):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            attentions = model(**inputs, output_attentions=True).attentions  # layers x [b, h, q, k]
-            for row, (ids, mask) in enumerate(zip(batch["input_ids"], batch["attention_mask"], strict=True)):
-                image = [i for i, t in enumerate(ids.tolist()) if t == image_id]
-                queries = [i for i in range(len(ids)) if mask[i] and i > image[0] and i not in image]
-                per_example.append(
-                    [
-                        [
-                            sum(float(a[row, h, q, image].sum()) for q in queries) / len(queries)
-                            for h in range(a.shape[1])
-                        ]
-                        for a in attentions
-                    ]
-                )
-    values = torch.tensor(per_example, dtype=torch.float64)  # [n, layers, heads]
-    got = planted["models"]["base"]
-    assert torch.allclose(
-        torch.tensor(got["share"]["value"], dtype=torch.float64), values.mean(0), rtol=0, atol=1e-6
-    )
-    assert got["mean"]["value"] == pytest.approx(float(values.mean()), abs=1e-6)
-    assert values.std(0).max() > 0  # real attention differs between examples (not a constant)
-    # the interval: resampled means by gathering the drawn examples, 2.5 / 97.5 % quantiles
-    idx = resample_indices(N, DRAWS, 0)
-    means = values[idx].mean(1)  # [draws, layers, heads]
-    q = torch.quantile(means[:, 1, 2], torch.tensor([0.025, 0.975], dtype=torch.float64))
-    assert [got["share"]["ci95_low"][1][2], got["share"]["ci95_high"][1][2]] == pytest.approx(
-        q.tolist(), abs=1e-6
-    )
-
-
 def _hand_shares(model_dir, data) -> torch.Tensor:
-    """`[n, layers, heads]` shares on image tokens from `output_attentions=True` (as the test above)."""
+    """`[n, layers, heads]` shares on image tokens by hand, from `output_attentions=True`: per example, the
+    attention each text query after the first image token puts on the image tokens, averaged over them."""
     loaded = load(model_dir)
     model = loaded.model.eval()
     model.set_attn_implementation("eager")
@@ -165,6 +127,24 @@ def _hand_shares(model_dir, data) -> torch.Tensor:
                 rows.append([[float(a[row, h][queries][:, image].sum(1).mean()) for h in range(a.shape[1])]
                              for a in attentions])  # fmt: skip
     return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_shares_match_a_hand_computation_from_output_attentions(planted, setup):
+    _, data, base, _ = setup
+    values = _hand_shares(base, data)  # [n, layers, heads]
+    got = planted["models"]["base"]
+    assert torch.allclose(
+        torch.tensor(got["share"]["value"], dtype=torch.float64), values.mean(0), rtol=0, atol=1e-6
+    )
+    assert got["mean"]["value"] == pytest.approx(float(values.mean()), abs=1e-6)
+    assert values.std(0).max() > 0  # real attention differs between examples (not a constant)
+    # the interval: resampled means by gathering the drawn examples, 2.5 / 97.5 % quantiles
+    idx = resample_indices(N, DRAWS, 0)
+    means = values[idx].mean(1)  # [draws, layers, heads]
+    q = torch.quantile(means[:, 1, 2], torch.tensor([0.025, 0.975], dtype=torch.float64))
+    assert [got["share"]["ci95_low"][1][2], got["share"]["ci95_high"][1][2]] == pytest.approx(
+        q.tolist(), abs=1e-6
+    )
 
 
 def test_planted_difference_in_one_layer_is_found_with_its_sign_and_size(setup, tmp_path):
