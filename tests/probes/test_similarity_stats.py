@@ -332,6 +332,26 @@ def test_cka_matrix_float32_equals_float64_in_both_spaces(n, d, debiased):
         assert abs(float(exact[0, 2])) < 0.1  # and an unrelated one
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_feature_space_self_products_by_column_blocks(dtype):
+    """|XᵀX|²_F from the lower triangle in 4 column blocks of unequal width (d = 259), and through the engine
+    (feature space, where the self pairs take it), equal the full float64 product / the Gram space."""
+    from lnprobe.probes.similarity.hsic import _self_square
+
+    x = rand(700, 259, 90) + 3.0
+    x = x - x.mean(0)
+    exact = float((x.T @ x).square().sum())
+    assert float(_self_square(x.to(dtype), blocks=4)) == pytest.approx(
+        exact, rel=1e-12 if dtype == torch.float64 else 1e-6
+    )
+    y = torch.tanh(x @ rand(259, 140, 91) / 16) + 0.1 * rand(700, 140, 92)
+    assert use_feature_space(700, [259, 140], [(1, 0), (0, 0), (1, 1)])
+    feature = hsic_pairs([x.to(dtype)], [y.to(dtype)], True, dtype, space="feature")
+    gram = hsic_pairs([x], [y], True, torch.float64, space="gram")
+    for a, b in zip(feature, gram, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10 if dtype == torch.float64 else 1e-6, atol=0)
+
+
 def test_unbiased_float32_with_a_large_offset_and_n_much_smaller_than_d():
     """The PITFALLS case (float32, +10 offset, n=64, d=4096) through the float32 products."""
     x, y = rand(64, 4096, 83), rand(64, 4096, 84)

@@ -132,15 +132,19 @@ def _gram_rows(
 def _feature_space(
     mats: list[torch.Tensor], side: torch.Tensor, pairs: Sequence[tuple[int, int]]
 ) -> torch.Tensor:
-    """|XᵢᵀXⱼ|²_F for the needed pairs (i >= j). For each layer i, its partners j are taken in runs of
+    """|XᵢᵀXⱼ|²_F for the needed pairs (i >= j). For each layer i, its partners j < i are taken in runs of
     consecutive layers, each run one product Xᵢᵀ [Xⱼ ... Xₖ] (a column slice of `side`, all layers side by
-    side),
-    then squared in float64 and summed per partner: O(L) products, not O(L²) small ones. Skipping the upper
-    triangle of XᵢᵀXᵢ by column blocks ran slower than the full product with MKL on 2 CPU cores."""
+    side), then squared in float64 and summed per partner: O(L) products, not O(L²) small ones. The self
+    pair (i, i), always last among i's partners, is `_self_square`'s symmetric product."""
     dims = [m.shape[1] for m in mats]
     starts = [sum(dims[:j]) for j in range(len(mats) + 1)]
     out = torch.zeros(len(mats), len(mats), dtype=torch.float64, device=mats[0].device)
     for i, run in _runs(pairs):
+        if run[-1] == i:
+            out[i, i] = _self_square(mats[i])
+            run = run[:-1]
+        if not run:
+            continue
         block = side[:, starts[run[0]] : starts[run[-1] + 1]]
         squares = (mats[i].T @ block).double().square().sum(0)  # [Σ d_j]
         widths = torch.tensor([dims[j] for j in run], device=squares.device)
@@ -149,6 +153,21 @@ def _feature_space(
         out[i, run] = sums
         out[run, i] = sums
     return out
+
+
+def _self_square(m: torch.Tensor, blocks: int | None = None) -> torch.Tensor:
+    """|XᵀX|²_F (float64) from the lower triangle of the symmetric XᵀX, in column blocks: block j is
+    X[:, j0:]ᵀ X[:, j0:j1], whose top (j1 - j0) rows (the diagonal block) count once and the rest twice.
+    k blocks cost (k + 1) / 2k of the full product; in this tall layout 4 blocks took 0.6-0.7x the full
+    product's time (n=8192, d=768, MKL, 2 CPU cores). Narrow layers (d < 128) take the full product."""
+    d = m.shape[1]
+    k = blocks or max(1, min(4, d // 64))
+    edges = [d * j // k for j in range(k + 1)]
+    total = torch.zeros((), dtype=torch.float64, device=m.device)
+    for j0, j1 in zip(edges, edges[1:], strict=False):
+        squares = (m[:, j0:].T @ m[:, j0:j1]).double().square()  # [d - j0, j1 - j0]
+        total += squares[: j1 - j0].sum() + 2.0 * squares[j1 - j0 :].sum()
+    return total
 
 
 def _runs(pairs: Sequence[tuple[int, int]]) -> list[tuple[int, list[int]]]:
