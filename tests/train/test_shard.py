@@ -210,6 +210,21 @@ def test_two_process_checkpoint_resumes_on_one_process(sharded, synth, tmp_path)
         torch.testing.assert_close(mine[name], ref[name], rtol=0, atol=ATOL, msg=name)
 
 
+def test_sweep_with_shard_in_one_process(sharded, synth, tmp_path):
+    """Without torchrun, `sweep --shard fsdp` trains each run as a one-process sharded run (its own process
+    group, ended with it): with 2 accumulated micro-batches it equals the 2-process sweep's run."""
+    argv = ["sweep", "--shard", "fsdp", "--data", str(synth / "instruct.json"), "--out", str(tmp_path / "sw"),
+            "--regimes", "ln-simp", "--lrs", "0.01", "--max-steps", "3", "--batch-size", "2", "--grad-accum",
+            "2", "--lora-dropout", "0", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert not torch.distributed.is_initialized()
+    mine = weights(final(tmp_path / "sw" / "ln-simp" / "lr0.01-seed0"))
+    ref = weights(final(sharded / "sweep" / "ln-simp" / "lr0.01-seed0"))
+    assert mine.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(mine[name], ref[name], rtol=0, atol=ATOL, msg=name)
+
+
 @pytest.mark.parametrize("regime", ["ln", "full"])
 def test_export_loads_and_gives_the_unsharded_logits(sharded, one_process, regime):
     mine, ref = load(final(sharded / regime)), load(one_process(regime))
