@@ -1,5 +1,6 @@
 """Where the time of `cka_matrix(..., matmul_dtype=torch.float32)` goes on a GPU (33 x 4096 x 4096):
-centring, the Gram products for 1, 2, 4 and 8 row blocks (lower block triangle; biased and unbiased), the
+centring, the streamed Gram products for column blocks of 4096, 2048, 1024 and 512 (lower triangle; biased
+and unbiased), the
 chunked pair products, at TF32 and full float32 precision, plus the whole call. Diagnostic for
 benchmarks/similarity_cost.py (d).
 
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-from lnprobe.probes.similarity.hsic import centred, inner_products
+from lnprobe.probes.similarity.hsic import _gram_space, centred
 
 
 def timed(fn, reps: int = 10) -> float:
@@ -31,8 +32,6 @@ def timed(fn, reps: int = 10) -> float:
 def main() -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     feats = [torch.randn(4096, 4096, device="cuda", generator=gen) for _ in range(33)]
-    names = [f"layer {i}" for i in range(len(feats))]
-    pairs = [(i, j) for i in range(len(feats)) for j in range(i + 1)]
     print(f"== cka_matrix float32 parts, 33 x 4096 x 4096, {torch.cuda.get_device_name()} ==")
 
     def centre():
@@ -46,15 +45,15 @@ def main() -> None:
         ms = timed(lambda s=stack: torch.bmm(s, s.transpose(1, 2)))
         print(f"plain bmm Grams, {precision:8}            {ms:7.2f} ms")
         del stack
-        for k in (1, 2, 4, 8):
+        for rows in (4096, 2048, 1024, 512):
             for debiased in (False, True):
 
-                def run(k=k, debiased=debiased):
-                    mats = centred(feats, names, torch.float32)
-                    return inner_products(mats, pairs, debiased, space="gram", blocks=k)
+                def run(rows=rows, debiased=debiased):
+                    mats, _ = centred(feats, torch.float32)
+                    return _gram_space(mats, debiased, rows)
 
                 ms = timed(run)
-                print(f"Gram space blocks={k}, debiased={debiased!s:5}, Grams {precision:8} {ms:7.2f} ms")
+                print(f"Gram space rows={rows}, debiased={debiased!s:5}, Grams {precision:8} {ms:7.2f} ms")
     flat = torch.randn(33, 4096 * 4096, device="cuda")
     parts = flat.view(33, -1, 4096).transpose(0, 1)
     for precision in ("high", "highest"):
