@@ -17,15 +17,10 @@ processes, the accumulation adjusted so the global batch (accumulation x process
 
 from __future__ import annotations
 
-import json
-import os
-import random
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from lnprobe.errors import InputError
 from lnprobe.io import atomic_dir
@@ -70,36 +65,22 @@ def save_checkpoint(run: Path, step: int, trainer) -> Path:
     """Write checkpoint `step` from every process and point `latest` at it; the last step also exports
     the consolidated weights."""
     import torch.distributed.checkpoint as dcp
-    from accelerate.utils import gather_object
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
     trainer.accelerator.root.reshard()  # evaluation may have left the root's parameters gathered
     out, main = ckpt_io.checkpoint_dir(run, step), trainer.accelerator.is_main_process
-    rngs = (
-        gather_object([ckpt_io._rng_tensors(trainer.rank)])
-        if trainer.world > 1
-        else [ckpt_io._rng_tensors(0)]
-    )
+    rng = ckpt_io.gathered_rng(trainer)
     export = consolidated(trainer) if step == trainer.total_steps else None
     with atomic_dir(out) if main else nullcontext() as tmp:
         tmp = Path(_broadcast(str(tmp) if main else None, trainer))
         writer = HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True)
         dcp.save(_state(trainer), storage_writer=writer)  # returns once every process has written
         if main:
-            save_file({k: v for r in rngs for k, v in r.items()}, str(tmp / ckpt_io.RNG_FILE))
             if export is not None:
                 ckpt_io._save_model_part(tmp, step, trainer, export)
-            state = {
-                "step": step,
-                "python_rng": ckpt_io._jsonable(random.getstate()),
-                "config": asdict(trainer.config),
-                "processes": trainer.world,
-            }
-            (tmp / ckpt_io.STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+            ckpt_io.write_resume_state(tmp, step, trainer, rng)
     if main:
-        pointer = run / f".{ckpt_io.LATEST}.tmp"
-        pointer.write_text(out.name + "\n")
-        os.replace(pointer, run / ckpt_io.LATEST)
+        ckpt_io.point_latest(run, out)
     trainer.accelerator.wait_for_everyone()
     return out
 
@@ -128,13 +109,8 @@ def restore(ckpt: Path, trainer) -> int:
     params = _trainable(trainer)
     for name, moments in target[OPTIM].items():
         trainer.optimizer.state[params[name]] = moments
-    rng = load_file(str(ckpt / ckpt_io.RNG_FILE))
-    rank = trainer.rank % saved_world  # another number of processes: dropout streams continue differently
-    torch.set_rng_state(rng[f"torch_cpu_r{rank}"])
-    if torch.cuda.is_available():
-        prefix = f"cuda_r{rank}_"
-        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith(prefix)])
-    random.setstate(ckpt_io._tupled(state["python_rng"]))
+    # on another number of processes, dropout streams continue differently
+    ckpt_io.restore_rng(ckpt, state, trainer.rank % saved_world)
     return int(state["step"])
 
 

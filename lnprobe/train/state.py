@@ -35,34 +35,60 @@ def checkpoint_dir(run: Path, step: int) -> Path:
 def save_checkpoint(run: Path, step: int, trainer) -> Path:
     """Write checkpoint `step` (model part + exact-resume state) and point `latest` at it. Called on every
     process: each contributes its RNG state; the main process writes. Sharded runs: shard_state."""
-    from accelerate.utils import gather_object
-
     if trainer.config.shard == "fsdp":
         from lnprobe.train import shard_state
 
         return shard_state.save_checkpoint(run, step, trainer)
 
     out = checkpoint_dir(run, step)
-    rng_states = gather_object([_rng_tensors(trainer.rank)]) if trainer.world > 1 else [_rng_tensors(0)]
+    rng = gathered_rng(trainer)
     if trainer.accelerator.is_main_process:
         with atomic_dir(out) as tmp:
             _save_model_part(tmp, step, trainer)
             if trainer.config.final_optimizer or step < trainer.total_steps:
                 optimizer = _optimizer_tensors(trainer.optimizer, trainer.param_names)
                 save_file(optimizer, str(tmp / OPTIMIZER_FILE))
-            save_file({k: v for state in rng_states for k, v in state.items()}, str(tmp / RNG_FILE))
-            state = {
-                "step": step,
-                "python_rng": _jsonable(random.getstate()),
-                "config": asdict(trainer.config),
-                "processes": trainer.world,
-            }
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-        pointer = run / f".{LATEST}.tmp"
-        pointer.write_text(out.name + "\n")
-        os.replace(pointer, run / LATEST)
+            write_resume_state(tmp, step, trainer, rng)
+        point_latest(run, out)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def gathered_rng(trainer) -> dict[str, torch.Tensor]:
+    """Every process's RNG states, keyed by rank (call on every process; the main one writes them)."""
+    from accelerate.utils import gather_object
+
+    states = gather_object([_rng_tensors(trainer.rank)]) if trainer.world > 1 else [_rng_tensors(0)]
+    return {k: v for state in states for k, v in state.items()}
+
+
+def write_resume_state(tmp: Path, step: int, trainer, rng: dict[str, torch.Tensor]) -> None:
+    """A checkpoint's RNG file and trainer state (step, Python RNG, config, number of processes)."""
+    save_file(rng, str(tmp / RNG_FILE))
+    state = {
+        "step": step,
+        "python_rng": _jsonable(random.getstate()),
+        "config": asdict(trainer.config),
+        "processes": trainer.world,
+    }
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def point_latest(run: Path, ckpt: Path) -> None:
+    """Point the run's `latest` at `ckpt`, atomically."""
+    pointer = run / f".{LATEST}.tmp"
+    pointer.write_text(ckpt.name + "\n")
+    os.replace(pointer, run / LATEST)
+
+
+def restore_rng(ckpt: Path, state: dict, rank: int) -> None:
+    """Set the torch (CPU, CUDA) RNG states that process `rank` saved in `ckpt`, and the Python RNG."""
+    rng = load_file(str(ckpt / RNG_FILE))
+    torch.set_rng_state(rng[f"torch_cpu_r{rank}"])
+    if torch.cuda.is_available():
+        prefix = f"cuda_r{rank}_"
+        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith(prefix)])
+    random.setstate(_tupled(state["python_rng"]))
 
 
 def _save_model_part(tmp: Path, step: int, trainer, tensors: dict | None = None) -> None:
@@ -124,12 +150,7 @@ def restore(ckpt: Path, trainer) -> int:
         raise InputError(
             f"{ckpt}: saved by {state.get('processes', 1)} processes, resumed with {trainer.world}"
         )
-    rng = load_file(str(ckpt / RNG_FILE))
-    torch.set_rng_state(rng[f"torch_cpu_r{trainer.rank}"])
-    if torch.cuda.is_available():
-        prefix = f"cuda_r{trainer.rank}_"
-        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith(prefix)])
-    random.setstate(_tupled(state["python_rng"]))
+    restore_rng(ckpt, state, trainer.rank)
     return int(state["step"])
 
 
