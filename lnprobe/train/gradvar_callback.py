@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from lnprobe.probes.gradvar.stats import TRACE_FILE, GradStats, group_order, is_norm_group
 from lnprobe.train.callbacks import Callback
+from lnprobe.train.logs import trim_metrics
 
 SUMMARY_FILE = "gradvar.jsonl"
 
@@ -41,9 +42,8 @@ class GradVarCallback(Callback):
     def on_train_begin(self, trainer) -> None:
         self.since = trainer.step  # a resumed run accumulates afresh from its checkpoint (since_step)
         path = trainer.run / SUMMARY_FILE
-        if trainer.step and path.is_file() and trainer.accelerator.is_main_process:
-            keep = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= trainer.step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+        if trainer.step and trainer.accelerator.is_main_process:
+            trim_metrics(path, trainer.step)
         self.groups: dict[str, list[torch.nn.Parameter]] = {}
         for name, param in trainer.model.named_parameters():
             group = trainer.sites.group_of(name, per_layer=True) if param.requires_grad else None
