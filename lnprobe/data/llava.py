@@ -46,10 +46,15 @@ def _where(path: Path, index: int, rid: object = None) -> str:
 def read_records(path: str | Path) -> list[Record]:
     """Parse and validate a LLaVA JSON / JSONL file."""
     path = Path(path)
-    raw = _parse(path, read_text(path, "data file"))
+    raw = raw_records(path)
     if not raw:
         raise InputError(f"{path}: the dataset is empty")
     return [_record(path, i, item) for i, item in enumerate(raw)]
+
+
+def raw_records(path: str | Path) -> list:
+    """The records of a LLaVA JSON / JSONL file as parsed, every field kept (not validated)."""
+    return _parse(Path(path), read_text(path, "data file"))
 
 
 def _parse(path: Path, text: str) -> list:

@@ -18,7 +18,6 @@ from lnprobe.config import at_least, option, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.provenance import provenance
-from lnprobe.textio import read_text
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,12 @@ class SubsetConfig:
 
 def read_kinds(paths: tuple[str, ...]) -> dict[str, list[dict]]:
     """{kind: [raw record]} from LLaVA JSON / JSONL files (each record validated as training data is)."""
-    from lnprobe.data.llava import _parse, _record
+    from lnprobe.data.llava import _record, raw_records
 
     kinds: dict[str, list[dict]] = {}
     for name in paths:
         path = Path(name)
-        items = _parse(path, read_text(path, "data file"))
+        items = raw_records(path)
         for i, item in enumerate(items):
             _record(path, i, item)
             kinds.setdefault(str(item.get("kind") or path.stem), []).append(item)

@@ -20,18 +20,18 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from lnprobe.data.llava import IMAGE, read_records
+from lnprobe.data.llava import IMAGE, raw_records, read_records
 from lnprobe.errors import InputError
 from lnprobe.io import saved_path
 from lnprobe.probes.inputs import example_chunks, load_multimodal, probe_batches, saved_config
 from lnprobe.probes.linprobe.config import LinprobeConfig
 from lnprobe.probes.linprobe.fit import balanced_rows, cross_validated, group_folds, pca2
 from lnprobe.probes.registry import ProbeResult
+from lnprobe.progress import tracked
 from lnprobe.provenance import provenance
 
 SITES = ("input_norm.*.in", "input_norm.*.out")
@@ -72,14 +72,7 @@ class Rows:
 def attribute_labels(path: str, indices: list[int]) -> dict[str, list[str | None]]:
     """{attribute: its value per example (None where unknown)} for the raw records at `indices`:
     shape / colour / place of a one-shape `scene` (or a one-shape question's `answer`), count of any."""
-    from lnprobe.textio import parse_json, read_text
-
-    text = read_text(path, "data file")
-    raw = (
-        [parse_json(x, path) for x in text.splitlines() if x.strip()]
-        if Path(path).suffix == ".jsonl"
-        else parse_json(text, path)
-    )
+    raw = raw_records(path)
     out: dict[str, list[str | None]] = {a: [] for a in ATTRIBUTES}
     for i in indices:
         item = raw[i] if isinstance(raw[i], dict) else {}
@@ -150,11 +143,7 @@ def capture_model(label: str, spec: str, cfg: LinprobeConfig, rows: Rows | None)
     sites = select_sites(loaded.sites, list(SITES))
     capture = Capture(loaded.model, sites, "all", image_id)
     parts: dict[str, list[list[torch.Tensor]]] = {s.name: [[], [], []] for s in sites}
-    items = batches
-    if cfg.inputs.progress:
-        from rich.progress import track
-
-        items = track(batches, description=f"activations of {label}")
+    items = tracked(batches, cfg.inputs.progress, f"activations of {label}")
     start = 0
     for batch in items:
         captured = capture.run({k: v.to(cfg.inputs.device) for k, v in batch.items()})
@@ -194,11 +183,7 @@ def probe_model(label: str, data: dict, rows: Rows, labels: dict, cfg: LinprobeC
     splits |= {a: group_folds(y, keep, cfg.folds, cfg.probe_seed) for a, (keep, y) in labels.items()}
     kinds = rows.is_image[rows.pca]
     out, views = [], {}
-    items = list(data.items())
-    if cfg.inputs.progress:
-        from rich.progress import track
-
-        items = track(items, description=f"probes of {label}")
+    items = tracked(list(data.items()), cfg.inputs.progress, f"probes of {label}")
     for name, (probe_x, pca_x, means) in items:
         _, layer, site = name.split(".")
         where = {"model": label, "site": site, "layer": int(layer)}
