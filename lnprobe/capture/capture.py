@@ -21,6 +21,7 @@ from torch import nn
 from lnprobe.capture.sites import Site
 from lnprobe.capture.tokens import image_rows, position_mask, select_rows
 from lnprobe.errors import InputError
+from lnprobe.progress import tracked
 
 
 def _envoy(root, name: str):
@@ -121,11 +122,7 @@ def stream(
     to `save_to/batch-NNNNN.safetensors` (site name → rows) for reuse (`load_activations`)."""
     if save_to is not None:
         Path(save_to).mkdir(parents=True, exist_ok=True)
-    items = batches
-    if progress:
-        from rich.progress import track
-
-        items = track(batches, description=label, total=total)
+    items = tracked(batches, progress, label, total=total)
     for b, batch in enumerate(items):
         rows = capture.run(batch)
         if save_to is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from lnprobe.errors import InputError
+from lnprobe.progress import tracked
 
 _SEEN: dict[str, tuple[int, int]] = {}  # absolute path -> (size, mtime_ns) of a decoded image
 CACHE_NAME = "decoded_images.json"
@@ -77,10 +78,8 @@ def check_images(items: Iterable[tuple[Path, str]], progress: bool = False) -> N
     for t in [t for t in todo if cache.get(t[2]) == t[3]]:  # decoded by an earlier run
         _SEEN[t[2]] = t[3]
         todo.remove(t)
-    if todo and progress:
-        from rich.progress import track
-
-        todo = track(todo, description="checking images", transient=True)
+    if todo:
+        todo = tracked(todo, progress, "checking images", transient=True)
     added = 0
     for path, where, key, stamp in todo:
         try:

@@ -24,6 +24,7 @@ from lnprobe.probes.attention.config import AttentionConfig
 from lnprobe.probes.attention.stats import image_share, query_mask, resample_counts, summarise
 from lnprobe.probes.inputs import ProbeInputs, load_multimodal, probe_batches, saved_config
 from lnprobe.probes.registry import ProbeResult
+from lnprobe.progress import tracked
 from lnprobe.provenance import provenance
 
 
@@ -107,11 +108,7 @@ def model_shares(spec: str, inputs: ProbeInputs, label: str) -> tuple[torch.Tens
     model.set_attn_implementation("eager")
     image_id = loaded.processor.tokenizer.convert_tokens_to_ids(IMAGE)
     batches = probe_batches(inputs, loaded.processor)
-    items = batches
-    if inputs.progress:
-        from rich.progress import track
-
-        items = track(batches, description=f"attention: {label}")
+    items = tracked(batches, inputs.progress, f"attention: {label}")
     hooks = ShareHooks(model, loaded.sites.attn)
     rows, valid = [], []
     try:

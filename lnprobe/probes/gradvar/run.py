@@ -42,6 +42,7 @@ from lnprobe.probes.gradvar.stats import (
 )
 from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
 from lnprobe.probes.registry import ProbeResult
+from lnprobe.progress import tracked
 from lnprobe.provenance import provenance
 
 
@@ -74,11 +75,7 @@ def run_gradvar(cfg: GradVarConfig) -> GradVarResult:
     if n_samples < 2:
         raise InputError(f"{cfg.inputs.data}: {n_samples} gradient sample(s); a variance needs at least 2")
     acc = _Accumulator(groups, sites, cfg)
-    items = batches
-    if cfg.inputs.progress:
-        from rich.progress import track
-
-        items = track(batches, description=f"gradients of {cfg.ckpt}")
+    items = tracked(batches, cfg.inputs.progress, f"gradients of {cfg.ckpt}")
     for batch in items:
         acc.add({k: v.to(cfg.inputs.device) for k, v in batch.items()}, model)
     record = acc.record(cfg)

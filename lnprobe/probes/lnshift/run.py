@@ -24,6 +24,7 @@ from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
 from lnprobe.probes.lnshift.config import LnShiftConfig
 from lnprobe.probes.lnshift.stats import Moments, modality_gap, summarize_moments, weight_shift
 from lnprobe.probes.registry import ProbeResult
+from lnprobe.progress import tracked
 from lnprobe.provenance import provenance
 
 NORM_SITES = ["input_norm.*", "post_attention_norm.*", "final_norm.*"]
@@ -117,11 +118,7 @@ def _pass(spec: str, cfg: LnShiftConfig) -> dict:
     capture = Capture(model, sites, "all", image_id)
     batches = probe_batches(cfg.inputs, loaded.processor)
     acc: dict[str, dict[str, Moments]] = {}
-    items = batches
-    if cfg.inputs.progress:
-        from rich.progress import track
-
-        items = track(batches, description=f"norm activations of {spec}")
+    items = tracked(batches, cfg.inputs.progress, f"norm activations of {spec}")
     for batch in items:
         rows = capture.run(batch)
         real = batch["attention_mask"].bool()

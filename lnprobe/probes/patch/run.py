@@ -34,6 +34,7 @@ from lnprobe.probes.patch.activations import TOKEN_KINDS, activation_patching
 from lnprobe.probes.patch.config import PatchConfig
 from lnprobe.probes.patch.stats import fraction, gap, resample_indices
 from lnprobe.probes.registry import ProbeResult
+from lnprobe.progress import tracked
 from lnprobe.provenance import provenance
 from lnprobe.train.loss import answer_scores
 
@@ -182,11 +183,7 @@ def run_patch(cfg: PatchConfig) -> PatchResult:
     units = norm_units(model, sites)
     batches = probe_batches(cfg.inputs, loaded.processor)
     plan = conditions(units, sites.num_layers, cfg.cumulative)
-    items = plan
-    if cfg.inputs.progress:
-        from rich.progress import track
-
-        items = track(plan, description="patching norms")
+    items = tracked(plan, cfg.inputs.progress, "patching norms")
     tok = loaded.processor.tokenizer
     stop = {tok.eos_token_id, tok.pad_token_id} - {None}
     cache: dict[frozenset[str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -207,11 +204,7 @@ def run_patch(cfg: PatchConfig) -> PatchResult:
     if keep is None or int(keep.sum()) < 2:
         raise InputError(f"{cfg.inputs.data}: fewer than 2 examples with answer tokens")
     if cfg.activations:
-        batches_seen = batches
-        if cfg.inputs.progress:
-            from rich.progress import track
-
-            batches_seen = track(batches, description="patching norm outputs by token kind")
+        batches_seen = tracked(batches, cfg.inputs.progress, "patching norm outputs by token kind")
         image_id = loaded.processor.tokenizer.convert_tokens_to_ids(IMAGE)
         acts = activation_patching(model, sites, swap, batches_seen, cfg.inputs.device, stop, image_id)
         results.update({("activation", key): value for key, value in acts.items()})
