@@ -84,12 +84,11 @@ def estimates(model: str, device: str) -> dict:
 
     from lnprobe.models import load
     from lnprobe.params import regime_report, sharded_estimate
-    from lnprobe.regimes import apply_regime
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    report = regime_report(load(model).model, "full", dtype=dtype)
-    applied = apply_regime(load(model).model, "full")
-    sharded = sharded_estimate(applied.model, applied.sites, report.memory, dtype, 1)
+    loaded = load(model)
+    report = regime_report(loaded.model, "full", dtype=dtype)  # `full` wraps nothing: the sites still hold
+    sharded = sharded_estimate(loaded.model, loaded.sites, report.memory, dtype, 1)
     return {"none": report.memory.total, "fsdp": sharded.total, "parameters": report.total}
 
 
