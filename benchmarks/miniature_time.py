@@ -26,7 +26,7 @@ def main() -> None:
         return
     from rich.console import Console
 
-    from lnprobe.demo import run_demo
+    from lnprobe.miniature.demo import run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -225,6 +225,17 @@ def write_marker(directory: Path, command: str) -> None:
     (directory / MARKER).write_text(json.dumps(record) + "\n")
 
 
+def claim_dir(out: Path, command: str) -> None:
+    """A new directory marked as `command`'s, or an earlier run's of the same command to reuse (a
+    command that continues where it stopped: `lnprobe demo`, `study`, `pretrain backbones`)."""
+    if out.exists():
+        Output(out, command, force=True).check()
+        return
+    Output(out, command).check()
+    make_parents(out)
+    write_marker(out, command)
+
+
 def make_parents(path: Path) -> list[Path]:
     """Create directory `path` and its missing parents; returns those created, deepest first."""
     path = Path(path)

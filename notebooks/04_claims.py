@@ -28,7 +28,7 @@ from pathlib import Path
 
 from IPython.display import Image, display
 
-from lnprobe.demo import run_demo
+from lnprobe.miniature.demo import run_demo
 from lnprobe.miniature.config import SMOKE, MiniatureConfig
 
 DEMO = Path(os.environ.get("DEMO", "../runs/demo"))

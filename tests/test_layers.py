@@ -145,4 +145,4 @@ def later():
         assert any(b.startswith(f"lnprobe.models.load imports lnprobe.{target} (") for b in broken), broken
     assert violations("lnprobe.cli.train", {"lnprobe.cli.console", "typer", "lnprobe.train"}) == []
     assert violations("lnprobe.probes.gradvar.run", {"lnprobe.train.loss", "lnprobe.models"}) == []
-    assert violations("lnprobe.demo", {"typer.core"}) == ["lnprobe.demo imports typer (typer.core)"]
+    assert violations("lnprobe.miniature.demo", {"typer.core"}) == ["lnprobe.miniature.demo imports typer (typer.core)"]

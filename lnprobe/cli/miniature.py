@@ -46,7 +46,7 @@ def _smoke(cfg: MiniatureConfig, smoke: bool) -> MiniatureConfig:
 )
 def demo(cfg: MiniatureConfig, out: Path, smoke: bool) -> None:
     """The embedded default experiment: the paper's pipeline in miniature, end to end on CPU, no download."""
-    from lnprobe.demo import run_demo
+    from lnprobe.miniature.demo import run_demo
 
     run_demo(out, _smoke(cfg, smoke), console=console)
 
@@ -67,13 +67,13 @@ def demo(cfg: MiniatureConfig, out: Path, smoke: bool) -> None:
 )
 def study(cfg: MiniatureConfig, out: Path, seeds: int, smoke: bool) -> None:
     """The miniature over several seeds: accuracy with intervals over seeds, goals, claims pooled."""
-    from lnprobe.demo import _claim
     from lnprobe.errors import InputError
+    from lnprobe.io import claim_dir
     from lnprobe.miniature.study import run_study
 
     if seeds < 1:
         raise InputError(f"--seeds {seeds}: must be >= 1")
-    _claim(out, "study")
+    claim_dir(out, "study")
     result = run_study(out, _smoke(cfg, smoke), list(range(seeds)), progress=console.is_terminal)
     for name, a in result["accuracy"].items():
         lo, hi = a["ci95"] or (float("nan"),) * 2

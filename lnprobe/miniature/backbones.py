@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lnprobe.io import claim_dir
 from lnprobe.config import at_least, option, positive, ranged, seed_field, validate
 
 SHIPPED = Path(__file__).parent / "weights"
@@ -50,10 +51,9 @@ def build_backbones(cfg: BackbonesConfig) -> dict:
     """Data, vision tower, text LLM under cfg.out (each a step with its own folder; a finished one is
     reused); returns {'llm', 'vision', 'data', 'text_accuracy'}."""
     from lnprobe.data.synth import SynthConfig, write_synth
-    from lnprobe.demo import _claim
 
     out = Path(cfg.out)
-    _claim(out, "pretrain backbones")  # a new folder, or this command's earlier one to continue
+    claim_dir(out, "pretrain backbones")  # a new folder, or this command's earlier one to continue
     data = out / "data"
     if not (data / "text.jsonl").is_file():
         synth = SynthConfig(n=cfg.images, seed=cfg.seed, eval_fraction=0.05, val_fraction=0.0,

@@ -57,12 +57,12 @@ def test_params_bad_input(capsys, tmp_path):
 def test_demo_and_study_options_are_the_miniature_configs_fields(capsys, monkeypatch, tmp_path):
     """Every field of MiniatureConfig is a flag of `demo` and `study`; `--smoke` sets the smoke scale for
     the fields the flags leave at their defaults; `--centre-lr` changes the regimes it names only."""
-    import lnprobe.demo
+    import lnprobe.miniature.demo
     import lnprobe.miniature.study
     from lnprobe.miniature.config import CENTRE_LRS, SMOKE, MiniatureConfig
 
     seen = {}
-    monkeypatch.setattr(lnprobe.demo, "run_demo", lambda out, cfg, console: seen.update(demo=(out, cfg)))
+    monkeypatch.setattr(lnprobe.miniature.demo, "run_demo", lambda out, cfg, console: seen.update(demo=(out, cfg)))
     monkeypatch.setattr(
         lnprobe.miniature.study,
         "run_study",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lnprobe.demo import run_demo
+from lnprobe.miniature.demo import run_demo
 from lnprobe.errors import InputError
 from lnprobe.io import read_path
 from lnprobe.miniature.backbones import shipped

@@ -15,18 +15,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lnprobe.io import Output, make_parents, write_marker
+from lnprobe.io import claim_dir
 from lnprobe.miniature.config import MiniatureConfig
+from lnprobe.miniature.pipeline import run_miniature
+from lnprobe.miniature.table import print_results, saved_rows
 
 
 def run_demo(out: Path, config: MiniatureConfig | None = None, console: Console | None = None) -> dict:
-    from lnprobe.miniature.pipeline import run_miniature
-    from lnprobe.miniature.table import print_results, saved_rows
-
     console = console or Console()
     config = config or MiniatureConfig()
     out = Path(out)
-    _claim(out)
+    claim_dir(out, "demo")
     record = run_miniature(out, config, progress=console.is_terminal)
     rows = saved_rows(record["rows"], out)  # checkpoints relative to OUT: the folder can be moved or copied
     (out / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -38,16 +37,6 @@ def run_demo(out: Path, config: MiniatureConfig | None = None, console: Console 
         f"report: {out / 'claims' / 'report.html'} (and report.md); results: {out / 'results.json'}"
     )
     return record
-
-
-def _claim(out: Path, command: str = "demo") -> None:
-    """A new directory (marked as this command's), or an earlier run's of the same command to reuse."""
-    if out.exists():
-        Output(out, command, force=True).check()
-        return
-    Output(out, command).check()
-    make_parents(out)
-    write_marker(out, command)
 
 
 def _paper_params(out: Path) -> None:
