@@ -84,8 +84,8 @@ def _batch(config, n_seq: int, n_text: int, device: str) -> dict:
 def worker(shape: str, regime: str, ckpt: int, loss_path: str, plan: str, steps: int, warmup: int) -> dict:
     from lnprobe.models import build_from_config
     from lnprobe.regimes import RegimeOptions, apply_regime
+    from lnprobe.train.build import enable_checkpointing
     from lnprobe.train.loss import loss_sum
-    from lnprobe.train.setup import enable_checkpointing
 
     device = "cuda" if plan == "gpu" else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

@@ -20,7 +20,7 @@ from __future__ import annotations
 from lnprobe.claims.config import ClaimsConfig
 from lnprobe.lazy import lazy_exports
 
-_LAZY = {"run_claims": "run", "probe_inputs": "run"}  # torch: loaded on first use
+_LAZY = {"run_claims": "run", "probe_inputs": "inputs"}  # torch: loaded on first use
 __all__ = ["ClaimsConfig", *_LAZY]
 
 

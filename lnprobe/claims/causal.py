@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lnprobe.claims.inputs import probe_inputs
 from lnprobe.probes import PROBES
 
 
 def run_patch(cfg, spec: str, out: Path) -> dict:
     """The patch record of LN-tuned `spec` against the claims' base, on the claims' inputs."""
-    from lnprobe.claims.run import probe_inputs
     from lnprobe.probes.patch.config import PatchConfig
 
     config = PatchConfig(

@@ -9,19 +9,20 @@ from pathlib import Path
 
 import torch
 
+from lnprobe.claims.causal import causal_summary, run_patch
 from lnprobe.claims.config import ClaimsConfig
+from lnprobe.claims.inputs import probe_inputs
 from lnprobe.claims.pool import pool
+from lnprobe.claims.report import write_report
 from lnprobe.claims.verdicts import interval_verdict, sign_verdict
 from lnprobe.errors import InputError
 from lnprobe.io import saved_path, saved_paths, write_json
-from lnprobe.probes import PROBES, ProbeInputs
+from lnprobe.probes import PROBES
 from lnprobe.provenance import provenance
 
 
 def run_claims(cfg: ClaimsConfig) -> dict:
     """Run the probes, judge the three claims, write the report; return the claims record."""
-    from lnprobe.claims.report import write_report
-
     _check_inputs(cfg)
     with cfg.output().build() as tmp:
         probes = tmp / "probes"
@@ -36,8 +37,6 @@ def run_claims(cfg: ClaimsConfig) -> dict:
         }
         causal = {}
         if cfg.patch:
-            from lnprobe.claims.causal import causal_summary, run_patch
-
             causal = {
                 name: causal_summary(run_patch(cfg, spec, probes / f"patch-{name}"))
                 for name, spec in cfg.seeds("ln").items()
@@ -86,15 +85,6 @@ def _check_inputs(cfg: ClaimsConfig) -> None:
     for run in (*cfg.ln_runs, *cfg.full_runs):
         if not Path(run).is_dir():
             raise InputError(f"{run}: no such training run directory")
-
-
-def probe_inputs(cfg: ClaimsConfig) -> ProbeInputs:
-    """The one set of seeded inputs every probe of the claims reads."""
-    return ProbeInputs(
-        data=cfg.data, n=cfg.n, batch_size=cfg.batch_size, template=cfg.template,
-        image_folder=cfg.image_folder, max_length=cfg.max_length, seed=cfg.seed, device=cfg.device,
-        progress=cfg.progress,
-    )  # fmt: skip
 
 
 def _similarity(cfg: ClaimsConfig, name: str, spec: str, out: Path) -> dict:

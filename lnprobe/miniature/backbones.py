@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lnprobe.io import claim_dir
 from lnprobe.config import at_least, option, positive, ranged, seed_field, validate
+from lnprobe.io import claim_dir
 
 SHIPPED = Path(__file__).parent / "weights"
 QTYPES = ("the-colour", "the-shape", "the-place")  # the miniature's question types (one shape per picture)

@@ -182,7 +182,7 @@ def device_budget(device: torch.device) -> int:
 
 def checkpoint_layers(model: nn.Module, sites, chosen: tuple[int, ...]) -> None:
     """Non-reentrant activation checkpointing of exactly the decoder layers `chosen` (none: off)."""
-    from lnprobe.train.setup import enable_checkpointing
+    from lnprobe.train.build import enable_checkpointing
 
     if chosen:
         enable_checkpointing(model)

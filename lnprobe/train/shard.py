@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lnprobe.train import shard_start as start
+from lnprobe.train.build import build_model
 
 PARAM_DTYPE = torch.bfloat16  # the units' compute dtype on CUDA
 REDUCE_DTYPE = torch.float32
@@ -104,8 +105,6 @@ class FsdpAccelerator:
         """The model to train: with more than one process, the large-model start (lnprobe.train.shard_start:
         only the main process loads the weights, the others build the model on the meta device, and
         `prepare` hands the weights out after sharding); else every process loads `source`."""
-        from lnprobe.train.setup import build_model
-
         self.meta_start = start.wanted(cfg, source, self.num_processes)
         if self.meta_start and not self.is_main_process:
             return start.build_on_meta(cfg, source, options, dtype)

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lnprobe.train.build import finish_model
+
 ENABLED = True  # tests switch it off to compare with every process loading the weights
 
 
@@ -46,7 +48,6 @@ def build_on_meta(cfg, source: str, options, dtype: torch.dtype):
     from lnprobe.errors import InputError
     from lnprobe.models.hf import quiet_transformers
     from lnprobe.models.load import Loaded, _finish, _load_processor, auto_class, resolve_config, resolve_run
-    from lnprobe.train.setup import finish_model
 
     source = resolve_run(source)
     config = resolve_config(source)

@@ -34,12 +34,7 @@ def checkpoint_dir(run: Path, step: int) -> Path:
 
 def save_checkpoint(run: Path, step: int, trainer) -> Path:
     """Write checkpoint `step` (model part + exact-resume state) and point `latest` at it. Called on every
-    process: each contributes its RNG state; the main process writes. Sharded runs: shard_state."""
-    if trainer.config.shard == "fsdp":
-        from lnprobe.train import shard_state
-
-        return shard_state.save_checkpoint(run, step, trainer)
-
+    process: each contributes its RNG state; the main process writes. Sharded runs: shard_state's twin."""
     out = checkpoint_dir(run, step)
     rng = gathered_rng(trainer)
     if trainer.accelerator.is_main_process:
@@ -128,11 +123,8 @@ def read_state(ckpt: Path) -> dict:
 
 
 def restore(ckpt: Path, trainer) -> int:
-    """Load optimizer moments and RNG states from `ckpt`; returns its step."""
-    if trainer.config.shard == "fsdp":
-        from lnprobe.train import shard_state
-
-        return shard_state.restore(ckpt, trainer)
+    """Load optimizer moments and RNG states from `ckpt`; returns its step. Sharded runs: shard_state's
+    twin."""
     state = read_state(ckpt)
     if not (ckpt / OPTIMIZER_FILE).is_file():
         raise InputError(

@@ -30,14 +30,15 @@ from lnprobe.data.templates import TEMPLATES
 from lnprobe.errors import InputError
 from lnprobe.models.tiny import TinyConfig, save_tiny
 from lnprobe.regimes import RegimeOptions, resolve_regime
-from lnprobe.train import memory
+from lnprobe.train import memory, shard_state
 from lnprobe.train import state as ckpt_io
+from lnprobe.train.build import build_model, model_dtype
 from lnprobe.train.callbacks import Callback
 from lnprobe.train.config import TrainConfig
 from lnprobe.train.logs import append_metrics, progress_bar, tensorboard_writer, trim_metrics
 from lnprobe.train.loss import answer_scores, loss_sum
 from lnprobe.train.rundir import RunClaim, check_run_dir
-from lnprobe.train.setup import build_model, make_accelerator, model_dtype, param_groups
+from lnprobe.train.setup import make_accelerator, param_groups
 
 METRICS_FILE, RESULT_FILE = ckpt_io.METRICS_FILE, ckpt_io.RESULT_FILE
 
@@ -121,7 +122,8 @@ class Trainer:
         self.loss_module, self.optimizer = self.accelerator.prepare(
             LossModule(self.model, self.sites, config.loss_chunk), optimizer
         )
-        self.step = ckpt_io.restore(self.resume_from, self) if self.resume_from else 0
+        self.checkpoints = shard_state if config.shard == "fsdp" else ckpt_io  # sharded or whole
+        self.step = self.checkpoints.restore(self.resume_from, self) if self.resume_from else 0
         self.best_eval: float | None = None
         self._epoch_cache: tuple[int, list] = (-1, [])
         if self.claim.fresh is not None:  # set-up passed: the run directory appears now, complete
@@ -254,7 +256,7 @@ class Trainer:
                 if main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                     append_metrics(self.run / METRICS_FILE, self.tensorboard, metrics)
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == self.total_steps:
-                    last = ckpt_io.save_checkpoint(self.run, self.step, self)
+                    last = self.checkpoints.save_checkpoint(self.run, self.step, self)
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, metrics)
                 if progress:

@@ -62,7 +62,9 @@ def test_demo_and_study_options_are_the_miniature_configs_fields(capsys, monkeyp
     from lnprobe.miniature.config import CENTRE_LRS, SMOKE, MiniatureConfig
 
     seen = {}
-    monkeypatch.setattr(lnprobe.miniature.demo, "run_demo", lambda out, cfg, console: seen.update(demo=(out, cfg)))
+    monkeypatch.setattr(
+        lnprobe.miniature.demo, "run_demo", lambda out, cfg, console: seen.update(demo=(out, cfg))
+    )
     monkeypatch.setattr(
         lnprobe.miniature.study,
         "run_study",

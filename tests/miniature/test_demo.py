@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from lnprobe.miniature.demo import run_demo
 from lnprobe.errors import InputError
 from lnprobe.io import read_path
 from lnprobe.miniature.backbones import shipped
 from lnprobe.miniature.config import CENTRE_LRS, REGIMES, SHAPE, SMOKE, MiniatureConfig
+from lnprobe.miniature.demo import run_demo
 from lnprobe.miniature.pipeline import run_miniature
 from lnprobe.models import load
 

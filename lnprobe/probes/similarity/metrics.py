@@ -21,7 +21,8 @@ import torch
 
 from lnprobe.errors import InputError
 from lnprobe.probes.similarity.hsic import check_matrix, hsic_pairs
-from lnprobe.probes.similarity.tensors import pair
+from lnprobe.probes.similarity.stats import MinibatchCKA, MinibatchCosine
+from lnprobe.probes.similarity.tensors import pair, rbf_gram
 from lnprobe.registry import Registry
 
 
@@ -73,7 +74,7 @@ def rbf_cka(x, y, sigma: float | None = None, debiased: bool = False) -> float:
     """CKA with Gaussian kernels; `sigma` = sqrt(median squared distance) of each input when None;
     `debiased`: unbiased HSIC (n >= 4), as the `rbf_cka` metric and `lnprobe similarity` use."""
     a, b = pair(x, y)
-    k, l_ = _rbf_gram(a, sigma), _rbf_gram(b, sigma)
+    k, l_ = rbf_gram(a, sigma), rbf_gram(b, sigma)
     n = k.shape[0]
     if debiased:
         if n < 4:
@@ -82,16 +83,6 @@ def rbf_cka(x, y, sigma: float | None = None, debiased: bool = False) -> float:
     h = torch.eye(n, dtype=k.dtype, device=k.device) - 1.0 / n
     kc, lc = h @ k @ h, h @ l_ @ h
     return _ratio((kc * lc).sum(), kc.square().sum(), lc.square().sum())
-
-
-def _rbf_gram(x: torch.Tensor, sigma: float | None) -> torch.Tensor:
-    sq = torch.cdist(x, x).square()
-    if sigma is None:
-        off = sq[~torch.eye(sq.shape[0], dtype=torch.bool, device=sq.device)]
-        sigma = float(torch.sqrt(off.median())) if off.numel() else 1.0
-    if sigma <= 0:
-        raise InputError("rbf_cka: sigma must be > 0 (are all examples identical?)")
-    return torch.exp(-sq / (2 * sigma**2))
 
 
 def random_baseline(x, y, repeats: int = 5, seed: int = 0) -> float:
@@ -128,8 +119,6 @@ METRICS: Registry[Metric] = Registry("metric")
 
 def _accumulator(**kw) -> Callable[[], object]:
     def make():
-        from lnprobe.probes.similarity.stats import MinibatchCKA, MinibatchCosine
-
         return MinibatchCosine() if kw.get("kernel") == "cosine" else MinibatchCKA(**kw)
 
     return make

@@ -17,7 +17,7 @@ import torch
 
 from lnprobe.errors import InputError
 from lnprobe.probes.similarity.hsic import hsic_pairs
-from lnprobe.probes.similarity.tensors import as_float64, center
+from lnprobe.probes.similarity.tensors import as_float64, center, rbf_gram
 
 
 def grams(features: Sequence, matmul_dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -34,9 +34,7 @@ def grams(features: Sequence, matmul_dtype: torch.dtype = torch.float64) -> torc
 def rbf_grams(features: Sequence) -> torch.Tensor:
     """Gaussian-kernel Gram matrices `[L, n, n]` (float64), bandwidth = sqrt(median squared distance) of
     each layer's rows (the median heuristic, per minibatch)."""
-    from lnprobe.probes.similarity.metrics import _rbf_gram
-
-    return torch.stack([_rbf_gram(as_float64(f, f"layer {i}"), None) for i, f in enumerate(features)])
+    return torch.stack([rbf_gram(as_float64(f, f"layer {i}"), None) for i, f in enumerate(features)])
 
 
 def _centre_gram(g: torch.Tensor) -> torch.Tensor:

@@ -33,3 +33,15 @@ def pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
 def center(x: torch.Tensor) -> torch.Tensor:
     """Subtract the column means (centring features makes Gram matrices centred)."""
     return x - x.mean(dim=0, keepdim=True)
+
+
+def rbf_gram(x: torch.Tensor, sigma: float | None) -> torch.Tensor:
+    """The Gaussian-kernel Gram matrix of the rows of `x`; `sigma` None: the median heuristic (sqrt of the
+    median squared distance between distinct rows)."""
+    sq = torch.cdist(x, x).square()
+    if sigma is None:
+        off = sq[~torch.eye(sq.shape[0], dtype=torch.bool, device=sq.device)]
+        sigma = float(torch.sqrt(off.median())) if off.numel() else 1.0
+    if sigma <= 0:
+        raise InputError("rbf_cka: sigma must be > 0 (are all examples identical?)")
+    return torch.exp(-sq / (2 * sigma**2))
