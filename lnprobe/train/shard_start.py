@@ -88,13 +88,21 @@ def _fill(target: torch.Tensor, source: torch.Tensor | None, device: torch.devic
     `DTensor` shard of a parameter or a whole buffer). `source` is None except on the main process."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    if dist.get_rank() == 0:
-        whole = source.detach().to(device=device, dtype=target.dtype).contiguous()
-    else:
-        whole = torch.empty(target.shape, dtype=target.dtype, device=device)
+    whole = whole_tensor(target, source, device)
     dist.broadcast(whole, src=0)
     if isinstance(target, DTensor):  # this process's chunk: split locally, no further communication
         part = distribute_tensor(whole, target.device_mesh, target.placements, src_data_rank=None)
         target.to_local().copy_(part.to_local())
     elif target.data_ptr() != whole.data_ptr():
         target.copy_(whole)
+    if dist.get_rank() != 0:  # free the receive buffer now: gloo keeps the last one referenced until the
+        whole.untyped_storage().resize_(0)  # next collective, so two whole tensors were alive at once
+
+
+def whole_tensor(target: torch.Tensor, source: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """The one whole tensor a process holds while `target` is filled: the main process's weight in the
+    target's dtype, an empty receive buffer of the whole shape on the others (the set-up's only whole
+    tensors on a process that did not load the weights; tests count them)."""
+    if dist.get_rank() == 0:
+        return source.detach().to(device=device, dtype=target.dtype).contiguous()
+    return torch.empty(target.shape, dtype=target.dtype, device=device)

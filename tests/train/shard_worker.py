@@ -12,9 +12,10 @@ EVAL WIDE_BASE`: the `lnprobe train --shard fsdp` command line, in one launch (o
 * OUT/sweep: `lnprobe sweep --shard fsdp`, ln-simp at lr 0.01 and 0.02, 3 steps;
 * OUT/ln-load, OUT/full-load: as OUT/ln and OUT/full, but every process loads the weights (the start
   before the large-model start, lnprobe.train.shard_start);
-* OUT/memory: the set-up alone (large-model start, `full`) of WIDE_BASE (WIDE: 139 MB of weights):
-  each process's peak resident memory during set-up (`memory-r<rank>.json`, kB above the level before
-  set-up) and its non-persistent buffers afterwards (`buffers-r<rank>.safetensors`).
+* OUT/memory: the set-up alone (large-model start, `full`) of WIDE_BASE (WIDE: 139 MB of weights): what
+  it materialises on each process (`setup-r<rank>.json`: loads, bytes held, whole tensors made and alive
+  at once, shard bytes; see SetUpCount) and its non-persistent buffers afterwards
+  (`buffers-r<rank>.safetensors`).
 """
 
 import json
@@ -22,6 +23,7 @@ import os
 import shutil
 import signal
 import sys
+import weakref
 from pathlib import Path
 
 import torch.distributed as dist
@@ -109,21 +111,86 @@ def full_load_runs(out: Path, data: str) -> None:
         shard_start.ENABLED = True
 
 
-def peak_kb() -> int:
-    """This process's peak resident memory (VmHWM, kB) since the last reset (/proc/self/clear_refs)."""
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
-    return int(line.split()[1])
+def local_bytes(tensors) -> int:
+    """Bytes this process holds of `tensors` (a DTensor's local shard; meta tensors hold none)."""
+    from torch.distributed.tensor import DTensor
+
+    parts = (t.to_local() if isinstance(t, DTensor) else t for t in tensors)
+    return sum(t.numel() * t.element_size() for t in parts if not t.is_meta)
+
+
+class SetUpCount:
+    """What the large-model start materialises on this process, counted at the functions it goes through
+    (lnprobe.train.shard's build_model, shard_start's build_on_meta, materialize and whole_tensor): loads
+    of the weights, bytes of weights held before the shards are filled, every whole tensor made while
+    filling them (and how many held memory at once: a tensor gone, or whose storage was freed, holds
+    none), and the bytes of this process's shards afterwards."""
+
+    def __init__(self) -> None:
+        self.record = {"loads": 0, "meta_builds": 0, "wholes": 0, "whole_bytes": 0, "whole_max_bytes": 0}
+        self.record["whole_max_alive"] = 0
+        self.made: list[weakref.ref] = []  # the whole tensors made so far that still hold memory
+        self.patched = []
+
+    def patch(self, module, name: str, wrapper) -> None:
+        original = getattr(module, name)
+        self.patched.append((module, name, original))
+        setattr(module, name, wrapper(original))
+
+    def __enter__(self):
+        from lnprobe.train import shard
+
+        self.patch(shard, "build_model", lambda f: self.counted("loads", f))
+        self.patch(shard_start, "build_on_meta", lambda f: self.counted("meta_builds", f))
+        self.patch(shard_start, "materialize", self.materialize)
+        self.patch(shard_start, "whole_tensor", self.whole_tensor)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, name, original in reversed(self.patched):
+            setattr(module, name, original)
+
+    def counted(self, key: str, f):
+        def wrapped(*args, **kw):
+            self.record[key] += 1
+            return f(*args, **kw)
+
+        return wrapped
+
+    def materialize(self, f):
+        def wrapped(root, full, device):
+            self.record["held_before"] = local_bytes([*root.parameters(), *root.buffers()])
+            self.record["full_bytes"] = local_bytes(full.values())
+            f(root, full, device)
+            self.record["shard_bytes"] = local_bytes(root.parameters())
+
+        return wrapped
+
+    def whole_tensor(self, f):
+        def wrapped(target, source, device):
+            whole = f(target, source, device)
+            size = whole.numel() * whole.element_size()
+            self.made = [w for w in self.made if w() is not None and w().untyped_storage().nbytes()]
+            self.made.append(weakref.ref(whole))
+            r = self.record
+            r["wholes"], r["whole_bytes"] = r["wholes"] + 1, r["whole_bytes"] + size
+            r["whole_max_bytes"] = max(r["whole_max_bytes"], size)
+            r["whole_max_alive"] = max(r["whole_max_alive"], len(self.made))
+            return whole
+
+        return wrapped
 
 
 def memory_run(out: Path, data: str, base: str) -> None:
-    """Set up (no step) `full` training of `base` (made by the test from WIDE), recording the set-up's peak
-    memory; the first large model these processes build, so memory freed earlier cannot hide its peak."""
+    """Set up (no step) `full` training of `base` (made by the test from WIDE) with the large-model start,
+    recording what it materialises on each process (`SetUpCount`, `setup-r<rank>.json`) and the
+    non-persistent buffers afterwards. (Its resident-memory peak is a measurement:
+    benchmarks/shard_start.py.)"""
     rank = int(os.environ["RANK"])  # the process group starts with the trainer
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := the current resident memory
-    before = peak_kb()
     config = dict(model=base, data=data, out=str(out / "run"), regime="full", shard="fsdp", progress=False)
-    trainer = Trainer(TrainConfig(**config))
-    (out / f"memory-r{rank}.json").write_text(json.dumps({"kb": peak_kb() - before}))
+    with SetUpCount() as count:
+        trainer = Trainer(TrainConfig(**config))
+    (out / f"setup-r{rank}.json").write_text(json.dumps(count.record))
     found = shard_start.non_persistent_buffers(trainer.model)
     buffers = {name: owner._buffers[key].detach().contiguous().clone() for name, owner, key in found}
     save_file(buffers, str(out / f"buffers-r{rank}.safetensors"))
