@@ -9,13 +9,15 @@ from contextlib import nullcontext
 from pathlib import Path
 
 
-def tensorboard_writer(path: Path):
-    """A TensorBoard SummaryWriter when the `tensorboard` package is installed, else None."""
+def tensorboard_writer(path: Path, start_step: int = 0):
+    """A TensorBoard SummaryWriter when the `tensorboard` package is installed, else None. A run resumed
+    from its checkpoint at `start_step` purges the events its interrupted predecessor logged after that
+    step (they are re-run and logged again): TensorBoard drops earlier events at steps >= purge_step."""
     if importlib.util.find_spec("tensorboard") is None:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(path))
+    return SummaryWriter(str(path), purge_step=start_step + 1 if start_step else None)
 
 
 def append_metrics(path: Path, tensorboard, metrics: dict) -> None:

@@ -224,7 +224,7 @@ class Trainer:
         if self.step >= self.total_steps:  # resuming a finished run: nothing to train
             return TrainResult(**ckpt_io.finished_result(self.run, self.step, self.resume_from))
         cfg, main = self.config, self.accelerator.is_main_process
-        self.tensorboard = tensorboard_writer(self.run / "tensorboard") if main else None
+        self.tensorboard = tensorboard_writer(self.run / "tensorboard", self.step) if main else None
         if main:
             trim_metrics(self.run / METRICS_FILE, self.step)
             (self.run / RESULT_FILE).unlink(missing_ok=True)  # present only once this run has finished

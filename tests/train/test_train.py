@@ -420,7 +420,7 @@ def test_metrics_go_to_tensorboard_when_installed(synth, tmp_path, monkeypatch):
         def flush(self):
             pass
 
-    monkeypatch.setattr("lnprobe.train.trainer.tensorboard_writer", lambda path: FakeWriter())
+    monkeypatch.setattr("lnprobe.train.trainer.tensorboard_writer", lambda path, start_step: FakeWriter())
     train(cfg(synth, tmp_path / "r", max_steps=2))
     assert ("train/loss", 1) in logged and ("train/lr", 2) in logged
 
@@ -434,6 +434,31 @@ def test_training_writes_tensorboard_logs_under_the_run(synth, tmp_path):
     tags = events.Tags()["scalars"]
     assert "train/loss" in tags and "train/eval_loss" in tags
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+def test_a_resumed_run_replaces_the_interrupted_runs_tensorboard_steps(synth, tmp_path):
+    """Cut at step 5 with the last checkpoint at step 4, then resumed: steps 5 and 6 are logged once each,
+    with the resumed run's values (those of metrics.jsonl), not the interrupted run's beside them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "cut"
+    kw = dict(save_every=4, max_steps=6, lr=1e-2)
+
+    class Planted(Callback):  # a step-5 loss of the interrupted run's that cannot pass for the resumed one's
+        def on_step_end(self, trainer, step, metrics):
+            if step == 5:
+                trainer.tensorboard.add_scalar("train/loss", -1.0, 5)
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(synth, run, **kw), [Planted()])
+    train(cfg(synth, run, resume=str(run), **kw))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    saved = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [step for step, _ in logged] == list(range(1, 7))
+    assert [value for _, value in logged] == pytest.approx([m["loss"] for m in saved])
 
 
 def test_data_loading_workers_change_nothing(synth, tmp_path):
