@@ -14,7 +14,7 @@ from lnprobe import config as cfgmod
 from lnprobe.data import images
 from lnprobe.errors import InputError
 from lnprobe.io import MARKER, Output, marker_command
-from lnprobe.textio import parse_json, read_text
+from lnprobe.textio import one_line, parse_json, read_text, read_yaml
 
 
 def test_output_builds_atomically_and_marks_its_command(tmp_path):
@@ -155,6 +155,36 @@ def test_text_readers(tmp_path):
     with pytest.raises(InputError, match="unreadable JSON"):
         parse_json("[" * 100_000, "f")
     assert parse_json('{"a": [1]}', "f") == {"a": [1]}
+
+
+def test_parser_messages_name_the_problem_in_one_sentence(tmp_path):
+    """A 5000-digit integer or deep nesting is named, not Python's message cut mid-word; a YAML error
+    gives its line."""
+    big = tmp_path / "big.yaml"
+    big.write_text("hidden_size: " + "1" * 5000 + "\n")
+    digits = "an integer with 5000 digits; Python reads at most 4300"
+    cases = [
+        (lambda: parse_json('{"n": ' + "1" * 5000 + "}", "c.json"), f"c.json: unreadable JSON ({digits})"),
+        (lambda: parse_json("[" * 100_000, "c.json"), "c.json: unreadable JSON (nested too deeply)"),
+        (lambda: read_yaml(big), f"{big}: unreadable YAML ({digits})"),
+    ]
+    for call, message in cases:
+        with pytest.raises(InputError) as info:
+            call()
+        assert str(info.value) == message
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\nb: c: d\n")
+    with pytest.raises(InputError, match=r"bad.yaml: malformed YAML at line 2 \(mapping values are not"):
+        read_yaml(bad)
+
+
+def test_one_line_keeps_the_reason_and_cuts_at_a_word():
+    assert one_line(ValueError("Validation error for field 'x':\n    TypeError: expected int, got str")) == (
+        "Validation error for field 'x': TypeError: expected int, got str"
+    )
+    assert one_line(KeyError()) == "KeyError" and one_line("first\nsecond") == "first"
+    cut = one_line("alpha " * 50, limit=40)
+    assert cut == "alpha alpha alpha alpha alpha alpha..." and len(cut) <= 40
 
 
 def _png(path, colour=(255, 0, 0)):

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lnprobe.errors import InputError
 from lnprobe.progress import tracked
+from lnprobe.textio import one_line
 
 _SEEN: dict[str, tuple[int, int]] = {}  # absolute path -> (size, mtime_ns) of a decoded image
 CACHE_NAME = "decoded_images.json"
@@ -57,7 +58,7 @@ def decode(path: Path) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: unreadable image ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: unreadable image ({one_line(exc)})") from None
 
 
 def check_images(items: Iterable[tuple[Path, str]], progress: bool = False) -> None:

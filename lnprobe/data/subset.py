@@ -18,6 +18,7 @@ from lnprobe.config import at_least, option, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.provenance import provenance
+from lnprobe.textio import one_line
 
 
 @dataclass(frozen=True)
@@ -114,5 +115,5 @@ def _tokenizer(spec: str):
     try:
         tok = AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"--model {spec}: no tokenizer ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"--model {spec}: no tokenizer ({one_line(exc)})") from None
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])

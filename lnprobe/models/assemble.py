@@ -32,6 +32,8 @@ from lnprobe.errors import InputError
 from lnprobe.models.config import AssembleConfig
 from lnprobe.models.connector import LinearConnector, set_connector_kind
 from lnprobe.models.hf import quiet_transformers, save_quietly
+from lnprobe.models.load import require_local
+from lnprobe.textio import one_line
 
 DECODERS = ("llama", "mistral", "qwen2")
 IMAGE = "<image>"
@@ -39,14 +41,13 @@ ASSEMBLE_KEY = "lnprobe_assemble"
 
 
 def _config(spec: str, online: bool, flag: str):
+    require_local(spec, flag)  # a missing folder is named as such, not looked up on the hub
     try:
         with quiet_transformers():
             return AutoConfig.from_pretrained(spec, local_files_only=not online, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         where = "" if Path(spec).exists() or online else " (not a local directory or cached hub id; --online)"
-        raise InputError(
-            f"{flag} {spec}: no readable config.json{where} ({str(exc).splitlines()[0]})"
-        ) from None
+        raise InputError(f"{flag} {spec}: no readable config.json{where} ({one_line(exc)})") from None
 
 
 def vision_config_of(config, spec: str):
@@ -87,7 +88,7 @@ def _tokenizer(spec: str, online: bool):
         with quiet_transformers():
             tok = AutoTokenizer.from_pretrained(spec, local_files_only=not online, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"--llm {spec}: no usable tokenizer ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"--llm {spec}: no usable tokenizer ({one_line(exc)})") from None
     if IMAGE in tok.get_vocab():
         raise InputError(
             f"--llm {spec}: the tokenizer already has a {IMAGE} token "
@@ -158,7 +159,7 @@ def _load_sources(cfg: AssembleConfig) -> tuple[nn.Module, nn.Module]:
             llm = AutoModelForCausalLM.from_pretrained(cfg.llm, **kw)
             vision = AutoModel.from_pretrained(cfg.vision, **kw)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise InputError(f"cannot load weights ({str(exc).strip().splitlines()[0]})") from None
+        raise InputError(f"cannot load weights ({one_line(exc)})") from None
     full = hasattr(vision.config, "vision_config")  # a CLIP / SigLIP model with a text side
     return llm, vision.vision_model if full else vision
 

@@ -10,6 +10,7 @@ asked for.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -92,9 +93,28 @@ def checkpoint_kind(spec: str) -> str:
         raise InputError(f"{spec}: expected a checkpoint directory or a config .json file")
     if spec in PRESETS or spec == "tiny":
         return "preset"
-    if _HUB_ID.match(spec) and not spec.startswith("."):
+    require_local(spec)
+    if _HUB_ID.match(spec):
         return "hub"
     raise InputError(f"{spec}: no such checkpoint directory, config file, preset or hub id")
+
+
+def looks_local(spec: str) -> bool:
+    """Whether `spec` can only name a local path, never a hub id (owner/name): it starts with ./, ../, / or
+    ~, or holds a path separator without being owner/name."""
+    spec = str(spec)
+    if spec.startswith(("./", "../", "/", "~", "." + os.sep, ".." + os.sep)) or spec in (".", ".."):
+        return True
+    return ("/" in spec or os.sep in spec) and not _HUB_ID.match(spec)
+
+
+def require_local(spec: str, flag: str = "") -> None:
+    """InputError '[FLAG ]SPEC: no such directory' (or file, for a .json) when `spec` can only be a local
+    path and nothing is there: no hub look-up, no download, no message of transformers'."""
+    spec = str(spec)
+    if looks_local(spec) and not os.path.lexists(os.path.expanduser(spec)):
+        what = "file" if spec.endswith(".json") else "directory"
+        raise InputError(f"{flag + ' ' if flag else ''}{spec}: no such {what}")
 
 
 def read_json(path: Path) -> dict:
@@ -146,7 +166,7 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
         try:
             return check_shapes(AutoConfig.for_model(**data), spec)
         except CONFIG_ERRORS as exc:
-            raise InputError(f"{spec}: invalid model config ({str(exc).splitlines()[0]})") from None
+            raise InputError(f"{spec}: invalid model config ({textio.one_line(exc)})") from None
     if kind == "hf":
         read_json(Path(spec) / "config.json")  # corrupt-file errors name the file
     try:
@@ -222,8 +242,7 @@ def _finish(model: nn.Module) -> nn.Module:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return textio.one_line(exc)
 
 
 def load(

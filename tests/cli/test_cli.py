@@ -45,7 +45,7 @@ def test_params_tables_on_a_checkpoint(capsys, tiny_dir):
 
 def test_params_bad_input(capsys, tmp_path):
     assert_one_line_error(*run(capsys, "params", "llava-7b", "-r", "layernorm"), "unknown regime 'layernorm'")
-    assert_one_line_error(*run(capsys, "params", str(tmp_path / "nope")), "nope", "no such checkpoint")
+    assert_one_line_error(*run(capsys, "params", str(tmp_path / "nope")), "nope: no such directory")
     assert_one_line_error(*run(capsys, "params", "llava-7b", "--dtype", "fp64"), "unknown dtype 'fp64'")
     assert_one_line_error(*run(capsys, "params", "llava-7b", "--lora-rank", "0"), "--lora-rank")
     assert_one_line_error(*run(capsys, "params"), "Missing argument")

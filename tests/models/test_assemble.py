@@ -214,3 +214,12 @@ def test_bad_input_exits_2(sources, tmp_path, capsys):
     for name in "abcd":
         assert not (tmp_path / name).exists()
     one_line(cli.main(["tiny", str(tmp_path / "e"), "--part", "audio"]), "unknown part")
+
+
+def test_a_missing_local_folder_is_named_without_a_hub_look_up(tmp_path, monkeypatch, capsys):
+    """`--llm ./x` can only be a local folder: one line of lnprobe's, none of transformers' hub messages,
+    even with --online."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["assemble", "--llm", "./no-such-llm", "--vision", "./no-such-tower", "--out", "o", "--online"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == "lnprobe: error: --llm ./no-such-llm: no such directory"

@@ -11,7 +11,7 @@ from transformers import AutoModelForImageTextToText, LlavaProcessor
 
 from lnprobe.checkpoints.delta import DELTA_FILE, DeltaInfo, fingerprint, read_delta, save_delta
 from lnprobe.errors import InputError
-from lnprobe.models import TinyConfig, build_tiny, checkpoint_kind, load, save_tiny
+from lnprobe.models import TinyConfig, build_tiny, checkpoint_kind, load, resolve_config, save_tiny
 from lnprobe.models.connector import LinearConnector
 from lnprobe.regimes import RegimeOptions, apply_regime
 from tests.conftest import image_batch
@@ -198,7 +198,7 @@ def test_corrupt_delta(tiny_dir, tmp_path, corrupt, message):
 
 
 def test_missing_and_corrupt_checkpoints(tiny_dir, tmp_path):
-    with pytest.raises(InputError, match="no such checkpoint directory"):
+    with pytest.raises(InputError, match="nope: no such directory"):
         load(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="empty: not a model checkpoint"):
@@ -232,6 +232,37 @@ def test_a_mistyped_local_path_is_named_as_a_missing_directory(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match=r"runs/bse: no such checkpoint directory \(nor a hub id"):
         load("runs/bse")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("./no-such-dir", "./no-such-dir: no such directory"),
+        ("../no-such-dir/ckpt", "../no-such-dir/ckpt: no such directory"),
+        ("no-such-dir/runs/ln", "no-such-dir/runs/ln: no such directory"),  # not owner/name
+        ("./no-such-config.json", "./no-such-config.json: no such file"),
+    ],
+)
+def test_a_missing_local_path_is_named_without_a_hub_look_up(spec, message, tmp_path, monkeypatch):
+    """A spec that can only be a local path is never looked up on the hub: its message is one line of
+    lnprobe's, with nothing of transformers' (nor of the Hugging Face cache) appended."""
+    monkeypatch.chdir(tmp_path)
+    for call in (load, resolve_config):
+        with pytest.raises(InputError) as info:
+            call(spec, online=True)
+        assert str(info.value) == message
+
+
+def test_a_config_field_of_the_wrong_type_says_what_is_wrong(tmp_path):
+    """transformers' validation message continues on a second line after 'field ...:'; the one line keeps
+    the reason instead of ending at the colon."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model_type": "llama", "hidden_size": "sixty-four"}))
+    with pytest.raises(InputError) as info:
+        resolve_config(str(path))
+    message = str(info.value)
+    assert "\n" not in message and ":)" not in message, message
+    assert "hidden_size" in message and "expected int, got str (value: 'sixty-four')" in message
 
 
 def test_presets_have_no_weights():

@@ -224,7 +224,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(setup, tmp_path, cap
         ((f"{base}",), data, "expected LABEL=PATH"),
         ((f"a={base}",), _no_images(data, tmp_path), "no record has an image"),
         ((f"a={base}", f"b={other}"), data, "2 decoder layers x 4 heads, but a has 4 x 4"),
-        ((f"a={base}", f"b={tmp_path / 'missing'}"), data, "missing: no such checkpoint"),
+        ((f"a={base}", f"b={tmp_path / 'missing'}"), data, "missing: no such directory"),
     ]
     for i, (models, path, message) in enumerate(cases):
         assert _run(tmp_path / f"out{i}", path, *models) == 2, message
