@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +18,17 @@ def runs_command(
         Path | None, typer.Option(help="Where to write index.html and runs.csv (default: ROOT/runs-index).")
     ] = None,
 ) -> None:
-    """Index every run and probe result under ROOT: a sortable, filterable HTML table and a CSV."""
+    """Index every run and probe result under ROOT: a sortable, filterable HTML table and a CSV. A saved file
+    that cannot be read is left out with a warning on stderr and named in its row's `unreadable` column;
+    the index is still written (exit 0)."""
     from lnprobe.report.runs import PAGE, TABLE, write_index
 
-    written, rows = write_index(root, out)
+    written, rows = write_index(root, out, warn=_warn)
     console.print(f"{rows} results; wrote {written / PAGE} and {written / TABLE}")
+
+
+def _warn(line: str) -> None:
+    print(f"lnprobe: warning: {line}", file=sys.stderr)
 
 
 @app.command("report")

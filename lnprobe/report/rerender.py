@@ -8,26 +8,23 @@
                 folder and the provenance
 
 The folder must be one lnprobe wrote (its marker names the command); only the report files are replaced.
+The saved JSON is checked against the shape of every field the report uses (`lnprobe.report.saved`; the
+claims and study shapes below) before anything is written: a file that does not fit is named with what is
+wrong, and nothing changes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lnprobe.errors import InputError
 from lnprobe.io import MARKER, marker_command
 from lnprobe.report.markdown import provenance_lines, write_pages
-from lnprobe.textio import read_json
+from lnprobe.report.saved import ANY_OBJECT, NUM, RESULTS, SUMMARY, read_saved
+from lnprobe.textio import Array
 
-RESULT_FILES = {
-    "similarity": "similarity.json",
-    "gradvar": "gradvar.json",
-    "lnshift": "lnshift.json",
-    "patch": "patch.json",
-    "attention": "attention.json",
-    "linprobe": "linprobe.json",
-    "eval": "results.json",
-}
+RESULT_FILES = {command: name for command, (name, _) in RESULTS.items()}
 
 
 def rerender(path: str | Path) -> list[Path]:
@@ -43,26 +40,83 @@ def rerender(path: str | Path) -> list[Path]:
     if command == "claims":
         from lnprobe.claims.report import write_report
 
-        write_report(_read(path / "claims.json"), path)
+        write_report(_read(path / "claims.json", CLAIMS), path)
         return [path / "report.md", path / "report.html"]
     if command == "study":
         from lnprobe.miniature.study import markdown
 
-        return list(write_pages(markdown(_read(path / "study.json")), path, "lnprobe study", stem="study"))
-    if command in RESULT_FILES:
-        record = _read(path / RESULT_FILES[command])
+        study = _read(path / "study.json", study_shape())
+        return list(write_pages(markdown(study), path, "lnprobe study", stem="study"))
+    if command in RESULTS:
+        name, shape = RESULTS[command]
+        record = _read(path / name, shape)
         return list(write_pages(probe_markdown(command, record, path), path, f"lnprobe {command}"))
     raise InputError(f"{path}: `lnprobe {command}` writes no report (reports: claims, demo, study, "
                      f"{', '.join(RESULT_FILES)})")  # fmt: skip
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path, shape: Any) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: missing (the report is rendered from it)")
-    record = read_json(path)
-    if not isinstance(record, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return record
+    return read_saved(path, shape)
+
+
+# -- the claims report's fields (lnprobe.claims.report, lnprobe.claims.causal) -----------------------------
+PAIR = (None, Array(object, 2))
+TEST = {"verdict": object, "reason": object, "statistic": object, "ci95": PAIR, "p_value": object}
+STAT = {"value": object, "ci95": PAIR}
+NUMBERS = {  # a claim's numbers by its id; other claims' are shown as they are
+    "cross_layer_similarity": {str: {"cka": STAT, "cosine": STAT}},
+    "gradient_variance": {str: {"ci95": PAIR}},
+}
+PICK = (None, {"unit": object, "recovered": SUMMARY})
+CAUSAL = {
+    "gap": {**SUMMARY, "value": NUM},
+    "examples": object,
+    "decoder_norms": (None, {"recovered": SUMMARY}),
+    "best_norm": PICK,
+    "best_output_by_tokens": {str: PICK},
+    "accuracy?": (None, {"base": NUM, "tuned": NUM}),
+}
+
+
+def _claim(claim: Any) -> dict:
+    numbers = NUMBERS.get(claim.get("id"), ANY_OBJECT) if isinstance(claim, dict) else ANY_OBJECT
+    return {
+        "id": str,
+        "statement": object,
+        "definition": object,
+        "numbers": numbers,
+        "tests": {str: (TEST, str, float, bool, None, [object])},
+        "verdict": object,
+        "causal?": (None, {str: CAUSAL}),
+    }
+
+
+CLAIMS = {"models": ANY_OBJECT, "claims": [_claim], "caveats": [object], "provenance": ANY_OBJECT}
+
+
+def study_shape() -> dict:
+    """The fields of study.json that `lnprobe.miniature.study.markdown` uses."""
+    from lnprobe.miniature.table import GOALS
+
+    goal = {"per_seed": [object], "all": object}
+    verdict = {"verdict": object, "per_seed": [str]}
+    accuracy = {
+        "value": float,
+        "trainable_pct": NUM,
+        "ci95": (None, Array(float, 2), Array(None, 2)),
+        "per_seed": [float],
+        "lr": (Array(float, at_least=1), Array(None, at_least=1)),
+    }
+    return {
+        "seeds": [object],
+        "config": ANY_OBJECT,
+        "accuracy": {str: accuracy},
+        "goals": {frozenset(GOALS): goal, "full_accuracy": goal, "above_blind": goal},
+        "claims": {str: verdict},
+        "regime_verdicts": {str: {str: verdict}},
+    }
 
 
 def _fmt(value) -> str:

@@ -18,19 +18,27 @@ each marked folder's own saved JSON, loads no model, and makes one row per resul
 
 Other marked folders (data, sweep, assemble, ...) get a row with their command and time only. Paths in the
 table are relative to DIR and each row links the folder's report or figure when it has one.
+
+A train row of an unfinished run (killed or still running: no result.json yet) takes `steps` and
+`last_loss` from the last line of its metrics.jsonl. Every file is checked as it is read
+(`lnprobe.report.saved`): one that cannot be read (non-UTF-8, malformed, truncated, a field of the wrong
+kind) is left out, reported through `warn` (one line naming the file and why) and named in its row's
+`unreadable` column; the index is still written. A folder whose marker cannot be read is left out, with a
+warning too.
 """
 
 from __future__ import annotations
 
 import csv
 import html
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from lnprobe.errors import InputError
 from lnprobe.io import MARKER, Output
+from lnprobe.report.saved import ANY_OBJECT, RESULTS, read_saved, read_saved_lines
 
 COMMAND = "runs"
 PAGE, TABLE = "index.html", "runs.csv"
@@ -39,61 +47,97 @@ LINKS = ("report.html", "similarity_cka.html", "lnshift.html", "patch.html", "at
 FIRST = ("path", "command", "regime", "lr", "seed", "steps", "accuracy", "eval_loss", "final_loss")
 
 
-def marked_folders(root: Path) -> Iterator[tuple[Path, dict]]:
+def marked_folders(root: Path, warn: Callable[[str], None] = lambda _: None) -> Iterator[tuple[Path, dict]]:
     """(folder, marker record) of every folder under `root` (itself included) that lnprobe wrote, in path
-    order; checkpoints inside training runs and earlier indexes are skipped."""
+    order; checkpoints inside training runs and earlier indexes are skipped, and a folder whose marker
+    cannot be read is skipped after a `warn`ing."""
     for marker in sorted(root.rglob(MARKER)):
         folder = marker.parent
         if "checkpoints" in folder.relative_to(root).parts:
             continue
         try:
-            record = json.loads(marker.read_text())
-        except (OSError, ValueError):
+            record = read_saved(marker, MARKER_SHAPE)
+        except InputError as exc:
+            warn(f"{exc}; {folder} is left out of the index")
             continue
-        if isinstance(record, dict) and record.get("command") and record["command"] != COMMAND:
+        if record.get("command") and record["command"] != COMMAND:
             yield folder, record
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+MARKER_SHAPE = {"command?": (str, None)}
+LOG_LINE = {"step": int, "loss?": (float, None)}  # a line of a training run's metrics.jsonl
 
 
-def _train(folder: Path) -> list[dict]:
-    config = _json(folder / "lnprobe_config.json").get("config", {})
-    result = _json(folder / "result.json")
+class Reads:
+    """Reads the saved files of one folder's rows, each checked against its shape: a missing file reads as
+    empty ({}, or [] for JSON lines: an unfinished run has no result.json yet), and so does an unreadable
+    one, noted in `unreadable` as (path, what is wrong)."""
+
+    def __init__(self) -> None:
+        self.unreadable: list[tuple[Path, str]] = []
+
+    def __call__(self, path: Path, shape: Any = ANY_OBJECT) -> Any:
+        lines = path.suffix == ".jsonl"
+        if not path.exists():
+            return [] if lines else {}
+        try:
+            return read_saved_lines(path, shape) if lines else read_saved(path, shape)
+        except InputError as exc:
+            self.unreadable.append((path, str(exc)))
+            return [] if lines else {}
+
+
+def _train(folder: Path, read: Reads) -> list[dict]:
+    config = read(folder / "lnprobe_config.json", {"config?": ANY_OBJECT}).get("config", {})
+    result = read(folder / "result.json")
     row = {k: config.get(k) for k in ("regime", "lr", "seed", "batch_size", "model", "data")}
     row.update(
         {k: result.get(k) for k in ("steps", "final_loss", "eval_loss", "best_eval_loss", "eval_accuracy")}
     )
-    picked = _json(folder.parent.parent / "val_accuracy.json")  # a miniature sweep's run
+    if not result:  # unfinished (or its result.json unreadable): how far its log got
+        row.update(_logged(read(folder / "metrics.jsonl", LOG_LINE)))
+    picked = read(folder.parent.parent / "val_accuracy.json")  # a miniature sweep's run
     row["val_accuracy"] = picked.get(f"{folder.parent.name}/{folder.name}")
     return [row]
 
 
-def _similarity(folder: Path) -> list[dict]:
-    data = _json(folder / "similarity.json")
+def _logged(lines: list[dict]) -> dict:
+    """`steps` and `last_loss` of an unfinished run: its last logged step and training loss."""
+    losses = [line for line in lines if line.get("loss") is not None]
+    last = lines[-1]["step"] if lines else None
+    return {"steps": last, "last_loss": losses[-1]["loss"] if losses else None}
+
+
+def _interval(ci: list | None) -> str | None:
+    lo, hi = ci or (None, None)
+    return None if lo is None or hi is None else f"[{lo:.4f}, {hi:.4f}]"
+
+
+def _saved(command: str) -> Callable[[Path, Reads], dict]:
+    """The reader of a probe's or benchmark's saved result (`saved.RESULTS`)."""
+    name, shape = RESULTS[command]
+    return lambda folder, read: read(folder / name, shape)
+
+
+def _similarity(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("similarity")(folder, read)
     config = data.get("config", {})
     row = {"model": config.get("a"), "model_b": config.get("b"), "tokens": config.get("tokens")}
     for name, entry in data.get("metrics", {}).items():
         summary = entry.get("cross_layer_mean") or entry.get("diagonal_mean") or {}
         row[name] = summary.get("value")
-        lo, hi = (summary.get("ci95") or [None, None])[:2]
-        row[f"{name}_ci95"] = None if lo is None else f"[{lo:.4f}, {hi:.4f}]"
+        row[f"{name}_ci95"] = _interval(summary.get("ci95"))
     return [row]
 
 
-def _gradvar(folder: Path) -> list[dict]:
-    data = _json(folder / "gradvar.json")
+def _gradvar(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("gradvar")(folder, read)
     norms = data.get("kinds", {}).get("norms", {})
     return [{"model": data.get("config", {}).get("ckpt"), "norm_grad_variance": norms.get("variance")}]
 
 
-def _lnshift(folder: Path) -> list[dict]:
-    data = _json(folder / "lnshift.json")
+def _lnshift(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("lnshift")(folder, read)
     config, summary = data.get("config", {}), data.get("summary", {})
     return [
         {
@@ -105,8 +149,8 @@ def _lnshift(folder: Path) -> list[dict]:
     ]
 
 
-def _patch(folder: Path) -> list[dict]:
-    data = _json(folder / "patch.json")
+def _patch(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("patch")(folder, read)
     config, summary = data.get("config", {}), data.get("summary", {})
     return [
         {
@@ -119,20 +163,18 @@ def _patch(folder: Path) -> list[dict]:
     ]
 
 
-def _attention(folder: Path) -> list[dict]:
-    data = _json(folder / "attention.json")
+def _attention(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("attention")(folder, read)
     rows = []
     for label, m in (data.get("models") or {}).items():
         mean = m.get("mean") or {}
-        lo, hi = (mean.get("ci95") or [None, None])[:2]
-        ci = None if lo is None else f"[{lo:.4f}, {hi:.4f}]"
         rows.append({"model": m.get("path"), "label": label, "image_attention": mean.get("value"),
-                     "image_attention_ci95": ci})  # fmt: skip
+                     "image_attention_ci95": _interval(mean.get("ci95"))})  # fmt: skip
     return rows
 
 
-def _linprobe(folder: Path) -> list[dict]:
-    data = _json(folder / "linprobe.json")
+def _linprobe(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("linprobe")(folder, read)
     specs = dict(m.partition("=")[::2] for m in data.get("config", {}).get("models", []))
     rows: dict[str, dict] = {}
     for best in data.get("summary", {}).values():
@@ -143,20 +185,20 @@ def _linprobe(folder: Path) -> list[dict]:
     return list(rows.values())
 
 
-def _claims(folder: Path) -> list[dict]:
-    data = _json(folder / "claims.json")
+def _claims(folder: Path, read: Reads) -> list[dict]:
+    data = read(folder / "claims.json", {"claims?": [ANY_OBJECT]})
     return [{f"claim:{c.get('id')}": c.get("verdict") for c in data.get("claims", [])}]
 
 
-def _eval(folder: Path) -> list[dict]:
-    data = _json(folder / "results.json")
+def _eval(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("eval")(folder, read)
     config = data.get("config", {})
     scores = {k: v for k, v in data.get("scores", {}).items() if isinstance(v, int | float)}
     return [{"model": config.get("ckpt"), "bench": config.get("bench"), **scores}]
 
 
-def _demo(folder: Path) -> list[dict]:
-    data = _json(folder / "results.json")
+def _demo(folder: Path, read: Reads) -> list[dict]:
+    data = read(folder / "results.json", {"config?": ANY_OBJECT, "rows?": [ANY_OBJECT]})
     rows = []
     for r in data.get("rows", []):
         keep = ("regime", "lr", "trainable_pct", "accuracy", "val_accuracy", "cross_layer_cka")
@@ -164,7 +206,7 @@ def _demo(folder: Path) -> list[dict]:
     return rows
 
 
-READERS: dict[str, Callable[[Path], list[dict]]] = {
+READERS: dict[str, Callable[[Path, Reads], list[dict]]] = {
     "train": _train,
     "similarity": _similarity,
     "gradvar": _gradvar,
@@ -178,18 +220,31 @@ READERS: dict[str, Callable[[Path], list[dict]]] = {
 }
 
 
-def collect(root: Path) -> list[dict]:
-    """The index's rows (see the module docstring)."""
+def collect(root: Path, warn: Callable[[str], None] = lambda _: None) -> list[dict]:
+    """The index's rows (see the module docstring); `warn` gets one line per file that could not be read."""
     rows = []
-    for folder, marker in marked_folders(root):
-        command = marker["command"]
-        where = folder.relative_to(root).as_posix() or "."
-        link = next((f"{where}/{name}" for name in LINKS if (folder / name).is_file()), None)
-        base = {"path": where, "command": command, "time_utc": marker.get("time_utc"), "link": link}
-        for row in READERS.get(command, lambda _: [{}])(folder) or [{}]:
-            row = {k: _shown(v, folder, root) if k in PATHS else v for k, v in row.items() if v is not None}
-            rows.append({**base, **row})
+    for folder, marker in marked_folders(root, warn):
+        rows += _rows(root, folder, marker, warn)
     return rows
+
+
+def _rows(root: Path, folder: Path, marker: dict, warn: Callable[[str], None]) -> list[dict]:
+    """The rows of one marked folder; its unreadable files named in their `unreadable` column."""
+    command, read = marker["command"], Reads()
+    where = folder.relative_to(root).as_posix() or "."
+    link = next((f"{where}/{name}" for name in LINKS if (folder / name).is_file()), None)
+    base = {"path": where, "command": command, "time_utc": marker.get("time_utc"), "link": link}
+    found = READERS.get(command, lambda *_: [{}])(folder, read) or [{}]
+    for _, why in read.unreadable:
+        warn(f"{why}; the index's row {where} lacks what it holds")
+    if read.unreadable:
+        base["unreadable"] = ", ".join(os.path.relpath(path, folder) for path, _ in read.unreadable)
+    return [{**base, **_visible(row, folder, root)} for row in found]
+
+
+def _visible(row: dict, folder: Path, root: Path) -> dict:
+    """A row's known values, its paths as the table shows them."""
+    return {k: _shown(v, folder, root) if k in PATHS else v for k, v in row.items() if v is not None}
 
 
 PATHS = ("model", "model_b", "data")  # recorded relative to their JSON file's folder, or absolute
@@ -213,13 +268,18 @@ def columns(rows: list[dict]) -> list[str]:
     return list(seen)
 
 
-def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, int]:
+def write_index(
+    root: str | Path, out: str | Path | None = None, warn: Callable[[str], None] = lambda _: None
+) -> tuple[Path, int]:
     """Write OUT/index.html and OUT/runs.csv for the results under `root` (OUT defaults to ROOT/runs-index,
-    replaced on a re-run since lnprobe wrote it); returns OUT and the number of rows."""
+    replaced on a re-run since lnprobe wrote it); returns OUT and the number of rows. Files that cannot be
+    read are left out, named in their row's `unreadable` column and, once the index is written, `warn`ed
+    about one line each (an index not written is one error line alone)."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: no such directory")
-    rows = collect(root)
+    warnings: list[str] = []
+    rows = collect(root, warnings.append)
     if not rows:
         raise InputError(f"{root}: holds no lnprobe results (no folder with a {MARKER} marker)")
     out = Path(out) if out else root / "runs-index"
@@ -230,6 +290,8 @@ def write_index(root: str | Path, out: str | Path | None = None) -> tuple[Path, 
             writer.writeheader()
             writer.writerows(rows)
         (tmp / PAGE).write_text(page(rows, cols, root, out))
+    for line in warnings:
+        warn(line)
     return out, len(rows)
 
 

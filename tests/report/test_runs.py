@@ -4,6 +4,7 @@ re-renders from the JSON alone; both refuse bad input."""
 
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -118,4 +119,114 @@ def test_report_bad_input(tree, tmp_path, capsys):
     (copy / "similarity.json").unlink()
     error(copy, "similarity.json: missing")
     (copy / "similarity.json").write_text("[1, 2]")
-    error(copy, "expected a JSON object")
+    error(copy, "similarity.json: expected an object, got an array of 2 items")
+
+
+GOAL = {"per_seed": [True], "all": True}
+# per command: its saved file, a record that does not fit, and what the one line says is wrong
+HOSTILE = {
+    "similarity": ("similarity.json", {"config": "oops", "metrics": 3},
+                   "config: expected an object, got the string 'oops'"),
+    "gradvar": ("gradvar.json", {"kinds": {"norms": {"variance_ci95": [1]}}},
+                "kinds.norms.variance_ci95: expected an array of 2 items, got an array of 1 item"),
+    "lnshift": ("lnshift.json", {"summary": [1]}, "summary: expected an object, got an array of 1 item"),
+    "patch": ("patch.json", {"units": [{"into_base": {"recovered": 0.5}}]},
+              "units[0].into_base.recovered: expected an object, got the number 0.5"),
+    "attention": ("attention.json", {"models": {"a": {"layer_mean": {"value": [1], "ci95": [3]}}}},
+                  "models.a.layer_mean.ci95[0]: expected null or an array of 2 items, got the number 3"),
+    "linprobe": ("linprobe.json", {"summary": {"x": "best"}}, "summary.x: expected an object, got the"),
+    "eval": ("results.json", {"scores": "high"}, "scores: expected an object, got the string 'high'"),
+    "claims": ("claims.json",
+               {"models": {}, "caveats": [], "provenance": {},
+                "claims": [{"id": "gradient_variance", "statement": "s", "definition": "d", "tests": {},
+                            "verdict": "v", "numbers": {"ln": {"variance": 1.0}}}]},
+               "claims[0].numbers.ln.ci95: missing"),
+    "study": ("study.json",
+              {"seeds": [0], "config": {}, "accuracy": {}, "claims": {}, "regime_verdicts": {},
+               "goals": {"full_accuracy": GOAL, "above_blind": GOAL, "bogus": GOAL}},
+              "goals.bogus: unknown (known: "),
+}  # fmt: skip
+
+
+def _result(folder, command, record):
+    from lnprobe.io import write_marker
+
+    folder.mkdir(parents=True)
+    write_marker(folder, command)
+    name = {**HOSTILE, **RUNS}[command][0]
+    (folder / name).write_text(json.dumps(record))
+    return folder / name
+
+
+@pytest.mark.parametrize("command", sorted(HOSTILE))
+def test_report_names_the_saved_field_that_does_not_fit(command, tmp_path, capsys):
+    """Every kind of result `lnprobe report` re-renders: a saved file whose fields are of the wrong kind is
+    one line naming the file and the field, exit 2, and no report is written."""
+    _, record, wrong = HOSTILE[command]
+    path = _result(tmp_path / command, command, record)
+    assert cli.main(["report", str(path.parent)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"lnprobe: error: {path}: {wrong}"), err
+    assert not list(path.parent.glob("report.*")) and not list(path.parent.glob("study.*md"))
+
+
+RUNS = {  # the index reads no study.json, and of claims.json only each claim's id and verdict
+    **{k: v for k, v in HOSTILE.items() if k not in ("study", "claims")},
+    "claims": ("claims.json", {"claims": {"a": 1}}, "claims: expected an array, got an object of 1 item"),
+    "train": ("result.json", [1], "expected an object, got an array of 1 item"),
+    "demo": ("results.json", {"rows": 3}, "rows: expected an array, got the number 3"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(RUNS))
+def test_runs_names_the_saved_file_that_does_not_fit_and_still_indexes(command, tmp_path, capsys):
+    """`lnprobe runs` reads the same files: one that does not fit is a warning line naming the file and
+    the field, the folder's row says which file was unreadable, and the index is written (exit 0)."""
+    _, record, wrong = RUNS[command]
+    path = _result(tmp_path / "root" / command, command, record)
+    assert cli.main(["runs", str(tmp_path / "root")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lnprobe: warning: {path}: {wrong}"), err
+    row = pd.read_csv(tmp_path / "root" / "runs-index" / "runs.csv").iloc[0]
+    assert (row["path"], row["unreadable"]) == (command, path.name)
+
+
+def test_runs_names_unreadable_files_in_a_warning_and_a_column(tree, tmp_path, capsys):
+    """A truncated result.json and a non-UTF-8 metrics.jsonl: a warning line each (file and why), the row
+    names both in its `unreadable` column (CSV and page), and the index is still written."""
+    run = tmp_path / "root" / "ln"
+    shutil.copytree(tree / "runs" / "ln", run)
+    (run / "result.json").write_text((run / "result.json").read_text()[:40])
+    (run / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 2.0}\n\xff\n')
+    assert cli.main(["runs", str(tmp_path / "root")]) == 0
+    captured = capsys.readouterr()
+    assert "1 results" in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("lnprobe: warning: ") for line in err), err
+    assert f"{run / 'result.json'}: malformed JSON at line" in err[0]
+    assert f"{run / 'metrics.jsonl'}: not UTF-8 text (byte 25: 0xff)" in err[1]
+    row = pd.read_csv(tmp_path / "root" / "runs-index" / "runs.csv").iloc[0]
+    assert row["unreadable"] == "result.json, metrics.jsonl" and pd.isna(row.get("steps"))
+    page = (tmp_path / "root" / "runs-index" / "index.html").read_text()
+    assert ">unreadable</th>" in page and ">result.json, metrics.jsonl</td>" in page
+
+
+def test_an_unfinished_run_shows_how_far_its_log_got(tree, tmp_path, capsys):
+    run = tmp_path / "root" / "ln"
+    shutil.copytree(tree / "runs" / "ln", run)
+    (run / "result.json").unlink()  # killed, or still running
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert cli.main(["runs", str(tmp_path / "root")]) == 0
+    assert capsys.readouterr().err == ""
+    row = pd.read_csv(tmp_path / "root" / "runs-index" / "runs.csv").iloc[0]
+    assert row["steps"] == logged[-1]["step"] == 2 and "unreadable" not in row
+    assert row["last_loss"] == pytest.approx([m["loss"] for m in logged if "loss" in m][-1])
+
+
+def test_a_folder_with_an_unreadable_marker_is_left_out_with_a_warning(tree, capsys):
+    assert cli.main(["runs", str(tree)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    broken = tree / "broken" / ".lnprobe_output.json"
+    assert err == [f"lnprobe: warning: {broken}: malformed JSON at line 1 (Expecting property name enclosed "
+                   f"in double quotes); {tree / 'broken'} is left out of the index"]  # fmt: skip
