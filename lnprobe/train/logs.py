@@ -8,6 +8,8 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
+from lnprobe.errors import InputError
+
 
 def tensorboard_writer(path: Path, start_step: int = 0):
     """A TensorBoard SummaryWriter when the `tensorboard` package is installed, else None. A run resumed
@@ -32,10 +34,22 @@ def append_metrics(path: Path, tensorboard, metrics: dict) -> None:
 
 
 def trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop the logged steps after the checkpoint's `step` (they are re-run)."""
-    if path.is_file():
-        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+    """On resume, drop the logged steps after the checkpoint's `step` (they are re-run), and a last line
+    cut short by the kill that interrupted the run; a line that is not JSON before the last is an error."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # a write the kill cut short: its step is re-run
+                break
+            raise InputError(f"{path}: line {number} is not JSON; the run cannot resume its log") from None
+        if row["step"] <= step:
+            keep.append(line)
+    path.write_text("".join(line + "\n" for line in keep))
 
 
 def progress_bar(enabled: bool):

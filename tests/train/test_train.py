@@ -505,3 +505,19 @@ def test_resuming_a_finished_run_returns_its_result(synth, tmp_path):
         )
         == first
     )
+
+
+def test_resume_drops_a_log_line_the_kill_cut_short(tmp_path):
+    """A kill -9 during a metrics write leaves half a JSON line last: resuming drops it with the steps
+    after the checkpoint; a line that is not JSON before the last is an error naming the file and line."""
+    from lnprobe.train.logs import trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
+    path.write_text("\n".join(rows) + '\n{"step": 4, "lo')
+    trim_metrics(path, 2)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+    path.write_text(rows[0] + "\nnot json\n" + rows[1] + "\n")
+    with pytest.raises(InputError, match=r"metrics\.jsonl: line 2 is not JSON; the run cannot resume its log$"):
+        trim_metrics(path, 2)
+    assert path.read_text().count("\n") == 3  # left as it was
