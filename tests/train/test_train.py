@@ -518,6 +518,6 @@ def test_resume_drops_a_log_line_the_kill_cut_short(tmp_path):
     trim_metrics(path, 2)
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
     path.write_text(rows[0] + "\nnot json\n" + rows[1] + "\n")
-    with pytest.raises(InputError, match=r"metrics\.jsonl: line 2 is not JSON; the run cannot resume its log$"):
+    with pytest.raises(InputError, match=r"jsonl: line 2 is not JSON; the run cannot resume its log$"):
         trim_metrics(path, 2)
     assert path.read_text().count("\n") == 3  # left as it was
