@@ -28,6 +28,7 @@ from pathlib import Path
 from lnprobe.errors import InputError
 
 MARKER = ".lnprobe_output.json"  # {"command": ...}: lnprobe wrote this directory for that command
+WEIGHTS_REMOVED = "weights_removed.json"  # in a checkpoint whose weight files lnprobe deleted: who, why
 
 
 def marker_command(path: Path) -> str | None:
@@ -223,6 +224,41 @@ def read_path(value: str | Path, folder: str | Path) -> Path:
 def write_marker(directory: Path, command: str) -> None:
     record = {"command": command, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
     (directory / MARKER).write_text(json.dumps(record) + "\n")
+
+
+def remove_weights(checkpoint: Path, names: Iterable[str], command: str, why: str, keep: str) -> list[Path]:
+    """Delete the files `names` that lie directly in `checkpoint` (a checkpoint of a run lnprobe wrote, which
+    the caller has checked with `Output.check`), after recording in checkpoint/WEIGHTS_REMOVED which command
+    removed them, why and which flag keeps them, so that every reader can say so (`removed_weights`). Only
+    regular files are deleted (never a link, a folder or a file of another name); returns those deleted.
+    Running it again deletes nothing more and keeps the first note."""
+    doomed = [
+        checkpoint / n for n in names if (checkpoint / n).is_file() and not (checkpoint / n).is_symlink()
+    ]
+    note = checkpoint / WEIGHTS_REMOVED
+    if doomed and not note.is_file():
+        record = {"command": command, "why": why, "keep": keep, "removed": sorted(p.name for p in doomed)}
+        record["time_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        tmp = checkpoint / f".{WEIGHTS_REMOVED}.tmp"
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, note)  # the note first: a weight file never goes missing unexplained
+    for path in doomed:
+        path.unlink()
+    return doomed
+
+
+def removed_weights(path: str | Path) -> str | None:
+    """One line saying that the checkpoint at `path` lost its weights to lnprobe, which command removed
+    them, why and what keeps them (its WEIGHTS_REMOVED note); None when it has no such note."""
+    note = Path(path) / WEIGHTS_REMOVED
+    try:
+        record = json.loads(note.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    command, why, keep = (record.get(k) or "?" for k in ("command", "why", "keep"))
+    return f"{path}: its weights were removed by `lnprobe {command}` ({why}); {keep} keeps them"
 
 
 def claim_dir(out: Path, command: str) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lnprobe.errors import InputError
-from lnprobe.io import Output
+from lnprobe.io import Output, removed_weights
 from lnprobe.textio import read_json
 
 if TYPE_CHECKING:
@@ -99,7 +99,9 @@ def read_delta(path: str | Path) -> DeltaInfo:
         raise InputError(f"{meta}: unknown field(s) {', '.join(unknown)}")
     info = DeltaInfo(**data)
     if not (Path(path) / info.tensors).is_file():
-        raise InputError(f"{Path(path) / info.tensors}: delta tensors file is missing")
+        raise InputError(
+            removed_weights(path) or f"{Path(path) / info.tensors}: delta tensors file is missing"
+        )
     return info
 
 

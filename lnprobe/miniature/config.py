@@ -65,6 +65,11 @@ class MiniatureConfig:
     llm: str | None = option(None, "Start from this text LLM (HF id or directory), not the shipped one.")
     vision: str | None = option(None, "Start from this CLIP vision tower instead of the shipped one.")
     online: bool = option(False, "Allow downloading --llm / --vision.", switch=True)
+    keep_checkpoints: bool = option(
+        False,
+        "Keep every checkpoint's weights (by default only the picked runs, base and assembled keep theirs).",
+        switch=True,
+    )
 
     def __post_init__(self) -> None:
         # a partial mapping (`--centre-lr ln=0.02`) changes those regimes only

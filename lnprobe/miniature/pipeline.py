@@ -14,6 +14,9 @@
                  loss breaking ties (loss alone picked runs that answer worse: docs/miniature.md)
     blind/       the blind baseline: the same LLM finetuned (`full`) on the questions without images
     claims/      `lnprobe claims` on base / ln / full, the other regimes judged beside them
+    (prune)      once every stage has run, the weights no later stage loads go: those of the sweep runs not
+                 picked, of blind/ and of runs/connector (merged into base/); what they record stays
+                 (lnprobe.miniature.prune). `keep_checkpoints` keeps them
     results.json every number of the table, the stage timings and the configuration (its paths relative to
                  OUT when inside it, so OUT can be moved or copied: `saved_record`)
 
@@ -33,12 +36,12 @@ from lnprobe.io import MARKER, results_tree
 from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, pretrained_llm, pretrained_vision, shipped
 from lnprobe.miniature.config import MiniatureConfig
 
-STAGES = ("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "claims")
+STAGES = ("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "claims", "prune")
 
 
 class Stages:
-    def __init__(self, out: Path, cfg: MiniatureConfig, progress) -> None:
-        self.out, self.cfg, self.progress = out, cfg, progress
+    def __init__(self, out: Path, cfg: MiniatureConfig, progress, command: str = "demo") -> None:
+        self.out, self.cfg, self.progress, self.command = out, cfg, progress, command
         self.timings_path = out / "timings.json"
         self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
 
@@ -156,15 +159,11 @@ class Stages:
         """Every regime at every learning rate of its grid; per regime, the run that answers the validation
         questions best (`pick_runs`)."""
         from lnprobe.train.state import latest_checkpoint
-        from lnprobe.train.sweep import plan, run_sweep
+        from lnprobe.train.sweep import run_sweep
 
         config = self.finetune_config(base, data)
         out = self.out / "sweep"
-        runs = [
-            r
-            for regime in self.cfg.regimes
-            for r in plan(config, out, [regime], self.cfg.lrs(regime), [self.cfg.seed])
-        ]
+        runs = self.sweep_runs(config)
         # full first (the blind baseline starts as soon as full's rate is picked, beside the other runs),
         # then lora (the longest runs) for a balanced finish
         rows = run_sweep(
@@ -189,6 +188,17 @@ class Stages:
                 "val_loss": row["eval_loss"],
             }
         return results
+
+    def sweep_runs(self, config) -> list:
+        """The sweep's runs (`SweepRun`): every regime at every learning rate of its grid, under OUT/sweep."""
+        from lnprobe.train.sweep import plan
+
+        out = self.out / "sweep"
+        return [
+            r
+            for regime in self.cfg.regimes
+            for r in plan(config, out, [regime], self.cfg.lrs(regime), [self.cfg.seed])
+        ]
 
     def val_accuracy(self, rows: list[dict], data: Path, path: Path) -> dict[str, float]:
         """Answer accuracy of every sweep run on the validation questions (cached in `path`, keyed by
@@ -303,6 +313,17 @@ class Stages:
             )
         )
 
+    def prune(self, base: Path, data: Path, results: dict, keep: bool) -> list[Path]:
+        """Once every stage has run: the weights that no stage loads again deleted (`prune_miniature`: the
+        sweep runs not picked, the blind baseline, the connector run), unless `keep`. Returns those files."""
+        from lnprobe.miniature.prune import prune_miniature
+
+        if keep:
+            return []
+        swept = [r.out for r in self.sweep_runs(self.finetune_config(base, data))]
+        picked = [Path(v["run"]) for v in results.values()]
+        return prune_miniature(self.out, swept, picked, self.command, inputs=(self.cfg.llm, self.cfg.vision))
+
 
 def run_key(row: dict) -> str:
     """A sweep run's name inside its sweep folder: `<regime>/lr<lr>-seed<seed>`."""
@@ -331,14 +352,16 @@ def _by_type(items: list[dict], path: Path) -> dict:
     return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
 
 
-def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dict:
-    """Every stage in order (reusing finished ones); returns the results record (also OUT/results.json)."""
+def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True, command: str = "demo") -> dict:
+    """Every stage in order (reusing finished ones); returns the results record (also OUT/results.json).
+    `command` (demo or study) is named in the note a pruned checkpoint keeps."""
     from rich.progress import Progress
 
     from lnprobe.miniature.table import results_record, saved_record
 
     _same_settings(out, cfg)
-    stages = Stages(out, cfg, progress)
+    keep = _keeps_checkpoints(out, cfg)
+    stages = Stages(out, cfg, progress, command)
     with results_tree(out), Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("miniature", total=len(STAGES))
 
@@ -357,6 +380,7 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dic
         blind = step("blind", stages.blind, base, data, results["full"]["lr"])
         accuracy = step("accuracy", stages.accuracy, base, results, blind, data)
         claims = step("claims", stages.claims, base, results, data)
+        step("prune", stages.prune, base, data, results, keep)
     backbones = {"llm": llm, "vision": vision}
     record = results_record(cfg, base, results, accuracy, claims, stages.timings, backbones)
     (out / "results.json").write_text(json.dumps(saved_record(record, out), indent=1) + "\n")
@@ -364,7 +388,7 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True) -> dic
 
 
 SETTINGS_FILE = "settings.json"
-_NO_EFFECT = ("parallel",)  # settings that do not change a number (sweep runs at once)
+_NO_EFFECT = ("parallel", "keep_checkpoints")  # settings that change no number (runs at once, files kept)
 
 
 def _same_settings(out: Path, cfg: MiniatureConfig) -> None:
@@ -373,7 +397,7 @@ def _same_settings(out: Path, cfg: MiniatureConfig) -> None:
     path = out / SETTINGS_FILE
     now = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items() if k not in _NO_EFFECT}
     if path.is_file():
-        before = json.loads(path.read_text())
+        before = {k: v for k, v in json.loads(path.read_text()).items() if k not in _NO_EFFECT}
         changed = [k for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
         if changed:
             shown = "; ".join(f"{k} {before.get(k)!r} there, {now.get(k)!r} now" for k in changed[:3])
@@ -383,3 +407,13 @@ def _same_settings(out: Path, cfg: MiniatureConfig) -> None:
         raise InputError(f"{out} holds a miniature whose settings were not recorded: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(now, indent=1) + "\n")
+
+
+def _keeps_checkpoints(out: Path, cfg: MiniatureConfig) -> bool:
+    """Whether this run keeps every checkpoint: asked now, or asked by an earlier run into OUT (recorded in
+    its settings.json), so that a re-run without --keep-checkpoints never deletes what was asked kept."""
+    path = out / SETTINGS_FILE
+    saved = json.loads(path.read_text())
+    if cfg.keep_checkpoints and not saved.get("keep_checkpoints"):
+        path.write_text(json.dumps({**saved, "keep_checkpoints": True}, indent=1) + "\n")
+    return cfg.keep_checkpoints or saved.get("keep_checkpoints") is True

@@ -33,7 +33,7 @@ def run_study(out: Path, cfg: MiniatureConfig, seeds: list[int], progress: bool 
     records = {}
     with results_tree(out):  # OUT is the root: one plotly.min.js, paths relative inside it
         for seed in seeds:
-            records[seed] = run_miniature(out / f"seed-{seed}", replace(cfg, seed=seed), progress)
+            records[seed] = run_miniature(out / f"seed-{seed}", replace(cfg, seed=seed), progress, "study")
         study = summarise(records, cfg)
         (out / "study.json").write_text(json.dumps(saved_record(study, out), indent=1) + "\n")
         _figure(study, out)

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 from lnprobe import textio
 from lnprobe.errors import InputError
+from lnprobe.io import removed_weights
 from lnprobe.models.connector import connector_kind, install_connector
 from lnprobe.models.formats import FORMATS
 from lnprobe.models.hf import quiet_transformers
@@ -258,6 +259,9 @@ def load(
     """Load a model + processor from any spec (see module docstring). PEFT and LoRA-delta models are
     merged into plain modules unless `merge=False`."""
     spec = resolve_run(spec)
+    removed = removed_weights(spec)  # a run a miniature pruned: say so, not which file is missing
+    if removed:
+        raise InputError(removed)
     kind = checkpoint_kind(spec)
     if kind in ("preset", "json"):
         raise InputError(f"{spec}: a {kind} has shapes but no weights; use a checkpoint directory")

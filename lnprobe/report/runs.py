@@ -5,7 +5,8 @@ Every folder lnprobe writes carries a marker naming its command (`lnprobe.io.MAR
 each marked folder's own saved JSON, loads no model, and makes one row per result:
 
     train       regime, lr, seed, steps, final / held-out loss (result.json, lnprobe_config.json); in a
-                miniature's sweep also its validation answer accuracy
+                miniature's sweep also its validation answer accuracy; `weights: removed` when a
+                miniature deleted its weights (lnprobe.miniature.prune)
     similarity  checkpoint(s), tokens, each metric's cross-layer (or diagonal) mean and its 95 % interval
     gradvar     checkpoint, norm-gradient variance pooled over norms
     lnshift     checkpoints, norm tensors changed, mean relative change
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lnprobe.errors import InputError
-from lnprobe.io import MARKER, Output
+from lnprobe.io import MARKER, WEIGHTS_REMOVED, Output
 from lnprobe.report.saved import ANY_OBJECT, RESULTS, read_saved, read_saved_lines
 
 COMMAND = "runs"
@@ -98,7 +99,17 @@ def _train(folder: Path, read: Reads) -> list[dict]:
         row.update(_logged(read(folder / "metrics.jsonl", LOG_LINE)))
     picked = read(folder.parent.parent / "val_accuracy.json")  # a miniature sweep's run
     row["val_accuracy"] = picked.get(f"{folder.parent.name}/{folder.name}")
+    row["weights"] = "removed" if _weights_removed(folder) else None
     return [row]
+
+
+def _weights_removed(run: Path) -> bool:
+    """Whether the run's newest checkpoint lost its weights to a miniature (its WEIGHTS_REMOVED note)."""
+    try:
+        name = (run / "latest").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(name) and (run / "checkpoints" / name / WEIGHTS_REMOVED).is_file()
 
 
 def _logged(lines: list[dict]) -> dict:

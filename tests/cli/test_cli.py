@@ -73,11 +73,14 @@ def test_demo_and_study_options_are_the_miniature_configs_fields(capsys, monkeyp
         ),
     )
     argv = ["--smoke", "--finetune-steps", "7", "--centre-lr", "ln=0.5", "--regimes", "ln,full"]
-    assert run(capsys, "demo", *argv, "--seed", "3", "--out", str(tmp_path / "d"))[0] == 0
+    assert (
+        run(capsys, "demo", *argv, "--seed", "3", "--keep-checkpoints", "--out", str(tmp_path / "d"))[0] == 0
+    )
     out, cfg = seen["demo"]
     assert (
         out == tmp_path / "d" and cfg.seed == 3 and cfg.finetune_steps == 7 and cfg.regimes == ("ln", "full")
     )
+    assert cfg.keep_checkpoints and not MiniatureConfig().keep_checkpoints  # kept only when asked
     assert cfg.centre_lrs == {**CENTRE_LRS, "ln": 0.5}
     assert cfg.images == SMOKE["images"] and cfg.lr_factors == SMOKE["lr_factors"]  # the smoke scale
     (tmp_path / "c.yaml").write_text("images: 80\nlora_rank: 2\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lnprobe.errors import InputError
-from lnprobe.io import read_path
+from lnprobe.io import WEIGHTS_REMOVED, read_path, removed_weights
 from lnprobe.miniature.backbones import shipped
 from lnprobe.miniature.config import CENTRE_LRS, REGIMES, SHAPE, SMOKE, MiniatureConfig
 from lnprobe.miniature.demo import run_demo
@@ -20,14 +20,17 @@ from lnprobe.miniature.pipeline import run_miniature
 from lnprobe.models import load
 
 ROOT = Path(__file__).resolve().parents[2]
+# the smoke scale with two learning rates per regime, so that the sweep leaves runs it did not pick
+DEMO = MiniatureConfig(**{**SMOKE, "lr_factors": (1.0, 3.0)})
 
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
+    """Two smoke demos with the same settings: `a` as the demo runs by default (pruned), `b` with
+    --keep-checkpoints."""
     root = tmp_path_factory.mktemp("demo")
-    cfg = MiniatureConfig(**SMOKE)
-    first = run_demo(root / "a", cfg)
-    second = run_demo(root / "b", cfg)
+    first = run_demo(root / "a", DEMO)
+    second = run_demo(root / "b", replace(DEMO, keep_checkpoints=True))
     return root, first, second
 
 
@@ -37,7 +40,7 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
     assert [r["regime"] for r in rows] == list(REGIMES)
     strip = [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows]
     assert strip == [{k: v for k, v in r.items() if k != "checkpoint"} for r in second["rows"]]  # seeded
-    assert first["baselines"] == second["baselines"]
+    assert first["baselines"] == second["baselines"]  # and pruning `a` changed no number
     for row in rows:
         lo, hi = row["ci95"]
         assert 0 <= lo <= row["accuracy"] <= hi <= 1 and row["n"] == 9
@@ -46,7 +49,7 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
     assert by["ln"]["norm_grad_variance"] > 0 and by["full"]["norm_grad_variance"] > 0
     assert load(by["ln-simp"]["checkpoint"]).kind == "delta"
     val_acc = json.loads((root / "a" / "sweep" / "val_accuracy.json").read_text())
-    assert len(val_acc) == len(REGIMES) and all(0 <= v <= 1 for v in val_acc.values())
+    assert len(val_acc) == 2 * len(REGIMES) and all(0 <= v <= 1 for v in val_acc.values())
     assert {r["val_accuracy"] for r in rows} <= set(val_acc.values())
     assert set(first["baselines"]) == {"majority", "blind", "pretrained"}
     assert set(first["goals"]) == {"full_accuracy", "ln_near_full", "ln_simp_over_majority", "above_blind"}
@@ -74,12 +77,17 @@ def test_demo_end_to_end_is_deterministic(demo_runs):
 def test_demo_rerun_reuses_finished_stages(demo_runs, capsys):
     root, first, _ = demo_runs
     stamp = (root / "a" / "sweep").stat().st_mtime_ns
-    again = run_demo(root / "a", MiniatureConfig(**SMOKE))
+    saved = (root / "a" / "results.json").read_text()
+    again = run_demo(root / "a", DEMO)  # `a` is pruned: its runs not picked are reused, not retrained
     assert again["rows"] == first["rows"] and (root / "a" / "sweep").stat().st_mtime_ns == stamp
-    _figures_from(root / "a", root / "figures")
+    assert (root / "a" / "results.json").read_text() == saved
+    _figures_from(root / "a", root / "figures")  # the figure scripts and the report read the pruned tree
+    from lnprobe import cli
+
+    assert cli.main(["report", str(root / "a")]) == 0
     before = sorted(p.relative_to(root) for p in (root / "a").rglob("*"))
     with pytest.raises(InputError, match=r"a was made with other settings \(finetune_steps 4 there, 5 now\)"):
-        run_demo(root / "a", MiniatureConfig(**{**SMOKE, "finetune_steps": 5}))  # would reuse 4-step runs
+        run_demo(root / "a", replace(DEMO, finetune_steps=5))  # would reuse 4-step runs
     assert sorted(p.relative_to(root) for p in (root / "a").rglob("*")) == before
     assert (root / "a" / "sweep").stat().st_mtime_ns == stamp
     (root / "old").mkdir()
@@ -88,12 +96,86 @@ def test_demo_rerun_reuses_finished_stages(demo_runs, capsys):
         run_miniature(root / "old", MiniatureConfig(**SMOKE), progress=False)
 
 
+def _pruned(root: Path, record: dict) -> dict[str, list[Path]]:
+    """The demo's training runs by what the demo keeps of them: `picked` (each regime's picked sweep run)
+    and `pruned` (the sweep's other runs, the blind baseline, the connector pre-training)."""
+    picked = [Path(r["checkpoint"]).parents[1] for r in record["rows"]]
+    swept = [run.parent for run in sorted((root / "sweep").glob("*/*/lnprobe_config.json"))]
+    others = [run for run in swept if run not in picked]
+    return {"picked": picked, "pruned": [*others, root / "blind", root / "runs" / "connector"]}
+
+
+def _weights(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").rglob("*.safetensors"))
+
+
+def test_demo_keeps_the_weights_later_stages_load_and_the_records_of_the_rest(demo_runs):
+    """The picked runs, base and assembled keep their weights; the sweep runs not picked, blind and the
+    connector run lose theirs but keep what they record: `lnprobe runs` lists each with its numbers, and
+    loading one is a one-line error naming the demo. With --keep-checkpoints nothing goes."""
+    from lnprobe.report.runs import collect
+
+    root, first, _ = demo_runs
+    runs = _pruned(root / "a", first)
+    assert len(runs["picked"]) == len(REGIMES) and len(runs["pruned"]) == len(REGIMES) + 2
+    for run in runs["picked"]:
+        assert "rng.safetensors" in _weights(run) and (root / "b" / run.relative_to(root / "a")).is_dir()
+    assert (root / "a" / "base" / "model.safetensors").is_file()
+    assert (root / "a" / "assembled" / "model.safetensors").is_file()
+    for run in runs["pruned"]:
+        records = {"lnprobe_config.json", "result.json", "metrics.jsonl", "tensorboard", "latest"}
+        assert _weights(run) == [] and records <= {p.name for p in run.iterdir()}, run
+        assert _weights(root / "b" / run.relative_to(root / "a"))  # the same run, kept
+        with pytest.raises(InputError) as err:
+            load(run)
+        assert "removed by `lnprobe demo`" in str(err.value) and "\n" not in str(err.value)
+        assert "--keep-checkpoints" in str(err.value)
+    rows = {r["path"]: r for r in collect(root / "a") if r["command"] == "train"}
+    assert len(rows) == 2 * len(REGIMES) + 2 and all(
+        r["steps"] == 4 and "final_loss" in r for r in rows.values()
+    )
+    assert {p for p, r in rows.items() if r.get("weights") == "removed"} == {
+        run.relative_to(root / "a").as_posix() for run in runs["pruned"]
+    }
+    assert not list((root / "b").rglob(WEIGHTS_REMOVED))
+
+
+def test_prune_never_deletes_what_lnprobe_did_not_write_nor_what_was_asked_kept(demo_runs, tmp_path):
+    """On a copy of the kept demo: a re-run without --keep-checkpoints deletes nothing (an earlier run asked
+    to keep them); pruning then leaves alone a file the user put in a run or a checkpoint, a run folder
+    lnprobe did not write (no marker) and a folder outside the sweep's plan."""
+    from lnprobe.miniature.prune import prune_miniature
+
+    root, _, second = demo_runs
+    out = tmp_path / "c"
+    shutil.copytree(root / "b", out)
+    again = run_demo(out, DEMO)["rows"]
+    assert [{**r, "checkpoint": None} for r in again] == [{**r, "checkpoint": None} for r in second["rows"]]
+    assert not list(out.rglob(WEIGHTS_REMOVED))
+    runs = _pruned(out, second)
+    mine, unmarked = runs["pruned"][0], runs["pruned"][1]
+    (mine / "notes.txt").write_text("mine")
+    step = next((mine / "checkpoints").iterdir())
+    (step / "model-mine.safetensors").write_text("mine")
+    (unmarked / ".lnprobe_output.json").unlink()
+    stray = out / "sweep" / "ln" / "lr9-seed0" / "checkpoints" / "step-000004"
+    stray.mkdir(parents=True)
+    (stray / "model.safetensors").write_text("not lnprobe's")
+    swept = [run.parent for run in (out / "sweep").glob("*/*/lnprobe_config.json")] + [stray.parents[1]]
+    removed = prune_miniature(out, swept, runs["picked"], "demo")
+    assert removed and all(unmarked not in p.parents for p in removed)
+    assert (mine / "notes.txt").is_file() and _weights(mine) == ["model-mine.safetensors"]
+    assert "delta.safetensors" in _weights(unmarked) or "model.safetensors" in _weights(unmarked)
+    assert (stray / "model.safetensors").is_file()
+    assert prune_miniature(out, swept, runs["picked"], "demo") == []  # once only
+
+
 def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     from lnprobe.miniature.study import run_study
 
     root, first, _ = demo_runs
     shutil.copytree(root / "a", tmp_path / "seed-0")  # seed 0 is the demo's run, reused
-    study = run_study(tmp_path, MiniatureConfig(**SMOKE), [0, 1], progress=False)
+    study = run_study(tmp_path, DEMO, [0, 1], progress=False)
     assert study["seeds"] == [0, 1]
     full = study["accuracy"]["full"]
     assert full["per_seed"][0] == next(r["accuracy"] for r in first["rows"] if r["regime"] == "full")
@@ -109,6 +191,8 @@ def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     assert (tmp_path / "plotly.min.js").is_file() and not (tmp_path / "seed-1" / "plotly.min.js").exists()
     for c in study["claims"].values():
         assert c["verdict"] == (c["per_seed"][0] if len(set(c["per_seed"])) == 1 else "inconclusive")
+    notes = sorted((tmp_path / "seed-1").rglob(WEIGHTS_REMOVED))  # each seed pruned as the demo is
+    assert len(notes) == len(REGIMES) + 2 and "lnprobe study" in removed_weights(notes[0].parent)
 
 
 def test_pretrain_stages_build_their_own_backbones_in_the_run(tmp_path):
