@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from lnprobe.errors import InputError
 from lnprobe.io import Output, removed_weights
-from lnprobe.textio import read_json
+from lnprobe.textio import one_line, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -128,7 +128,7 @@ def read_delta_tensors(path: str | Path, info: DeltaInfo) -> dict[str, torch.Ten
     try:
         return load_file(str(file))
     except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise InputError(f"{file}: corrupt delta tensors ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{file}: corrupt delta tensors ({one_line(exc)})") from None
 
 
 def load_delta_tensors(path: str | Path, info: DeltaInfo, expected: set[str]) -> dict[str, torch.Tensor]:
