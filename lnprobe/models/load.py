@@ -182,7 +182,7 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
             raise InputError(
                 f"{spec}: not in the local Hugging Face cache (pass --online to download)"
             ) from None
-        raise InputError(f"{spec}: cannot read model config ({_first_line(exc)})") from None
+        raise InputError(f"{spec}: cannot read model config ({textio.one_line(exc)})") from None
     return check_shapes(config, spec)
 
 
@@ -242,10 +242,6 @@ def _finish(model: nn.Module) -> nn.Module:
     return install_connector(model, resolve_sites(model).require("connector").connector)
 
 
-def _first_line(exc: BaseException) -> str:
-    return textio.one_line(exc)
-
-
 def load(
     spec: str | Path,
     *,
@@ -294,7 +290,7 @@ def _load_hf(spec, dtype, device, online, trust_remote_code) -> Loaded:
                 device_map=None if torch.device(device).type == "cpu" else str(device),
             )
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
-        raise InputError(f"{spec}: cannot load weights ({_first_line(exc)})") from None
+        raise InputError(f"{spec}: cannot load weights ({textio.one_line(exc)})") from None
     model = _finish(model).to(device).eval()
     return Loaded(model, _load_processor(spec, online, trust_remote_code), spec, "hf")
 
@@ -320,7 +316,7 @@ def _load_peft(spec, base_spec, dtype, device, merge, online, trust_remote_code)
             warnings.simplefilter("ignore")
             model = PeftModel.from_pretrained(loaded.model, spec, is_trainable=False)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise InputError(f"{spec}: cannot apply adapter to {base_spec} ({_first_line(exc)})") from None
+        raise InputError(f"{spec}: cannot apply adapter to {base_spec} ({textio.one_line(exc)})") from None
     if merge:
         model = _merge_peft(model)
     return Loaded(model.eval(), loaded.processor, spec, "peft", base=base_spec)
