@@ -64,6 +64,8 @@ def _sections(record: dict, out: Path) -> list[tuple[str, list[str]]]:
                 items = v.items() if isinstance(v, dict) else [("", v)]
                 lines += [f"| {k}{'.' + sub if sub else ''} | {_fmt(x)} |" for sub, x in items]
         lines.append("")
+        lines += decision_lines(claim)
+        lines += ["Detail:", ""]
         for name, test in claim["tests"].items():
             if isinstance(test, dict):
                 lines.append(
@@ -78,6 +80,40 @@ def _sections(record: dict, out: Path) -> list[tuple[str, list[str]]]:
         lines += [f"![{cap}]({p})" for p, cap in FIGURES.get(claim["id"], []) if (out / p).is_file()]
         sections.append((claim["id"].replace("_", " "), lines))
     return sections
+
+
+def decision_lines(claim: dict) -> list[str]:
+    """The deciding test of a claim (its margin, intervals, power) and its per-seed / per-site detail."""
+    test, margin = claim.get("test"), claim.get("margin")
+    if not test:
+        return []
+    units = f"{test['units']} {test['unit']}" if test.get("unit") != "within the run" else "one run"
+    pairing = claim.get("pairing") or "one side per seed"
+    lines = [f"**Test** ({units}; {pairing}): difference {_fmt(test['statistic'])}, 95 % CI "
+             f"{_ci(test['ci95'])}, p {_fmt(test['p_value'])}"]  # fmt: skip
+    if test.get("p_permutation") is not None:
+        lines[-1] += f", exact sign-flip p {_fmt(test['p_permutation'])}"
+    if margin:
+        lines += ["", f"Margin δ = {_fmt(margin['delta'])} ({margin['reason']}); 90 % CI "
+                      f"{_ci(test.get('ci90'))}, TOST p {_fmt(test.get('p_equivalence'))}."]  # fmt: skip
+    if test.get("mde") is not None:
+        power = f"Minimum detectable effect at 80 % power: {_fmt(test['mde'])}"
+        if test.get("units_for_delta"):
+            power += f"; seeds that would detect δ: {test['units_for_delta']}"
+        lines += ["", power + "."]
+    lines += ["", f"Outcome: {test['verdict']} — {test['reason']}.", ""]
+    if len(claim.get("per_seed") or []) > 1:
+        lines += ["| LN | reference | difference | 95 % CI (within run) | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {p['ln']} | {p['reference']} | {_fmt(p['difference'])} | {_ci(p.get('ci95'))} | "
+                  f"{p.get('verdict', '-')} |" for p in claim["per_seed"]] + [""]  # fmt: skip
+    if claim.get("per_site"):
+        lines += [
+            "| norm output | log(gap tuned / gap base) | 95 % CI over seeds | seeds |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {s} | {_fmt(e['log_ratio'])} | {_ci(e['ci95'])} | {e['seeds']} |"
+                  for s, e in claim["per_site"].items()] + [""]  # fmt: skip
+    return lines
 
 
 def write_report(record: dict, out: Path) -> None:

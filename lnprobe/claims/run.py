@@ -10,11 +10,13 @@ from pathlib import Path
 import torch
 
 from lnprobe.claims.causal import causal_summary, run_patch
-from lnprobe.claims.config import ClaimsConfig
+from lnprobe.claims.config import MARGINS, ClaimsConfig
 from lnprobe.claims.inputs import probe_inputs
+from lnprobe.claims.judge import Estimate, compare, domain_test, log_ratios
+from lnprobe.claims.pairing import pair_seeds
 from lnprobe.claims.pool import pool
 from lnprobe.claims.report import write_report
-from lnprobe.claims.verdicts import interval_verdict, sign_verdict
+from lnprobe.claims.verdicts import sign_verdict
 from lnprobe.errors import InputError
 from lnprobe.io import saved_path, saved_paths, write_json
 from lnprobe.probes import PROBES
@@ -41,7 +43,12 @@ def run_claims(cfg: ClaimsConfig) -> dict:
                 name: causal_summary(run_patch(cfg, spec, probes / f"patch-{name}"))
                 for name, spec in cfg.seeds("ln").items()
             }
-        claims = [_claim_similarity(cfg, sims), _claim_gradients(cfg, grads), _claim_domain(shifts, causal)]
+        pairing = pair_seeds(cfg)
+        claims = [
+            _claim_similarity(cfg, sims, pairing),
+            _claim_gradients(cfg, grads, pairing),
+            _claim_domain(cfg, shifts, causal),
+        ]
         record = {
             "config": _saved_config(cfg),
             "models": saved_paths(cfg.models, cfg.out),
@@ -171,19 +178,33 @@ def _lnshift(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
 
 
 def _pooled(cfg: ClaimsConfig, which: str, get) -> dict:
-    """`get(name) -> (value, ci)` for every seed of `which` (ln / full), pooled over seeds."""
+    """`get(name) -> (value, ci)` for every seed of `which` (ln / full), pooled over seeds (detail: each
+    side's mean with its t interval over seeds; the claims are decided on differences)."""
     return pool([get(name) for name in cfg.seeds(which)])
 
 
-def _claim_similarity(cfg: ClaimsConfig, sims: dict) -> dict:
-    verdicts, pooled = {}, {}
+def _decided(cfg: ClaimsConfig, claim: str, compared: dict) -> dict:
+    """The fields every claim carries: its margin, the deciding test, the per-seed detail."""
+    test = compared["test"]
+    return {
+        "verdict": test["verdict"],
+        "margin": {"delta": cfg.margins[claim], "reason": MARGINS[claim][1]},
+        "test": test,
+        "per_seed": compared["per_seed"],
+        "pairing": compared.get("pairing"),
+    }
+
+
+def _claim_similarity(cfg: ClaimsConfig, sims: dict, pairing) -> dict:
+    tests, pooled = {}, {}
     for metric in ("cka", "cosine"):
         for which in ("ln", "full"):
             pooled.setdefault(which, {})[metric] = _pooled(
                 cfg, which, lambda n, m=metric: (sims[n][m]["value"], _ci(sims[n][m]))
             )
-        ln, full = pooled["ln"][metric], pooled["full"][metric]
-        verdicts[metric] = interval_verdict(ln["value"], _ci(ln), full["value"], _ci(full), "lower").as_dict()
+        sides = [{n: Estimate.from_ci(sims[n][metric]["value"], _ci(sims[n][metric])) for n in cfg.seeds(w)}
+                 for w in ("ln", "full")]  # fmt: skip
+        tests[metric] = compare(*sides, pairing, cfg.margins["cross_layer_similarity"])
     numbers = {name: {m: s[m] for m in ("cka", "cosine")} for name, s in sims.items()}
     if len(cfg.ln) > 1 or len(cfg.full) > 1:
         numbers.update({f"{w} (pooled)": pooled[w] for w in ("ln", "full")})
@@ -192,52 +213,56 @@ def _claim_similarity(cfg: ClaimsConfig, sims: dict) -> dict:
         "statement": "LN-tuned models have lower cross-layer similarity than fully-finetuned ones",
         "definition": "mean over i != j of the layer x layer similarity of decoder-layer outputs "
         f"({cfg.tokens} tokens), linear CKA with the unbiased HSIC averaged over minibatches (primary) and "
-        "mean cosine; 95 % bootstrap intervals over minibatches (t intervals over seeds when several are "
-        "given); LN-tuned minus full-FT",
+        "mean cosine; LN-tuned minus full-FT per seed (95 % bootstrap intervals over minibatches within a "
+        "run), pooled over paired seeds (t interval, sign-flip p)",
         "numbers": numbers,
-        "verdict": verdicts["cka"]["verdict"],
-        "tests": verdicts,
+        **_decided(cfg, "cross_layer_similarity", tests["cka"]),
+        "tests": {m: t["test"] for m, t in tests.items()},
     }
 
 
-def _claim_gradients(cfg: ClaimsConfig, grads: dict) -> dict:
+def _claim_gradients(cfg: ClaimsConfig, grads: dict, pairing) -> dict:
     logs = {
         w: _pooled(cfg, w, lambda n: (_log(grads[n]["variance"]), _log_ci(grads[n]))) for w in ("ln", "full")
     }
-    verdict = interval_verdict(logs["ln"]["value"], _ci(logs["ln"]), logs["full"]["value"], _ci(logs["full"]))
+    sides = [{n: _log_estimate(grads[n]) for n in cfg.seeds(w)} for w in ("ln", "full")]
+    compared = compare(*sides, pairing, cfg.margins["gradient_variance"])
     numbers = dict(grads)
     if len(cfg.ln) > 1 or len(cfg.full) > 1:
         numbers.update({f"{w} (pooled, log variance)": logs[w] for w in ("ln", "full")})
     return {
         "id": "gradient_variance",
         "statement": "LN tuning gives smaller gradient variance than full finetuning",
-        "definition": "tr(Σ)/p of the norm-weight gradients over samples (per-example gradients offline, or "
-        "the micro-batch gradients recorded in training), compared as log(variance): LN-tuned minus full-FT; "
-        "95 % jackknife intervals over samples (t intervals over seeds when several are given)",
+        "definition": "tr(Σ)/p of the norm-weight gradients over samples (the micro-batch gradients recorded "
+        "in training, or per-example gradients offline), compared as log(variance): LN-tuned minus full-FT "
+        "per seed (jackknife interval of the log variance within a run), pooled over paired seeds",
         "numbers": numbers,
-        "verdict": verdict.verdict,
+        **_decided(cfg, "gradient_variance", compared),
         "tests": {
-            "log_variance": verdict.as_dict(),
+            "log_variance": compared["test"],
             "ratio_ln_over_full": math.exp(logs["ln"]["value"] - logs["full"]["value"]),
         },  # fmt: skip
     }
 
 
-def _claim_domain(shifts: dict, causal: dict) -> dict:
-    """The sign test on the gaps decides; `causal` (norm patching per LN seed) is cited beside it."""
+def _claim_domain(cfg: ClaimsConfig, shifts: dict, causal: dict) -> dict:
+    """The clustered test of the log gap ratios decides; the sign test over every site and `causal` (norm
+    patching per LN seed) are cited beside it."""
     pairs = [(g["tuned"], g["base"]) for shift in shifts.values() for s, g in shift["gaps"].items()
              if s.endswith(".out") and g.get("tuned") is not None and g.get("base") is not None]  # fmt: skip
-    verdict = sign_verdict(pairs, "lower")
+    tested = domain_test({n: log_ratios(s) for n, s in shifts.items()}, cfg.margins["domain_adaptation"])
     first = next(iter(shifts.values()))
     return {
         "id": "domain_adaptation",
         "statement": "the tuned norms bring image-token statistics closer to text-token statistics",
         "definition": "image-vs-text gap at each decoder norm's output (per-dimension Gaussian 2-Wasserstein "
-        "distance / text RMS), LN-tuned vs base on the same inputs; exact two-sided sign test over the norms "
-        "(of every seed)",
+        "distance / text RMS), LN-tuned vs base on the same inputs, as log(gap tuned / gap base); a seed's "
+        "effect is its mean over the norms; pooled over seeds (clustered by seed), or over the norms of the "
+        "one seed; the exact sign test over every norm of every seed as detail",
         "numbers": first["summary"] if len(shifts) == 1 else {n: s["summary"] for n, s in shifts.items()},
-        "verdict": verdict.verdict,
-        "tests": {"sign_test": verdict.as_dict()},
+        **_decided(cfg, "domain_adaptation", tested),
+        "per_site": tested["per_site"],
+        "tests": {"log_gap_ratio": tested["test"], "sign_test": sign_verdict(pairs, "lower").as_dict()},
         "causal": causal,
     }
 
@@ -256,12 +281,19 @@ def _log_ci(entry: dict) -> tuple[float, float] | None:
     return (math.log(ci[0]), math.log(ci[1])) if ci and ci[0] > 0 else None
 
 
+def _log_estimate(entry: dict) -> Estimate:
+    """log(variance) with its within-run standard error (the log-jackknife interval's half-width / 1.96)."""
+    return Estimate.from_ci(_log(entry["variance"]), _ci(entry), log=True)
+
+
 def _caveats(cfg: ClaimsConfig) -> list[str]:
     seeds = min(len(cfg.ln), len(cfg.full))
     notes = [
-        "one seed per regime: intervals cover sampling of the inputs, not training randomness"
+        "one seed per regime: intervals cover sampling of the inputs, not training randomness; the domain "
+        "claim's interval treats the norms of one seed as independent"
         if seeds == 1
-        else f"{len(cfg.ln)} LN and {len(cfg.full)} full seeds: pooled intervals come from their spread",
+        else f"{len(cfg.ln)} LN and {len(cfg.full)} full seeds: the verdicts are tests of the per-seed "
+        "differences, whose spread covers training randomness",
         f"{cfg.n} examples from {cfg.data}; statistics at this scale need not transfer to 7B models",
         "intervals of a difference assume independent errors of the two estimates (same inputs make them "
         "positively correlated, so the intervals are conservative)",

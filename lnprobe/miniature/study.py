@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from lnprobe.claims.pool import pool
-from lnprobe.claims.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from lnprobe.claims.verdicts import INCONCLUSIVE, OUTCOMES
 from lnprobe.miniature.config import MiniatureConfig
 from lnprobe.miniature.table import GOALS
 
@@ -87,29 +87,51 @@ def _entry(record: dict, name: str) -> dict:
     return next(r for r in record["rows"] if r["regime"] == name)
 
 
+def pooled_test(per_seed: list[dict], delta: float) -> dict:
+    """The study's verdict on one statistic from each seed's {difference, ci95, verdict}: with >= 2 seeds
+    the paired test of the differences (`paired_test`: mean, t interval, exact sign-flip p, four outcomes,
+    power); with one seed, that seed's own within-run test."""
+    from lnprobe.claims.verdicts import interval_test, paired_test
+
+    diffs = [p["difference"] for p in per_seed]
+    if len(diffs) >= 2 and all(d is not None for d in diffs):
+        test = paired_test(diffs, "lower", delta)
+    else:
+        first = per_seed[0]
+        test = interval_test(first["difference"], first.get("ci95"), "lower", delta)
+    return {"per_seed": [p["verdict"] for p in per_seed], "differences": diffs, "verdict": test.verdict,
+            "test": test.as_dict()}  # fmt: skip
+
+
 def _claims(records: dict[int, dict]) -> dict:
-    """Per claim: each seed's verdict and the study's (all seeds agree -> that verdict, else inconclusive)."""
-    ids = list(next(iter(records.values()))["claims"])
+    """Per claim: each seed's difference and verdict, and the study's pooled test; for the domain claim
+    also the log gap ratio per norm with its t interval over seeds."""
+    from lnprobe.claims.config import MARGINS
+    from lnprobe.claims.judge import per_site
+
+    ids = list(next(iter(records.values()))["claim_tests"])
     out = {}
     for cid in ids:
-        verdicts = [rec["claims"][cid] for rec in records.values()]
-        agreed = verdicts[0] if len(set(verdicts)) == 1 else INCONCLUSIVE
-        out[cid] = {"per_seed": verdicts, "verdict": agreed}
+        per_seed = [rec["claim_tests"][cid] for rec in records.values()]
+        out[cid] = {**pooled_test(per_seed, MARGINS[cid][0]), "delta": MARGINS[cid][0]}
+        if per_seed[0].get("per_site"):
+            out[cid]["per_site"] = per_site({seed: rec["claim_tests"][cid]["per_site"]
+                                             for seed, rec in records.items()})  # fmt: skip
     return out
 
 
 def _regime_verdicts(records: dict[int, dict]) -> dict:
-    """Per regime and statistic: each seed's verdict against full and the study's (seeds agree, else
-    inconclusive)."""
+    """Per regime and statistic: each seed's difference from full and verdict, and the pooled test."""
+    from lnprobe.claims.config import MARGINS
+
     first = next(iter(records.values()))["regime_verdicts"]
     out: dict = {}
     for regime, tests in first.items():
         for stat in tests:
-            per_seed = [
-                rec["regime_verdicts"].get(regime, {}).get(stat, INCONCLUSIVE) for rec in records.values()
-            ]
-            verdict = per_seed[0] if len(set(per_seed)) == 1 else INCONCLUSIVE
-            out.setdefault(regime, {})[stat] = {"per_seed": per_seed, "verdict": verdict}
+            per_seed = [rec["regime_verdicts"].get(regime, {}).get(stat) for rec in records.values()]
+            if any(p is None for p in per_seed):
+                continue
+            out.setdefault(regime, {})[stat] = pooled_test(per_seed, MARGINS[stat][0])
     return out
 
 
@@ -178,17 +200,7 @@ def markdown(study: dict) -> str:
     for key, g in study["goals"].items():
         marks = ", ".join("met" if x else ("-" if x is None else "not met") for x in g["per_seed"])
         lines.append(f"- {GOALS[key]}: **{'met on every seed' if g['all'] else 'NOT met'}** ({marks})")
-    lines += ["", "## The claims", ""]
-    for cid, c in study["claims"].items():
-        lines.append(f"- `{cid}`: **{c['verdict']}** (per seed: {', '.join(c['per_seed'])})")
-    lines += [
-        "",
-        "Every regime against full finetuning (lower predicted; the paper's claims concern `ln`):",
-        "",
-    ]
-    for regime, tests in study["regime_verdicts"].items():
-        text = "; ".join(f"{k}: **{v['verdict']}** ({', '.join(v['per_seed'])})" for k, v in tests.items())
-        lines.append(f"- `{regime}`: {text}")
+    lines += ["", "## The claims", ""] + claim_lines(study)
     lines += ["", "## What this says", "", _reading(study), ""]
     return "\n".join(lines) + "\n"
 
@@ -205,6 +217,51 @@ def _backbones(study: dict) -> str:
     return f"Backbones: LLM `{cfg.get('llm') or 'shipped'}`, vision tower `{cfg.get('vision') or 'shipped'}`."
 
 
+def _f(x, spec=".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _ci(ci) -> str:
+    return "-" if not ci or None in ci else f"[{_f(ci[0])}, {_f(ci[1])}]"
+
+
+def claim_lines(study: dict) -> list[str]:
+    """The claims' table (pooled test per claim, then every regime against full) and the domain claim's
+    effect per norm."""
+    seeds = len(study["seeds"])
+    test_kind = (f"the paired test over {seeds} seeds (mean of the per-seed differences, t interval, exact "
+                 "sign-flip p)" if seeds > 1 else "one seed's within-run test")  # fmt: skip
+    lines = [
+        f"Each claim is decided by {test_kind}, on the difference LN minus reference (full finetuning; the "
+        "base for the domain claim), whose sign the paper predicts negative. Outcomes: *supported* (95 % "
+        "interval below 0), *refuted* (above 0), *no effect beyond δ* (90 % interval inside ±δ, two one-"
+        "sided tests), *inconclusive* (else: with the smallest effect the design detects at 80 % power, "
+        "and the seeds that would detect δ). The margins δ are fixed in `lnprobe.claims.config.MARGINS` "
+        "(docs/statistics.md#margins).",
+        "",
+        "| claim | outcome | difference (mean) | 95 % CI | δ | sign-flip p | MDE (80 %) | seeds for δ "
+        "| per seed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    rows = [(f"`{cid}`", c) for cid, c in study["claims"].items()]
+    rows += [
+        (f"`{r}` vs full: {stat}", c) for r, t in study["regime_verdicts"].items() for stat, c in t.items()
+    ]
+    for name, c in rows:
+        t = c["test"]
+        per_seed = ", ".join(f"{_f(d)} ({v})" for d, v in zip(c["differences"], c["per_seed"], strict=True))
+        lines.append(f"| {name} | **{c['verdict']}** | {_f(t['statistic'])} | {_ci(t['ci95'])} | "
+                     f"{_f(t['delta'])} | {_f(t.get('p_permutation'))} | {_f(t.get('mde'))} | "
+                     f"{_f(t.get('units_for_delta'), 'd')} | {per_seed} |")  # fmt: skip
+    domain = study["claims"].get("domain_adaptation", {}).get("per_site")
+    if domain:
+        lines += ["", "The domain claim per norm: log(gap tuned / gap base), mean over seeds with its t "
+                  "interval (negative: the tuned norm narrows the image-vs-text gap):", "",
+                  "| norm output | log ratio | 95 % CI |", "|---|---:|---:|"]  # fmt: skip
+        lines += [f"| {s} | {_f(e['log_ratio'])} | {_ci(e['ci95'])} |" for s, e in domain.items()]
+    return lines
+
+
 def _reading(study: dict) -> str:
     learned = study["goals"]["full_accuracy"]["all"] and study["goals"]["above_blind"]["all"]
     if not learned:
@@ -214,13 +271,30 @@ def _reading(study: dict) -> str:
             "paper. What the miniature tells today is only that the pipeline runs and the statistics are "
             "computed."
         )
-    supported = [c for c, v in study["claims"].items() if v["verdict"] == SUPPORTED]
-    refuted = [c for c, v in study["claims"].items() if v["verdict"] == NOT_SUPPORTED]
+    by = {o: [c for c, v in study["claims"].items() if v["verdict"] == o] for o in OUTCOMES}
     missed = [GOALS[k] for k, g in study["goals"].items() if not g["all"]]
-    return (
+    text = (
         "The models learned the task (full finetuning above the goal, every regime above the blind "
         "baseline on every seed)"
         + (f"; not met on every seed: {'; '.join(missed)}" if missed else "")
-        + f". Supported on every seed: {', '.join(supported) or 'none'}; refuted on every seed: "
-        f"{', '.join(refuted) or 'none'}; the rest cannot be told at this scale."
+        + ". "
+        + "; ".join(f"{o}: {', '.join(f'`{c}`' for c in cs)}" for o, cs in by.items() if cs)
+        + "."
+    )
+    for cid in by[INCONCLUSIVE]:
+        need = study["claims"][cid]["test"].get("units_for_delta")
+        if need:
+            reach = _reach(study, need)
+            text += f" `{cid}` would need about {need} seeds to detect δ at 80 % power ({reach})."
+    return text
+
+
+def _reach(study: dict, seeds: int) -> str:
+    """Whether `seeds` seeds fit a day on this machine, from the measured time per seed."""
+    per_seed = [sum(t.values()) for t in study["timings"].values() if t]
+    if not per_seed:
+        return "time per seed unknown"
+    hours = seeds * sum(per_seed) / len(per_seed) / 3600
+    return f"~{hours:.1f} h at this run's time per seed: " + (
+        "within reach" if hours <= 24 else "out of reach"
     )

@@ -38,29 +38,50 @@ def goals(accuracy: dict, regimes) -> dict[str, bool | None]:
 
 def regime_verdicts(results: dict, claims: dict) -> dict:
     """Every regime judged against full finetuning on the two statistics measured for all of them: cross-layer
-    CKA (predicted lower) and the norm-gradient variance of its training run (predicted lower; regimes that
-    train no norm have none). The paper's claims are about `ln`; the rest are the same test, for context."""
-    from lnprobe.claims.run import _ci, _log, _log_ci, _trace
-    from lnprobe.claims.verdicts import interval_verdict
-    from lnprobe.probes.gradvar.stats import variance_intervals
+    CKA (predicted lower) and the norm-gradient variance of its training run (log scale, predicted lower;
+    regimes that train no norm have none). Per regime and statistic: the difference (regime minus full), its
+    within-run 95 % interval and verdict; the study pools the differences over seeds. The paper's claims are
+    about `ln`; the rest are the same test, for context."""
+    from lnprobe.claims.config import MARGINS
+    from lnprobe.claims.judge import Estimate
+    from lnprobe.claims.run import _ci, _trace
+    from lnprobe.claims.verdicts import decide
+    from lnprobe.probes.gradvar.stats import log_variance_se
 
-    sims, grads = claims["similarity"], {}
+    sims, estimates = claims["similarity"], {"cross_layer_similarity": {}, "gradient_variance": {}}
     for regime, r in results.items():
+        cka = sims[regime]["cka"]
+        estimates["cross_layer_similarity"][regime] = Estimate.from_ci(cka["value"], _ci(cka))
         trace = _trace(r["run"])
         if trace is not None and trace.shape[0] >= 3 and trace.shape[1] > 0:
-            ci = variance_intervals(trace, {"all": (0, trace.shape[1])}).get("all")
-            grads[regime] = {"variance": float(trace.var(0).mean()), "ci95": list(ci) if ci else None}
+            log_v = log_variance_se(trace, {"all": (0, trace.shape[1])}).get("all")
+            if log_v:
+                estimates["gradient_variance"][regime] = Estimate(*log_v)
     out = {}
     for regime in results:
         if regime == "full":
             continue
-        a, b = sims[regime]["cka"], sims["full"]["cka"]
-        entry = {"cross_layer_similarity": interval_verdict(a["value"], _ci(a), b["value"], _ci(b)).verdict}
-        if regime in grads and "full" in grads:
-            g, f = grads[regime], grads["full"]
-            verdict = interval_verdict(_log(g["variance"]), _log_ci(g), _log(f["variance"]), _log_ci(f))
-            entry["gradient_variance"] = verdict.verdict
-        out[regime] = entry
+        for stat, by_regime in estimates.items():
+            if regime not in by_regime or "full" not in by_regime:
+                continue
+            a, b = by_regime[regime], by_regime["full"]
+            se = (a.se**2 + b.se**2) ** 0.5 if a.se is not None and b.se is not None else float("nan")
+            v = decide(a.value - b.value, se, float("inf"), "lower", MARGINS[stat][0], 1, "within the run")
+            out.setdefault(regime, {})[stat] = {"difference": v.statistic, "ci95": v.as_dict()["ci95"],
+                                                "verdict": v.verdict}  # fmt: skip
+    return out
+
+
+def claim_tests(claims: dict) -> dict:
+    """Per claim of one seed's claims record: its difference (LN minus reference), within-run interval and
+    verdict, and for the domain claim the log gap ratio at each norm (what the study pools over seeds)."""
+    out = {}
+    for claim in claims["claims"]:
+        test = claim.get("test") or {}
+        entry = {"difference": test.get("statistic"), "ci95": test.get("ci95"), "verdict": claim["verdict"]}
+        if claim.get("per_site"):
+            entry["per_site"] = {s: e["log_ratio"] for s, e in claim["per_site"].items()}
+        out[claim["id"]] = entry
     return out
 
 
@@ -96,6 +117,7 @@ def results_record(
         "baselines": baselines,
         "goals": goals(accuracy, cfg.regimes),
         "claims": {c["id"]: c["verdict"] for c in claims["claims"]},
+        "claim_tests": claim_tests(claims),
         "regime_verdicts": regime_verdicts(results, claims),
         "timings": timings,
     }
@@ -175,7 +197,7 @@ def print_results(record: dict, console: Console, title: str) -> None:
     for cid, verdict in record["claims"].items():
         console.print(f"claim {cid}: {verdict}")
     for regime, verdicts in record["regime_verdicts"].items():
-        text = ", ".join(f"{k} {v}" for k, v in verdicts.items())
+        text = ", ".join(f"{k} {v['verdict']} ({v['difference']:+.3g})" for k, v in verdicts.items())
         console.print(f"  {regime} vs full (lower predicted): {text}")
     if record.get("timings"):
         console.print("stage seconds: " + ", ".join(f"{k} {v:g}" for k, v in record["timings"].items()))

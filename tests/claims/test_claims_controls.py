@@ -8,7 +8,7 @@ import torch
 
 from lnprobe import cli
 from lnprobe.claims import controls
-from lnprobe.claims.verdicts import NOT_SUPPORTED, SUPPORTED
+from lnprobe.claims.verdicts import REFUTED, SUPPORTED
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import build_tiny, resolve_sites
 from tests.conftest import image_batch
@@ -62,7 +62,7 @@ def _claim(record, claim_id):
 @pytest.mark.parametrize("claim_id", CLAIMS)
 def test_planted_verdict(planted_runs, claim_id, holds, traces):
     _, record, _ = planted_runs[holds, traces]
-    assert _claim(record, claim_id)["verdict"] == (SUPPORTED if holds else NOT_SUPPORTED)
+    assert _claim(record, claim_id)["verdict"] == (SUPPORTED if holds else REFUTED)
 
 
 @pytest.mark.parametrize("holds", [True, False], ids=["holds", "fails"])
@@ -157,7 +157,7 @@ def test_reports_state_the_verdicts_with_figures(planted, holds):
         sim["config"]["label_a"] == "ln"
         and "cka: ln x ln" in (out / "probes" / "similarity-ln" / "similarity_cka.html").read_text()
     )
-    verdict = SUPPORTED if holds else NOT_SUPPORTED
+    verdict = SUPPORTED if holds else REFUTED
     assert (out / "report.md").read_text().count(f"**{verdict}**") >= 3
 
 

@@ -80,14 +80,17 @@ def shares(png: Path) -> tuple[float, float]:
 def claims_record(similarity: dict) -> dict:
     """A claims record as `lnprobe claims` writes it (its verdict rules, the real similarity numbers for LN
     and made-up ones for the rest): the browser check needs a report, not a 14 s claims run."""
-    from lnprobe.claims.verdicts import interval_verdict, sign_verdict
+    from lnprobe.claims.verdicts import interval_test, sign_verdict
     from lnprobe.provenance import provenance
 
     ln = {m: e["cross_layer_mean"] for m, e in similarity["metrics"].items()}
     full = {m: {"value": s["value"] + 0.05, "ci95": [c + 0.05 for c in s["ci95"]]} for m, s in ln.items()}
     sim_tests = {
-        m: interval_verdict(
-            ln[m]["value"], ln[m]["ci95"], full[m]["value"], full[m]["ci95"], "lower"
+        m: interval_test(
+            ln[m]["value"] - full[m]["value"],
+            [a - b for a, b in zip(ln[m]["ci95"], full[m]["ci95"], strict=True)],
+            "lower",
+            0.02,
         ).as_dict()
         for m in ("cka", "cosine")
     }
@@ -105,9 +108,7 @@ def claims_record(similarity: dict) -> dict:
             "source": "offline per-example gradients",
         },
     }
-    grad_test = interval_verdict(
-        np.log(2e-4), (np.log(1e-4), np.log(3e-4)), np.log(5e-4), (np.log(3e-4), np.log(7e-4))
-    )
+    grad_test = interval_test(np.log(2e-4 / 5e-4), (np.log(0.3), np.log(0.6)), "lower", np.log(1.25))
     domain_test = sign_verdict([(0.2, 0.3)] * 3 + [(0.3, 0.2)])
     claims = [
         {"id": "cross_layer_similarity", "statement": "LN-tuned models have lower cross-layer similarity",
