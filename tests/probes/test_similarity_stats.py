@@ -390,7 +390,7 @@ def test_float32_overflow_is_an_error_not_a_silent_nan():
         cka_matrix([x, x + 1], debiased=True, matmul_dtype=torch.float32)
 
 
-@pytest.mark.parametrize("metric", ["cka", "cka_biased", "rbf_cka", "cosine"])
+@pytest.mark.parametrize("metric", ["cka", "cka_biased", "rbf_cka", "cosine", "mutual_knn", "procrustes"])
 def test_a_metric_name_means_one_estimator(metric):
     """The registry's single-pair function and the streaming accumulator `lnprobe similarity` runs under
     the same name agree on one minibatch (`cka` is the unbiased estimator in both)."""

@@ -1,10 +1,14 @@
 """The similarity probe: layer x layer CKA / cosine within one checkpoint or between two.
 
 config.py   SimilarityConfig (ProbeInputs + what to compare)
-metrics.py  the metric registry (`cka` = unbiased HSIC, `cka_biased`, `rbf_cka`, `cosine`) and the
-            single-pair estimators
+metrics.py  the metric registry (`cka` = unbiased HSIC, `cka_biased`, `rbf_cka`, `cosine`, `mutual_knn`,
+            `procrustes`) and the single-pair estimators
 hsic.py     the linear-HSIC engine (Gram or feature space, whichever is cheaper)
-stats.py    the streaming layer x layer accumulators (minibatch CKA, cosine), bootstrap intervals
+knn.py      mutual k-nearest-neighbour alignment (Huh et al. 2024)
+procrustes.py  the Procrustes shape similarity / angular distance (Williams et al. 2021)
+null.py     the permutation null of layer x layer linear CKA
+stats.py    the streaming layer x layer accumulators (minibatch CKA, cosine, per-minibatch means),
+            bootstrap intervals
 run.py      the runner: capture, accumulate, summarise, write
 """
 

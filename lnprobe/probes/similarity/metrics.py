@@ -1,4 +1,5 @@
-"""Centred kernel alignment (Kornblith et al. 2019), with the debiased estimator (Song et al. 2012 unbiased
+"""The metric registry (`METRICS`: CKA, cosine, mutual k-NN from `.knn`, Procrustes from `.procrustes`), and
+centred kernel alignment (Kornblith et al. 2019), with the debiased estimator (Song et al. 2012 unbiased
 HSIC; Nguyen, Raghu & Kornblith 2021) and a minibatch accumulator.
 
     CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)),  K = X Xᵀ, L = Y Yᵀ for the linear kernel.
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from lnprobe.errors import InputError
+from lnprobe.probes.similarity import knn, procrustes
 from lnprobe.probes.similarity.hsic import check_matrix, hsic_pairs
-from lnprobe.probes.similarity.stats import MinibatchCKA, MinibatchCosine
+from lnprobe.probes.similarity.stats import MinibatchCKA, MinibatchCosine, MinibatchMean
 from lnprobe.probes.similarity.tensors import pair, rbf_gram
 from lnprobe.registry import Registry
 
@@ -162,5 +164,25 @@ METRICS.add(
         _accumulator(kernel="cosine"),
         "mean cosine of matched token/example vectors (equal widths)",
         1,
+    ),
+)
+METRICS.add(
+    "mutual_knn",
+    Metric(
+        "mutual_knn",
+        knn.mutual_knn,
+        lambda: MinibatchMean(knn.mutual_knn_matrix, knn.chance),
+        f"mutual k-NN alignment, k={knn.K}, cosine neighbours within each minibatch (Huh et al. 2024)",
+        knn.K + 1,
+    ),
+)
+METRICS.add(
+    "procrustes",
+    Metric(
+        "procrustes",
+        procrustes.procrustes_similarity,
+        lambda: MinibatchMean(procrustes.procrustes_matrix),
+        "Procrustes shape similarity cos θ = ‖XᵀY‖_* / (‖X‖_F ‖Y‖_F), centred (Williams et al. 2021)",
+        2,
     ),
 )

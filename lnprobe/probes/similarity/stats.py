@@ -70,6 +70,7 @@ class MinibatchCKA:
             raise InputError(f"unknown kernel {kernel!r} (linear or rbf)")
         self.debiased, self.kernel, self.matmul_dtype = debiased, kernel, matmul_dtype
         self.terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per minibatch: xy, xx, yy
+        self.null = None  # a `..null.PermutationNull` fed the same minibatches, when one is attached
 
     def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
         """Add one minibatch. Linear kernel: Gram or feature space by cost (`..hsic`)."""
@@ -77,6 +78,8 @@ class MinibatchCKA:
             return self._update_rbf(xs, ys)
         xy, xx, yy = hsic_pairs(xs, ys, self.debiased, self.matmul_dtype)
         self.terms.append((xy.cpu(), xx.cpu(), yy.cpu()))
+        if self.null is not None:
+            self.null.update(xs, ys)
 
     def _update_rbf(self, xs: Sequence, ys: Sequence | None) -> None:
         gx = rbf_grams(xs)
@@ -179,3 +182,39 @@ class MinibatchCosine:
 
     def bootstrap(self, statistic, draws: int = 200, level: float = 0.95, seed: int = 0):
         return MinibatchCKA.bootstrap(self, statistic, draws, level, seed)  # the same minibatch resampling
+
+
+class MinibatchMean:
+    """Streaming layer x layer matrix that is the mean over minibatches of a per-minibatch matrix
+    `matrix(xs, ys)` → `[Lx, Ly]` (`ys=None`: xs against itself): mutual k-NN and Procrustes, whose
+    per-minibatch values do not decompose into sums. `chance(n)`, when given, is the metric's value for
+    unrelated rows at n rows, averaged over minibatches by `random_baseline()`. Same `update` / `compute`
+    / `bootstrap` as `MinibatchCKA`."""
+
+    def __init__(
+        self,
+        matrix: Callable[[Sequence, Sequence | None], torch.Tensor],
+        chance: Callable[[int], float] | None = None,
+    ) -> None:
+        self.matrix, self.chance = matrix, chance
+        self.terms: list[torch.Tensor] = []
+        self.rows: list[int] = []
+
+    def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
+        self.terms.append(self.matrix(xs, ys).cpu())
+        self.rows.append(torch.as_tensor(xs[0]).shape[0])
+
+    def compute(self, which: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.terms:
+            raise InputError("no minibatches were added")
+        idx = range(len(self.terms)) if which is None else which.tolist()
+        return torch.stack([self.terms[i] for i in idx]).mean(0)
+
+    def bootstrap(self, statistic, draws: int = 200, level: float = 0.95, seed: int = 0):
+        return MinibatchCKA.bootstrap(self, statistic, draws, level, seed)  # the same minibatch resampling
+
+    def random_baseline(self) -> float | None:
+        """The mean over minibatches of `chance(n)` (None without one)."""
+        if self.chance is None or not self.rows:
+            return None
+        return sum(self.chance(n) for n in self.rows) / len(self.rows)
