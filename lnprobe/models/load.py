@@ -3,9 +3,10 @@
 A spec is a local HF checkpoint directory, a hub id (read from the local Hugging Face cache; downloaded
 only with `online=True`), a PEFT adapter directory (LoRA or LN tuning; base from its adapter_config.json),
 a directory of a registered format (`lnprobe.models.formats`: an lnprobe delta, base from its
-lnprobe_delta.json, loaded by `lnprobe.checkpoints`), or a training run directory (its newest checkpoint,
-as named by its `latest` file). Weights are read from safetensors only; `trust_remote_code` is off unless
-asked for.
+lnprobe_delta.json, loaded by `lnprobe.checkpoints`), a training run directory (its newest checkpoint,
+as named by its `latest` file), or a GGUF file (or a directory holding one and no config.json: read once,
+dequantised to float32 and cached as safetensors, `lnprobe.models.gguf`). Weights are read from
+safetensors (or GGUF) only; `trust_remote_code` is off unless asked for.
 """
 
 from __future__ import annotations
@@ -73,9 +74,14 @@ def resolve_run(spec: str | Path) -> str:
 
 
 def checkpoint_kind(spec: str) -> str:
-    """'preset', 'hf', 'peft', a registered format ('delta'), 'json' (a config file) or 'hub'; InputError
-    if none fits."""
+    """'preset', 'hf', 'peft', a registered format ('delta'), 'gguf', 'json' (a config file) or 'hub';
+    InputError if none fits."""
+    from lnprobe.models.gguf import gguf_source
+
     path = Path(spec)
+    plain = path.is_dir() and not any((path / f).is_file() for f in ("adapter_config.json", "latest"))
+    if plain and gguf_source(path) is not None:  # a folder with one .gguf and no config.json
+        return "gguf"
     if path.is_dir():
         for name in FORMATS:
             if FORMATS.get(name).marks(path):
@@ -91,7 +97,9 @@ def checkpoint_kind(spec: str) -> str:
     if path.is_file():
         if path.suffix == ".json":
             return "json"
-        raise InputError(f"{spec}: expected a checkpoint directory or a config .json file")
+        if gguf_source(path) is not None:
+            return "gguf"
+        raise InputError(f"{spec}: expected a checkpoint directory, a .gguf file or a config .json file")
     if spec in PRESETS or spec == "tiny":
         return "preset"
     require_local(spec)
@@ -110,11 +118,11 @@ def looks_local(spec: str) -> bool:
 
 
 def require_local(spec: str, flag: str = "") -> None:
-    """InputError '[FLAG ]SPEC: no such directory' (or file, for a .json) when `spec` can only be a local
-    path and nothing is there: no hub look-up, no download, no message of transformers'."""
+    """InputError '[FLAG ]SPEC: no such directory' (or file, for a .json or .gguf) when `spec` can only be
+    a local path and nothing is there: no hub look-up, no download, no message of transformers'."""
     spec = str(spec)
     if looks_local(spec) and not os.path.lexists(os.path.expanduser(spec)):
-        what = "file" if spec.endswith(".json") else "directory"
+        what = "file" if spec.endswith((".json", ".gguf")) else "directory"
         raise InputError(f"{flag + ' ' if flag else ''}{spec}: no such {what}")
 
 
@@ -160,6 +168,8 @@ def resolve_config(spec: str, *, online: bool = False, base: str | None = None) 
         return preset_config(spec)
     if kind == "peft" or kind in FORMATS:
         return resolve_config(base_of(spec, base), online=online)
+    if kind == "gguf":
+        return resolve_config(str(gguf_checkpoint(spec)))
     if kind == "json":
         data = read_json(Path(spec))
         if "model_type" not in data:
@@ -264,6 +274,8 @@ def load(
     torch_dtype = parse_dtype(dtype)
     if kind in ("hf", "hub"):
         return _load_hf(spec, torch_dtype, device, online, trust_remote_code)
+    if kind == "gguf":
+        return _load_gguf(spec, torch_dtype, device)
     base_spec = base_of(spec, base)
     if kind == "peft":
         return _load_peft(spec, base_spec, torch_dtype, device, merge, online, trust_remote_code)
@@ -293,6 +305,34 @@ def _load_hf(spec, dtype, device, online, trust_remote_code) -> Loaded:
         raise InputError(f"{spec}: cannot load weights ({textio.one_line(exc)})") from None
     model = _finish(model).to(device).eval()
     return Loaded(model, _load_processor(spec, online, trust_remote_code), spec, "hf")
+
+
+def gguf_checkpoint(spec: str) -> Path:
+    """The cached float32 safetensors copy of the GGUF file `spec` names (converted on first use)."""
+    from lnprobe.models.gguf import cached_checkpoint, gguf_source
+
+    source = gguf_source(spec)
+    if source is None:
+        raise InputError(f"{spec}: not a .gguf file or a folder holding one")
+    return cached_checkpoint(source)
+
+
+def _load_gguf(spec: str, dtype, device) -> Loaded:
+    """A GGUF checkpoint as the causal LM transformers reads from it (head included), from its cached
+    float32 copy; `dtype` casts after loading (default float32)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = gguf_checkpoint(spec)
+    try:
+        with quiet_transformers(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype or torch.float32, use_safetensors=True, local_files_only=True
+            )
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        raise InputError(f"{spec}: cannot load its cached copy {folder} ({textio.one_line(exc)})") from None
+    model = model.to(device).eval()
+    return Loaded(model, _load_processor(str(folder), False, False), spec, "gguf")
 
 
 def _load_processor(spec: str, online: bool, trust_remote_code: bool):
