@@ -42,6 +42,16 @@ barely see, so one `lnprobe claims` run per scenario judges all three:
 
 The sign test needs at least 8 of the tiny model's 9 decoder norms to agree (p < 0.05); the planted
 factors make all 9 agree.
+
+Two more outcomes, over two seeds each (`lnprobe claims --ln A --ln B --full C --full D`):
+
+- no effect beyond δ (`build_null_scenario`): per seed, the LN model *is* the base (its norms unchanged,
+  saved as an `ln` delta), the "fully finetuned" model is a copy of it, and both training runs hold the same
+  gradient trace: every per-seed difference is exactly 0 on every claim, so each pooled 90 % interval is
+  [0, 0], inside any margin.
+- inconclusive (too few seeds): the seed where every claim holds paired with the seed where every claim
+  fails (the two scenarios above): two per-seed differences of opposite sign, whose t interval on one
+  degree of freedom contains 0 and leaves the margin; the power statement then asks for more seeds.
 """
 
 from __future__ import annotations
@@ -214,6 +224,38 @@ class Scenario:
             "--data", str(data), "--out", str(out),
         ]  # fmt: skip
         return [*argv, "--ln-run", str(self.ln_run), "--full-run", str(self.full_run)] if traces else argv
+
+
+def build_null_scenario(base: str | Path, out: str | Path, seed: int = 0) -> Scenario:
+    """LN = base = full, one gradient trace for both runs: no claim can see a difference (see the module's
+    docstring)."""
+    from lnprobe.models import load
+
+    base, out = Path(base), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    same = load(base)
+    ln_dir = _save_ln_delta(same.model, base, out / "ln")
+    full_dir = _save_hf(same.model, same.processor, base, out / "full")
+    ln_run = write_gradient_trace(out / "ln-run", 0.5, seed=seed)
+    full_run = write_gradient_trace(out / "full-run", 0.5, seed=seed)
+    return Scenario(False, base, ln_dir, full_dir, ln_run, full_run)
+
+
+def seeds_argv(scenarios: list[Scenario], data: str | Path, out: str | Path) -> list[str]:
+    """`lnprobe claims` arguments judging several scenarios as seeds of one study (paired by order)."""
+    argv = ["claims", "--base", str(scenarios[0].base), "--data", str(data), "--out", str(out)]
+    for s in scenarios:
+        argv += [
+            "--ln",
+            str(s.ln),
+            "--full",
+            str(s.full),
+            "--ln-run",
+            str(s.ln_run),
+            "--full-run",
+            str(s.full_run),
+        ]
+    return argv
 
 
 def build_scenario(base: str | Path, out: str | Path, holds: bool, seed: int = 0) -> Scenario:

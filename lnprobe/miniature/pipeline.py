@@ -36,6 +36,7 @@ from lnprobe.io import MARKER, results_tree
 from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, pretrained_llm, pretrained_vision, shipped
 from lnprobe.miniature.config import MiniatureConfig
 
+GRADIENT_SAMPLES = 64  # norm-gradient samples each finetuning run records, at least (steps permitting)
 STAGES = ("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "claims", "prune")
 
 
@@ -152,7 +153,9 @@ class Stages:
             grad_ckpt="off",
             final_optimizer=False,
             lora_rank=c.lora_rank,
-            gradvar_every=max(1, c.finetune_steps // 8),
+            # >= 64 micro-batch gradients per run (every 3rd of 200 steps: 66), the same steps, hence the
+            # same batches, in every regime: enough for the variance's interval (docs/statistics.md)
+            gradvar_every=max(1, c.finetune_steps // GRADIENT_SAMPLES),
         )
 
     def sweep(self, base: Path, data: Path) -> dict:

@@ -8,7 +8,7 @@ import torch
 
 from lnprobe import cli
 from lnprobe.claims import controls
-from lnprobe.claims.verdicts import REFUTED, SUPPORTED
+from lnprobe.claims.verdicts import INCONCLUSIVE, NO_EFFECT, REFUTED, SUPPORTED
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import build_tiny, resolve_sites
 from tests.conftest import image_batch
@@ -45,6 +45,45 @@ def planted_runs(tmp_path_factory):
                 assert cli.main(argv) == 0
             runs[holds, traces] = (scenario, json.loads((out / "claims.json").read_text()), out)
     return runs
+
+
+@pytest.fixture(scope="module")
+def seeded_runs(planted_runs, tmp_path_factory):
+    """{outcome: claims record} over two seeds each: the null scenario twice (no effect beyond δ), and the
+    holding seed with the failing one (inconclusive)."""
+    root = tmp_path_factory.mktemp("seeded")
+    (scenario, _, _), (failing, _, _) = planted_runs[True, True], planted_runs[False, True]
+    data = write_synth(root / "data", SynthConfig(n=30, seed=3)) / "instruct.json"
+    nulls = [controls.build_null_scenario(scenario.base, root / f"null-{s}", seed=s) for s in (0, 1)]
+    records = {}
+    for outcome, scenarios in ((NO_EFFECT, nulls), (INCONCLUSIVE, [scenario, failing])):
+        out = root / outcome.split()[0]
+        argv = [*controls.seeds_argv(scenarios, data, out), "--n", "16", "--batch-size", "4"]
+        with pytest.MonkeyPatch.context() as patch:  # figures do not enter verdicts (speed)
+            for module, name in FIGURES:
+                patch.setattr(f"{module}.{name}", lambda *args, **kwargs: [])
+            assert cli.main([*argv, "--bootstrap", "50", "--no-patch"]) == 0
+        records[outcome] = json.loads((out / "claims.json").read_text())
+    return records
+
+
+@pytest.mark.parametrize("outcome", [NO_EFFECT, INCONCLUSIVE], ids=["no-effect", "inconclusive"])
+@pytest.mark.parametrize("claim_id", CLAIMS)
+def test_planted_outcome_over_two_seeds(seeded_runs, claim_id, outcome):
+    claim = _claim(seeded_runs[outcome], claim_id)
+    test = claim["test"]
+    assert claim["verdict"] == outcome and test["unit"] == "seeds" and test["units"] == 2
+    assert len(claim["per_seed"]) == 2 and test["delta"] == claim["margin"]["delta"] > 0
+    if outcome == NO_EFFECT:  # LN = full = base by construction: every difference is exactly 0
+        assert [p["difference"] for p in claim["per_seed"]] == [0.0, 0.0]
+        assert test["ci90"] == [0.0, 0.0] and test["p_equivalence"] == 0.0
+    else:  # one seed holds, one fails: opposite signs, and the power statement asks for more seeds
+        first, second = (p["difference"] for p in claim["per_seed"])
+        assert first < 0 < second
+        assert test["mde"] > claim["margin"]["delta"] and test["units_for_delta"] > 2
+        assert test["p_permutation"] == 1.0  # 2 seeds of opposite sign: every flip is as extreme
+    pairing = "paired by order" if claim_id != "domain_adaptation" else None
+    assert claim["pairing"] is None or claim["pairing"].startswith(pairing or "")
 
 
 @pytest.fixture(scope="module")
