@@ -126,3 +126,59 @@ def test_claims_pool_several_seeds(tiny_dir, tmp_path):
     assert "ln (pooled, log variance)" in record["claims"][1]["numbers"]
     assert "Verdict" in (out / "report.md").read_text()
     assert cli.main([*argv, "--ln-run", str(tmp_path)]) == 2  # one run for two LN seeds
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--margin", "cross_layer_similarity=-0.1"], "margin must be a finite number >= 0"),
+        (["--margin", "gradient_variance=inf"], "margin must be a finite number >= 0"),
+        (["--margin", "gradient_variance=nan"], "margin must be a finite number >= 0"),
+        (["--margin", "speed=0.1"], "unknown claim"),
+        (["--pair", "seed"], "a pooled test needs at least 2 LN and 2 full seeds"),
+        (["--pair", "sideways"], "--pair 'sideways'"),
+    ],
+)
+def test_claims_bad_margins_and_pairing_are_one_line_exit_2(tiny_dir, tmp_path, capsys, extra, message):
+    data = write_synth(tmp_path / "data", SynthConfig(n=10, seed=3))
+    out = tmp_path / "claims"
+    argv = ["claims", "--base", tiny_dir, "--ln", tiny_dir, "--full", tiny_dir, "--data"]
+    assert cli.main([*argv, str(data / "instruct.json"), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_pairing_by_training_seed(tmp_path):
+    """Runs recording their seed pair by it whatever the order given; a mismatch falls back to order, and
+    `--pair seed` refuses it."""
+    from lnprobe.claims.config import ClaimsConfig
+    from lnprobe.claims.pairing import pair_seeds, training_seed
+    from lnprobe.errors import InputError
+
+    def run(name, seed):
+        path = tmp_path / name
+        (path / "checkpoints" / "step-1").mkdir(parents=True)
+        (path / "latest").write_text("step-1")
+        (path / "lnprobe_config.json").write_text(json.dumps({"config": {"seed": seed}}))
+        return str(path)
+
+    ln = [run("ln-a", 1), run("ln-b", 0)]
+    full = [run("full-a", 0), run("full-b", 1)]
+    assert training_seed(ln[0]) == 1 and training_seed(str(tmp_path / "ln-a" / "checkpoints" / "step-1")) == 1
+    cfg = ClaimsConfig(base="b", ln=tuple(ln), full=tuple(full), data="d", out="o")
+    pairing = pair_seeds(cfg)
+    assert pairing.pairs == [("ln.2", "full"), ("ln", "full.2")] and pairing.how == "paired by training seed"
+    odd = ClaimsConfig(base="b", ln=tuple(ln), full=(full[0], run("full-c", 7)), data="d", out="o")
+    assert pair_seeds(odd).pairs == [("ln", "full"), ("ln.2", "full.2")]
+    assert pair_seeds(odd).how.startswith("paired by order")
+    with pytest.raises(InputError, match="cannot be paired by training seed"):
+        pair_seeds(ClaimsConfig(base="b", ln=tuple(ln), full=odd.full, data="d", out="o", pair="seed"))
+    three = ClaimsConfig(base="b", ln=(*ln, run("ln-c", 2)), full=tuple(full), data="d", out="o")
+    assert pair_seeds(three).pairs is None and "cannot be paired" in pair_seeds(three).how
+    assert (
+        pair_seeds(
+            ClaimsConfig(base="b", ln=tuple(ln), full=tuple(full), data="d", out="o", pair="none")
+        ).pairs
+        is None
+    )
