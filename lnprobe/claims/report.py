@@ -87,7 +87,7 @@ def decision_lines(claim: dict) -> list[str]:
     test, margin = claim.get("test"), claim.get("margin")
     if not test:
         return []
-    units = f"{test['units']} {test['unit']}" if test.get("unit") != "within the run" else "one run"
+    units = f"{test.get('units')} {test.get('unit')}" if test.get("unit") != "within the run" else "one run"
     pairing = claim.get("pairing") or "one side per seed"
     lines = [f"**Test** ({units}; {pairing}): difference {_fmt(test['statistic'])}, 95 % CI "
              f"{_ci(test['ci95'])}, p {_fmt(test['p_value'])}"]  # fmt: skip

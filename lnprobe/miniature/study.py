@@ -291,7 +291,7 @@ def _reading(study: dict) -> str:
 
 def _reach(study: dict, seeds: int) -> str:
     """Whether `seeds` seeds fit a day on this machine, from the measured time per seed."""
-    per_seed = [sum(t.values()) for t in study["timings"].values() if t]
+    per_seed = [sum(t.values()) for t in study.get("timings", {}).values() if t]
     if not per_seed:
         return "time per seed unknown"
     hours = seeds * sum(per_seed) / len(per_seed) / 3600

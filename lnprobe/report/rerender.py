@@ -65,6 +65,20 @@ def _read(path: Path, shape: Any) -> dict:
 PAIR = (None, Array(object, 2))
 TEST = {"verdict": object, "reason": object, "statistic": object, "ci95": PAIR, "p_value": object}
 STAT = {"value": object, "ci95": PAIR}
+DECIDING = {  # a claim's deciding test (lnprobe.claims.inference.Verdict)
+    **TEST,
+    "statistic": NUM,
+    "delta": NUM,
+    "ci90?": PAIR,
+    "p_equivalence?": NUM,
+    "p_permutation?": NUM,
+    "units?": (int, None),
+    "unit?": (str, None),
+    "mde?": NUM,
+    "units_for_delta?": (int, None),
+}
+PER_SEED = {"ln": object, "reference": object, "difference": NUM, "ci95?": PAIR, "verdict?": object}
+PER_SITE = {str: {"log_ratio": NUM, "ci95": PAIR, "seeds?": object}}
 NUMBERS = {  # a claim's numbers by its id; other claims' are shown as they are
     "cross_layer_similarity": {str: {"cka": STAT, "cosine": STAT}},
     "gradient_variance": {str: {"ci95": PAIR}},
@@ -89,6 +103,11 @@ def _claim(claim: Any) -> dict:
         "numbers": numbers,
         "tests": {str: (TEST, str, float, bool, None, [object])},
         "verdict": object,
+        "test?": DECIDING,
+        "margin?": {"delta": NUM, "reason": object},
+        "per_seed?": [PER_SEED],
+        "per_site?": PER_SITE,
+        "pairing?": (str, None),
         "causal?": (None, {str: CAUSAL}),
     }
 
@@ -101,7 +120,8 @@ def study_shape() -> dict:
     from lnprobe.miniature.table import GOALS
 
     goal = {"per_seed": [object], "all": object}
-    verdict = {"verdict": object, "per_seed": [str]}
+    verdict = {"verdict": object, "per_seed": [str], "differences": [NUM], "test": DECIDING,
+               "per_site?": PER_SITE}  # fmt: skip
     accuracy = {
         "value": float,
         "trainable_pct": NUM,

@@ -189,8 +189,18 @@ def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     assert "make miniature" in md and "| full |" in md and (tmp_path / "accuracy.png").is_file()
     assert 'src="plotly.min.js"' in (tmp_path / "accuracy.html").read_text()  # offline, the study's one
     assert (tmp_path / "plotly.min.js").is_file() and not (tmp_path / "seed-1" / "plotly.min.js").exists()
-    for c in study["claims"].values():
-        assert c["verdict"] == (c["per_seed"][0] if len(set(c["per_seed"])) == 1 else "inconclusive")
+    from lnprobe.claims.verdicts import paired_test
+
+    for c in study["claims"].values():  # the study's verdict is the paired test of the seeds' differences
+        seeds = [json.loads((tmp_path / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+        assert c["differences"] == [
+            r["claim_tests"][cid]["difference"]
+            for r in seeds
+            for cid in [next(k for k, v in study["claims"].items() if v is c)]
+        ]
+        assert c["verdict"] == paired_test(c["differences"], "lower", c["delta"]).verdict
+        assert c["test"]["units"] == 2 and c["test"]["unit"] == "seeds"
+    assert "| claim | outcome |" in md and "sign-flip p" in md
     notes = sorted((tmp_path / "seed-1").rglob(WEIGHTS_REMOVED))  # each seed pruned as the demo is
     assert len(notes) == len(REGIMES) + 2 and "lnprobe study" in removed_weights(notes[0].parent)
 
