@@ -191,13 +191,9 @@ def test_study_pools_seeds_and_writes_its_report(demo_runs, tmp_path):
     assert (tmp_path / "plotly.min.js").is_file() and not (tmp_path / "seed-1" / "plotly.min.js").exists()
     from lnprobe.claims.verdicts import paired_test
 
-    for c in study["claims"].values():  # the study's verdict is the paired test of the seeds' differences
-        seeds = [json.loads((tmp_path / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
-        assert c["differences"] == [
-            r["claim_tests"][cid]["difference"]
-            for r in seeds
-            for cid in [next(k for k, v in study["claims"].items() if v is c)]
-        ]
+    seeds = [json.loads((tmp_path / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    for cid, c in study["claims"].items():  # the study's verdict is the paired test of the seeds' differences
+        assert c["differences"] == [r["claim_tests"][cid]["difference"] for r in seeds]
         assert c["verdict"] == paired_test(c["differences"], "lower", c["delta"]).verdict
         assert c["test"]["units"] == 2 and c["test"]["unit"] == "seeds"
     assert "| claim | outcome |" in md and "sign-flip p" in md
