@@ -15,11 +15,15 @@ null distribution of the statistic as `MinibatchCKA` computes it: all P^B of the
 and the p value come from the replicates. The unbiased estimator's null is centred at 0; the biased one's
 near d/(n + d).
 
-The permuted HSIC comes from the minibatch's Gram matrices, computed once: permuting Y's rows permutes the
-rows and columns of its Grams (P L Pᵀ), whose zeroed (unbiased) or centred (biased) form permutes the same
-way, so each permutation costs Lx·Ly·n² multiply-adds, not a new Gram. When the Grams of a minibatch would
-exceed `GRAM_BYTES`, each permutation goes through the streaming HSIC engine on permuted rows instead (the
-same numbers, tested).
+The permuted HSIC comes from the minibatch's Gram matrices, computed once (from features centred in float64):
+permuting Y's rows permutes the rows and columns of its Grams (P L Pᵀ), whose zeroed (unbiased) or centred
+(biased) form permutes the same way, and the row sums K̃1 and 1ᵀK̃1 only permute or stay, so each
+permutation costs one gather of Y's Grams and Lx·Ly·n² multiply-adds, not a new Gram. Grams and their
+products run in float32 (the gather, which dominated the cost, moves half the bytes) with float64 sums
+over chunks of 4096 terms, as the HSIC engine's float32 path does, and the row terms K̃1, 1ᵀK̃1 come from
+the features in float64: ~1e-7 of HSIC(K, K), far below any null's spread. When the Grams of a minibatch
+would exceed `GRAM_BYTES`, each permutation goes through the streaming HSIC engine on permuted rows
+instead (the same numbers to that precision, tested).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lnprobe.errors import InputError
-from lnprobe.probes.similarity.hsic import hsic_pairs
-from lnprobe.probes.similarity.stats import _centre_gram, grams
+from lnprobe.probes.similarity.hsic import CHUNK, _full_precision, _layer_terms, hsic_pairs
+from lnprobe.probes.similarity.stats import _centre_gram
+from lnprobe.probes.similarity.tensors import as_float64, center
 
-GRAM_BYTES = 1 << 30  # float64 Grams of both sides held at once, at most
+GRAM_BYTES = 1 << 30  # float32 Grams of both sides and a permuted copy held at once, at most
 
 
 class PermutationNull:
@@ -55,33 +60,52 @@ class PermutationNull:
             raise InputError(f"unbiased HSIC needs at least 4 rows per minibatch, got {n}")
         perms = [torch.randperm(n, generator=self.generator) for _ in range(self.permutations)]
         layers = len(xs) + (0 if ys is None else len(ys))
-        if layers * n * n * 8 <= GRAM_BYTES:
+        if layers * n * n * 4 * 2 <= GRAM_BYTES:  # float32 Grams and one permuted copy
             self.terms.append(self._from_grams(xs, ys, perms))
         else:
             self.terms.append(self._from_rows(xs, ys, perms))
 
     def _from_grams(self, xs, ys, perms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        kx = _prepared(grams(xs), self.debiased)
-        ky = kx if ys is None else _prepared(grams(ys), self.debiased)
-        if kx.shape[-1] != ky.shape[-1]:
-            raise InputError(f"X and Y minibatches differ in rows ({kx.shape[-1]} vs {ky.shape[-1]})")
-        fx = kx.flatten(1)
-        xy = torch.stack([self._hsic(kx, fx, ky[:, p][:, :, p]) for p in perms])
-        xx = self._hsic(kx, fx, kx, diagonal=True)
-        yy = xx if ys is None else self._hsic(ky, ky.flatten(1), ky, diagonal=True)
-        return xy.cpu(), xx.cpu(), yy.cpu()
-
-    def _hsic(self, kx: torch.Tensor, fx: torch.Tensor, ky: torch.Tensor, diagonal: bool = False):
-        """HSIC of every pair (or only i = j) from prepared Gram stacks (`_prepared`)."""
+        kx, rx = self._grams(xs, "layer")  # float32 [Lx, n, n], float64 K̃1 [Lx, n]
+        ky, ry = (kx, rx) if ys is None else self._grams(ys, "Y layer")
         n = kx.shape[-1]
-        fy = ky.flatten(1)
-        dot = (fx * fy).sum(1) if diagonal else fx @ fy.T
+        if n != ky.shape[-1]:
+            raise InputError(f"X and Y minibatches differ in rows ({n} vs {ky.shape[-1]})")
+        fx, fy = kx.flatten(1), ky.flatten(1)
+        sx, sy = rx.sum(1), ry.sum(1)  # 1ᵀK̃1
+        xx = self._hsic(_dots(fx, fx).diagonal(), sx * sx, (rx * rx).sum(1), n)
+        yy = xx if ys is None else self._hsic(_dots(fy, fy).diagonal(), sy * sy, (ry * ry).sum(1), n)
+        ones, xy = torch.outer(sx, sy), []
+        for p in perms:
+            flat = (p[:, None] * n + p[None, :]).flatten().to(fy.device)  # P K̃y Pᵀ, flattened
+            dots = _dots(fx, fy.index_select(1, flat))
+            xy.append(self._hsic(dots, ones, rx @ ry[:, p.to(ry.device)].T, n))
+        return torch.stack(xy).cpu(), xx.cpu(), yy.cpu()
+
+    def _grams(self, layers: Sequence, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 Grams of the float64-centred layers `[L, n, n]`, diagonal zeroed (unbiased) or doubly
+        centred (biased), and the float64 row sums K̃1 `[L, n]` from the features (`..hsic`)."""
+        mats = [center(as_float64(f, f"{name} {i}")) for i, f in enumerate(layers)]
+        if len({m.shape[0] for m in mats}) != 1:
+            raise InputError(
+                f"all layers of a minibatch need the same rows, got {sorted({m.shape[0] for m in mats})}"
+            )
+        n = mats[0].shape[0]
+        out = torch.empty(len(mats), n, n, dtype=torch.float32, device=mats[0].device)
+        with _full_precision():
+            for i, m in enumerate(mats):
+                m32 = m.float()
+                torch.mm(m32, m32.T, out=out[i])
+        if not self.debiased:
+            return _centre_gram(out), torch.zeros(len(mats), n, dtype=torch.float64, device=out.device)
+        out.diagonal(dim1=1, dim2=2).zero_()
+        return out, torch.stack([_layer_terms(m, None)[2] for m in mats])
+
+    def _hsic(self, dot, ones, rows, n: int) -> torch.Tensor:
+        """HSIC from <K̃x, K̃y>, (1ᵀK̃x1)(1ᵀK̃y1) and (K̃x1)·(K̃y1) (Song et al.; `..hsic`); biased: the
+        doubly centred Grams' product / (n - 1)²."""
         if not self.debiased:
             return dot / (n - 1) ** 2
-        sx, sy = fx.sum(1), fy.sum(1)
-        rx, ry = kx.sum(2), ky.sum(2)  # row sums [L, n]
-        ones = sx * sy if diagonal else torch.outer(sx, sy)
-        rows = (rx * ry).sum(1) if diagonal else rx @ ry.T
         return (dot + ones / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * rows) / (n * (n - 3))
 
     def _from_rows(self, xs, ys, perms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,9 +184,14 @@ class PermutationNull:
         return out
 
 
-def _prepared(g: torch.Tensor, debiased: bool) -> torch.Tensor:
-    """Gram stack `[L, n, n]` ready for HSIC: diagonal zeroed (unbiased) or doubly centred (biased)."""
-    if not debiased:
-        return _centre_gram(g)
-    g.diagonal(dim1=1, dim2=2).zero_()
-    return g
+def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ bᵀ, float64 `[La, Lb]`, for float32 `[La, m]`, `[Lb, m]`: float32 products over chunks of
+    `CHUNK` columns (at full float32 precision), the chunks added in float64, as the HSIC engine does."""
+    whole = a.shape[1] // CHUNK * CHUNK
+    out = a[:, whole:].double() @ b[:, whole:].double().T
+    if whole:
+        pa = a[:, :whole].view(a.shape[0], -1, CHUNK).transpose(0, 1)  # [chunks, La, CHUNK]
+        pb = b[:, :whole].view(b.shape[0], -1, CHUNK).transpose(0, 1)
+        with _full_precision():
+            out += torch.bmm(pa, pb.transpose(1, 2)).double().sum(0)
+    return out
