@@ -108,3 +108,36 @@ def smollm2():
     from lnprobe.models import load
 
     return path, load(path)
+
+
+def plant_sink(model, layers, at="first", scale: float = 1e4) -> None:
+    """A planted massive activation: the decoder layers numbered `layers` add `scale` x a unit vector to
+    their output at each row's first real position (`at="first"`) or wherever `input_ids == at` (a token
+    id). Their `forward` is wrapped (not hooked: nnsight reads a module's output before torch's forward
+    hooks change it), so the rest of the model and every capture see the planted value."""
+    from lnprobe.models.sites import resolve_sites
+
+    seen = {}
+
+    def remember(module, args, kwargs):
+        seen["ids"], seen["real"] = kwargs.get("input_ids"), kwargs.get("attention_mask")
+
+    def planted(forward):
+        def run(*args, **kwargs):
+            output = forward(*args, **kwargs)
+            h = output[0] if isinstance(output, tuple) else output
+            if at == "first":
+                where = torch.zeros_like(seen["real"], dtype=torch.bool)
+                where[torch.arange(len(where)), seen["real"].int().argmax(1)] = True
+            else:
+                where = seen["ids"] == at
+            h = h + scale * where.unsqueeze(-1).to(h.dtype) / h.shape[-1] ** 0.5
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        return run
+
+    model.register_forward_pre_hook(remember, with_kwargs=True)
+    names = resolve_sites(model).layers
+    for i in layers:
+        layer = model.get_submodule(names[i])
+        layer.forward = planted(layer.forward)

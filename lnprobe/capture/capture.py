@@ -5,6 +5,11 @@ pass and returns, per site, the selected rows as a float32 CPU tensor `[rows, d]
 order they execute (found once with a plain forward), as nnsight requires. Nothing stays registered on the
 model between traces. `stream(...)` iterates a dataset in batches with a progress bar, holding one batch of
 activations at a time.
+
+With a `SinkRule` (`lnprobe.capture.sinks`), every text-side site's token norms are examined before rows
+are selected: a token massive at any of the captured sites is found (`capture.sinks`) and, unless the rule
+keeps it, left out of every site's rows. `capture.selected` is then the `[batch, positions]` mask of the
+positions whose rows (or pools) came out.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lnprobe.capture.sinks import SinkRule, Sinks, find_sinks, token_norms
 from lnprobe.capture.sites import Site
-from lnprobe.capture.tokens import image_rows, position_mask, select_rows
+from lnprobe.capture.tokens import POOLED, image_rows, position_mask, select_rows
 from lnprobe.errors import InputError
 from lnprobe.progress import tracked
 
@@ -46,9 +52,17 @@ def _first(value):
 
 class Capture:
     def __init__(
-        self, model: nn.Module, sites: list[Site], tokens: str = "all", image_token_id: int | None = None
+        self,
+        model: nn.Module,
+        sites: list[Site],
+        tokens: str = "all",
+        image_token_id: int | None = None,
+        sinks: SinkRule | None = None,
     ):
         self.model, self.sites, self.tokens, self.image_token_id = model, sites, tokens, image_token_id
+        self.rule = sinks
+        self.sinks: Sinks | None = None  # the last minibatch's massive tokens (None without a rule)
+        self.selected: torch.Tensor | None = None  # the last minibatch's selected text positions
         with (
             warnings.catch_warnings()
         ):  # nnsight notes that it renames submodules called `output` (see _envoy)
@@ -85,19 +99,28 @@ class Capture:
         return saved
 
     @torch.no_grad()
-    def run(self, batch: dict) -> dict[str, torch.Tensor]:
+    def run(self, batch: dict, exclude: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per site, the selected rows `[rows, d]` (float32, CPU). `exclude` `[batch, positions]`: more
+        positions to leave out (e.g. another checkpoint's massive tokens)."""
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         if self.order is None:
             self.order = self._execution_order(inputs)
         saved = self._trace(inputs)
-        mask = (
-            position_mask(batch, self.tokens, self.image_token_id)
-            if any(s.side == "text" for s in self.sites)
-            else None
-        )
+        values = [_first(value).detach() for value in saved]
+        text = [(s, h) for s, h in zip(self.order, values, strict=True) if s.side == "text"]
+        mask = position_mask(batch, self.tokens, self.image_token_id) if text else None
+        self.sinks = None
+        if mask is not None and self.rule is not None:
+            real = batch["attention_mask"].bool()
+            norms = {s.name: token_norms(h).to(real.device) for s, h in text}
+            self.sinks = find_sinks(norms, real, self.rule.factor)
+            if self.rule.exclude:
+                exclude = self.sinks.mask if exclude is None else exclude.to(real.device) | self.sinks.mask
+        if mask is not None and exclude is not None:
+            mask = self._without(mask, exclude.to(mask.device))
+        self.selected = mask
         rows = {}
-        for site, value in zip(self.order, saved, strict=True):
-            h = _first(value).detach()
+        for site, h in zip(self.order, values, strict=True):
             r = select_rows(h, mask, self.tokens) if site.side == "text" else image_rows(h, self.tokens)
             if r.shape[0] == 0:
                 raise InputError(f"token selection {self.tokens!r} leaves no rows at site {site.name}")
@@ -109,6 +132,28 @@ class Capture:
             raise InputError(f"non-finite activations at site {bad.name} ({bad.module})")
         return {s.name: rows[s.name] for s in self.sites}
 
+    def _without(self, mask: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """`mask` less the positions in `drop`; InputError when that leaves the minibatch no selected
+        token (or, for pooled selections, an example nothing to pool)."""
+        kept = mask & ~drop
+        pooled = self.tokens in POOLED
+        emptied = (mask.any(1) & ~kept.any(1)).any() if pooled else (mask.any() and not kept.any())
+        if emptied:
+            what = "an example's tokens" if pooled else f"the minibatch's {int(mask.sum())} selected tokens"
+            factor = f"{self.rule.factor:g}" if self.rule is not None else "?"
+            raise InputError(
+                f"the sink rule (norm > {factor} x the example's median) excludes every one of {what}: "
+                "nothing left to compare (--keep-sink-tokens keeps them; a larger --sink-factor flags fewer)"
+            )
+        return kept
+
+    def positions(self) -> torch.Tensor | None:
+        """The flat indices (row x positions + position) of the last minibatch's text rows, in row order;
+        None for pooled selections (one row per example)."""
+        if self.selected is None or self.tokens in POOLED:
+            return None
+        return self.selected.flatten().nonzero().squeeze(1).cpu()
+
 
 def stream(
     capture: Capture,
@@ -117,14 +162,16 @@ def stream(
     label: str = "capture",
     progress: bool = True,
     save_to: str | Path | None = None,
+    excludes: list[torch.Tensor | None] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Captured rows per batch, with a progress bar. With `save_to`, each batch's rows are also written
-    to `save_to/batch-NNNNN.safetensors` (site name → rows) for reuse (`load_activations`)."""
+    to `save_to/batch-NNNNN.safetensors` (site name → rows) for reuse (`load_activations`). `excludes[b]`:
+    positions of batch b to leave out besides the capture's own massive tokens (`Capture.run`)."""
     if save_to is not None:
         Path(save_to).mkdir(parents=True, exist_ok=True)
     items = tracked(batches, progress, label, total=total)
     for b, batch in enumerate(items):
-        rows = capture.run(batch)
+        rows = capture.run(batch, excludes[b] if excludes else None)
         if save_to is not None:
             save_file(
                 {k: v.contiguous() for k, v in rows.items()},

@@ -13,6 +13,7 @@ import torch
 from lnprobe.errors import InputError
 
 MODES = ("all", "image", "text", "answer", "mean", "last")
+POOLED = ("mean", "last")  # one row per example
 
 
 def position_mask(batch: dict, mode: str, image_token_id: int | None) -> torch.Tensor:

@@ -47,7 +47,20 @@ def similarity_command(cfg: SimilarityConfig) -> None:
             console.print(f"{name}: {kind} {summary['value']:.4f}{ci}")
     if record.rectangular:
         console.print("the checkpoints have different numbers of sites: the matrix is rectangular")
+    _say_sinks(record.sink_tokens, "similarity.json")
     console.print(f"wrote {Path(cfg.out)}/similarity.json, .npz and heatmaps")
+
+
+def _say_sinks(found: dict | None, file: str) -> None:
+    """One line on the massive-activation (sink) tokens a probe met, when it met any."""
+    if found and found["count"]:
+        what = "left out" if found["excluded"] else "found and kept (--keep-sink-tokens)"
+        positions = sorted({t["position"] for t in found["tokens"]})
+        at = ", ".join(map(str, positions[:5])) + (", ..." if len(positions) > 5 else "")
+        console.print(
+            f"{found['count']} massive-activation (sink) tokens {what}, at position(s) {at} "
+            f"(norm > {found['factor']:g} x the example's median; listed under sink_tokens in {file})"
+        )
 
 
 def _has_images(data: str) -> bool:
@@ -97,6 +110,7 @@ def lnshift_command(cfg: LnShiftConfig) -> None:
                 f"{which}: image-vs-text gap {s[f'gap_{which}_in']:.4f} before the norms, "
                 f"{s[f'gap_{which}_out']:.4f} after"
             )
+    _say_sinks(record.sink_tokens, "lnshift.json")
     console.print(f"wrote {Path(cfg.out)}/lnshift.json, CSV tables and figures")
 
 
@@ -135,6 +149,7 @@ def linprobe_command(cfg: LinprobeConfig) -> None:
             f"{best['model']} {best['probe']}: best {best['accuracy']:.3f} (95% CI {lo:.3f} to {hi:.3f}; "
             f"chance {best['chance']:.3f}) at layer {best['layer']} {best['site']}"
         )
+    _say_sinks(record.sink_tokens, "linprobe.json")
     console.print(f"wrote {Path(cfg.out)}/linprobe.json, linprobe.csv and figures ({record.seconds:.1f} s)")
 
 

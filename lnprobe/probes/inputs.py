@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lnprobe.config import at_least, option, seed_field, validate
+from lnprobe.config import at_least, option, ranged, seed_field, validate
 from lnprobe.errors import InputError
 
 
@@ -40,6 +40,37 @@ class ProbeInputs:
     def files(self) -> tuple[str | None, ...]:
         """The input files (never to be written over by a probe's output)."""
         return (self.data, self.image_folder)
+
+
+SINK_FACTOR = 20.0  # lnprobe.capture.sinks.DEFAULT_FACTOR (this module stays torch-free)
+
+
+def keep_sink_tokens_field():
+    """The `--keep-sink-tokens` switch of the probes whose statistics leave massive tokens out."""
+    return option(
+        False,
+        "Keep massive-activation (attention-sink) tokens in the statistics; by default a token whose "
+        "hidden-state norm exceeds --sink-factor x its example's median at any compared site is left out "
+        "(and listed in the output's sink_tokens).",
+        switch=True,
+    )
+
+
+def sink_factor_field():
+    """`--sink-factor`: the sink rule's threshold, as a multiple of the example's median token norm."""
+    return ranged(
+        SINK_FACTOR,
+        1.0,
+        help="Sink rule: a token is massive when its hidden-state L2 norm exceeds this many times the "
+        "median token norm of its example at a compared site.",
+    )
+
+
+def sink_rule(cfg):
+    """The `lnprobe.capture.SinkRule` of a probe config with `keep_sink_tokens` and `sink_factor`."""
+    from lnprobe.capture.sinks import SinkRule
+
+    return SinkRule(cfg.sink_factor, exclude=not cfg.keep_sink_tokens)
 
 
 PATH_FIELDS = ("a", "b", "ckpt", "base", "out", "save_activations")  # a probe config's paths (besides inputs)
@@ -105,11 +136,20 @@ def probe_batches(
 ) -> list[dict]:
     """The collated minibatches of `inputs`: LLaVA records through a multi-modal processor, or texts
     through a text model's tokenizer (truncated to `text_max_length`, default `max_length`)."""
+    return probe_minibatches(inputs, processor, min_last, text_max_length)[0]
+
+
+def probe_minibatches(
+    inputs: ProbeInputs, processor, min_last: int = 1, text_max_length: int | None = None
+) -> tuple[list[dict], list[list[int]]]:
+    """`probe_batches`, and for each minibatch which example each of its rows is (its index in the data
+    file: the record's position, or the text's line among the non-empty ones)."""
     from lnprobe.data.llava import LlavaDataset, collate
 
     if not hasattr(processor, "image_processor"):
         texts = read_texts(inputs.data)
-        return [
+        chunks = example_chunks(len(texts), inputs, min_last)
+        batches = [
             dict(
                 processor(
                     [texts[i] for i in chunk],
@@ -119,15 +159,17 @@ def probe_batches(
                     return_tensors="pt",
                 )
             )
-            for chunk in example_chunks(len(texts), inputs, min_last)
+            for chunk in chunks
         ]
+        return batches, chunks
     data = LlavaDataset(
         inputs.data, processor, inputs.template, inputs.max_length, inputs.image_folder, decode_all=False
     )
     chunks = example_chunks(len(data), inputs, min_last)
     data.check([i for c in chunks for i in c])  # only the images these examples use
     enc, pad = data.encoder, processor.tokenizer.pad_token_id
-    return [collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens) for c in chunks]
+    batches = [collate([data[i] for i in c], pad, enc.image_token_id, enc.n_image_tokens) for c in chunks]
+    return batches, [[data.records[i].index for i in c] for c in chunks]
 
 
 def read_texts(path: str | Path) -> list[str]:

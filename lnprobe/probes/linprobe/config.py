@@ -8,7 +8,7 @@ from pathlib import Path
 from lnprobe.config import at_least, option, positive, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
-from lnprobe.probes.inputs import ProbeInputs, labelled_models
+from lnprobe.probes.inputs import ProbeInputs, keep_sink_tokens_field, labelled_models, sink_factor_field
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class LinprobeConfig:
     )
     c: float = positive(1.0, "Inverse L2 strength of the logistic regression (scikit-learn's C).")
     probe_seed: int = seed_field(0, "Seed for the row subsamples and the fold assignment.")
+    keep_sink_tokens: bool = keep_sink_tokens_field()
+    sink_factor: float = sink_factor_field()
     force: bool = option(
         False, "Replace an earlier output of this command at --out (nothing else).", switch=True
     )

@@ -11,12 +11,17 @@ Per model (one in memory at a time) and decoder layer l, activations are capture
     pca               2-D PCA of a seeded sample of image and text rows (views only, no statistic)
 
 Probes are cross-validated logistic regressions with folds grouped by example (`fit.cross_validated`).
+Massive-activation tokens (attention sinks, `lnprobe.capture.sinks`: massive at any of the captured
+sites) are left out of a model's probe rows, PCA rows and image means unless `keep_sink_tokens`; each
+model leaves out its own, so models whose sinks differ are probed on slightly different rows, and
+`sink_tokens` lists them.
 Attributes come from the records' `scene` field (the synthetic data writes it) or, for a one-shape
 question, its `qtype`/`answer`; an attribute the data does not carry is skipped with a note.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from dataclasses import asdict, dataclass
@@ -24,10 +29,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from lnprobe.capture.sinks import SinkLog
 from lnprobe.data.llava import IMAGE, raw_records, read_records
 from lnprobe.errors import InputError
 from lnprobe.io import saved_path
-from lnprobe.probes.inputs import example_chunks, load_multimodal, probe_batches, saved_config
+from lnprobe.probes.inputs import example_chunks, load_multimodal, probe_minibatches, saved_config, sink_rule
 from lnprobe.probes.linprobe.config import LinprobeConfig
 from lnprobe.probes.linprobe.fit import balanced_rows, cross_validated, group_folds, pca2
 from lnprobe.probes.registry import ProbeResult
@@ -55,6 +61,7 @@ class LinprobeResult(ProbeResult):
     seconds: float
     provenance: dict
     summary: dict
+    sink_tokens: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -125,9 +132,10 @@ def token_rows(batches: list[dict], image_id: int, cfg: LinprobeConfig) -> Rows:
     return Rows(img, ex, probe, balanced_rows(img, cfg.pca_points, cfg.probe_seed))
 
 
-def capture_model(label: str, spec: str, cfg: LinprobeConfig, rows: Rows | None):
+def capture_model(label: str, spec: str, cfg: LinprobeConfig, rows: Rows | None, log=None):
     """(rows, {site name: (probe rows `[p, d]`, PCA rows `[q, d]`, per-example image means `[n, d]`)},
-    layers) of one model, freed afterwards."""
+    layers, kept) of one model, freed afterwards; `kept` `[tokens]`: the real tokens it did not leave out
+    as massive (the probe and PCA rows are those of `rows.probe` / `rows.pca` that it kept)."""
     from lnprobe.capture import Capture, select_sites
 
     loaded = load_multimodal(spec, cfg.inputs.device)
@@ -135,38 +143,47 @@ def capture_model(label: str, spec: str, cfg: LinprobeConfig, rows: Rows | None)
     if IMAGE not in tok.get_vocab():
         raise InputError(f"--model {label}={spec}: its tokenizer has no {IMAGE} token")
     image_id = tok.convert_tokens_to_ids(IMAGE)
-    batches = probe_batches(cfg.inputs, loaded.processor)
+    batches, examples = probe_minibatches(cfg.inputs, loaded.processor)
     mine = token_rows(batches, image_id, cfg)
     if rows is not None and not (np.array_equal(rows.is_image, mine.is_image)):
         raise InputError(f"--model {label}={spec}: tokenises the data differently from the first model")
     rows = rows or mine
     sites = select_sites(loaded.sites, list(SITES))
-    capture = Capture(loaded.model, sites, "all", image_id)
+    capture = Capture(loaded.model, sites, "all", image_id, sink_rule(cfg))
     parts: dict[str, list[list[torch.Tensor]]] = {s.name: [[], [], []] for s in sites}
     items = tracked(batches, cfg.inputs.progress, f"activations of {label}")
-    start = 0
-    for batch in items:
+    start, kept = 0, []
+    for b, batch in enumerate(items):
         captured = capture.run({k: v.to(cfg.inputs.device) for k, v in batch.items()})
-        count = int(batch["attention_mask"].sum())
+        if log is not None:
+            log.add(capture.sinks, examples[b], label)
+        real = batch["attention_mask"].bool()
+        count = int(real.sum())
         span = slice(start, start + count)
-        keep_p, keep_q = _local(rows.probe, span), _local(rows.pca, span)
-        img = torch.from_numpy(rows.is_image[span])
-        ex = torch.from_numpy(rows.example[span])
-        for name, h in captured.items():  # h: [count, d]
+        keep = capture.selected.cpu()[real]  # [count]: the real tokens whose rows came out
+        row_of = torch.cumsum(keep, 0) - 1  # a kept token's row in the captured `h`
+        keep_p, keep_q = (_local(i, span, keep, row_of) for i in (rows.probe, rows.pca))
+        img = torch.from_numpy(rows.is_image[span])[keep]
+        ex = torch.from_numpy(rows.example[span])[keep]
+        size, first = int(batch["input_ids"].shape[0]), int(rows.example[span][0])
+        for name, h in captured.items():  # h: [kept tokens, d]
             parts[name][0].append(h[keep_p])
             parts[name][1].append(h[keep_q])
-            parts[name][2].append(_image_means(h[img], ex[img], int(batch["input_ids"].shape[0]), int(ex[0])))
+            parts[name][2].append(_image_means(h[img], ex[img], size, first))
+        kept.append(keep.numpy())
         start += count
     layers = loaded.sites.num_layers
     del capture, loaded, batches
     gc.collect()
-    return rows, {k: tuple(torch.cat(v).double().numpy() for v in p) for k, p in parts.items()}, layers
+    data = {k: tuple(torch.cat(v).double().numpy() for v in p) for k, p in parts.items()}
+    return rows, data, layers, np.concatenate(kept)
 
 
-def _local(indices: np.ndarray, span: slice) -> torch.Tensor:
-    """`indices` falling in `span`, relative to its start."""
-    inside = indices[(indices >= span.start) & (indices < span.stop)]
-    return torch.from_numpy(inside - span.start)
+def _local(indices: np.ndarray, span: slice, keep: torch.Tensor, row_of: torch.Tensor) -> torch.Tensor:
+    """The captured rows of the token `indices` falling in `span` that were kept (`keep`, per token of
+    the span; `row_of`: each kept token's row)."""
+    inside = torch.from_numpy(indices[(indices >= span.start) & (indices < span.stop)] - span.start)
+    return row_of[inside[keep[inside]]]
 
 
 def _image_means(h: torch.Tensor, ex: torch.Tensor, size: int, first: int) -> torch.Tensor:
@@ -176,8 +193,13 @@ def _image_means(h: torch.Tensor, ex: torch.Tensor, size: int, first: int) -> to
     return sums / counts
 
 
-def probe_model(label: str, data: dict, rows: Rows, labels: dict, cfg: LinprobeConfig) -> tuple[list, dict]:
-    """(result rows, PCA views {site: {layer: {image, text, explained}}}) of one model's captures."""
+def probe_model(
+    label: str, data: dict, rows: Rows, labels: dict, cfg: LinprobeConfig, kept: np.ndarray | None = None
+) -> tuple[list, dict]:
+    """(result rows, PCA views {site: {layer: {image, text, explained}}}) of one model's captures; `kept`
+    `[tokens]`: the tokens the model did not leave out (default: all)."""
+    if kept is not None:  # the probe and PCA rows this model kept, in the order they were captured
+        rows = dataclasses.replace(rows, probe=rows.probe[kept[rows.probe]], pca=rows.pca[kept[rows.pca]])
     y_i, g_i = rows.is_image[rows.probe].astype(int), rows.example[rows.probe]
     splits = {"": group_folds(y_i, g_i, cfg.folds, cfg.probe_seed)}  # the same folds at every site
     splits |= {a: group_folds(y, keep, cfg.folds, cfg.probe_seed) for a, (keep, y) in labels.items()}
@@ -238,12 +260,14 @@ def run_linprobe(cfg: LinprobeConfig) -> LinprobeResult:
     labels, counts, notes = usable_attributes(values, cfg.folds)
     start = time.perf_counter()
     rows, results, views, layers = None, [], {}, {}
+    log = SinkLog(sink_rule(cfg))
     for label, spec in cfg.specs.items():
-        rows, data, layers[label] = capture_model(label, spec, cfg, rows)
-        part, views[label] = probe_model(label, data, rows, labels, cfg)
+        rows, data, layers[label], kept = capture_model(label, spec, cfg, rows, log)
+        part, views[label] = probe_model(label, data, rows, labels, cfg, kept)
         results += part
         del data
     record = _record(cfg, len(indices), layers, counts, notes, results, time.perf_counter() - start)
+    record["sink_tokens"] = log.to_json()
     _write(cfg, record, views)
     return LinprobeResult.from_json(record)
 

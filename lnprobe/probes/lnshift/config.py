@@ -9,7 +9,7 @@ from pathlib import Path
 from lnprobe.config import at_least, option, positive, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
-from lnprobe.probes.inputs import ProbeInputs
+from lnprobe.probes.inputs import ProbeInputs, keep_sink_tokens_field, sink_factor_field
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class LnShiftConfig:
     modality_split: bool = option(True, "Split activation statistics into image and text tokens.")
     outlier_factor: float = positive(6.0, "Outlier dimension: max |x| above this many times the RMS.")
     top_k: int = at_least(1, 5, "Most-moved dimensions reported per norm.")
+    keep_sink_tokens: bool = keep_sink_tokens_field()
+    sink_factor: float = sink_factor_field()
     force: bool = option(
         False, "Replace an earlier output of this command at --out (nothing else).", switch=True
     )

@@ -5,8 +5,10 @@ the norms, and whether the tuned norms bring image tokens closer to text tokens 
 Two passes, one model in memory at a time: the tuned checkpoint (any `load()` spec: HF directory, lnprobe
 delta, PEFT LN-tuning adapter), then the base. Each pass keeps its norm parameters (small) and streams the
 input and output of every decoder norm over the same seeded inputs, split by modality (image-token vs
-text-token positions; padding excluded). Architectures are compared on meta-device models first, so a
-mismatched base fails before any weights load.
+text-token positions; padding excluded). Massive-activation tokens (attention sinks, massive at any norm
+site's input or output; `lnprobe.capture.sinks`) are left out of each model's statistics unless
+`keep_sink_tokens`, and listed in `sink_tokens`. Architectures are compared on meta-device models first,
+so a mismatched base fails before any weights load.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lnprobe.capture import Capture, select_sites
+from lnprobe.capture import Capture, SinkLog, select_sites
 from lnprobe.data.llava import IMAGE, read_records
 from lnprobe.errors import InputError
 from lnprobe.io import write_csv, write_json
-from lnprobe.probes.inputs import load_multimodal, probe_batches, saved_config
+from lnprobe.probes.inputs import load_multimodal, probe_minibatches, saved_config, sink_rule
 from lnprobe.probes.lnshift.config import LnShiftConfig
 from lnprobe.probes.lnshift.stats import Moments, modality_gap, summarize_moments, weight_shift
 from lnprobe.probes.registry import ProbeResult
@@ -34,7 +36,8 @@ NORM_SITES = ["input_norm.*", "post_attention_norm.*", "final_norm.*"]
 class LnShiftResult(ProbeResult):
     """OUT/lnshift.json. `weights[param]`: the weight shift of each norm tensor (tuned vs base);
     `activations[tuned|base][site][modality]`: moment summaries; `gaps[site]`: the image-vs-text gap, tuned
-    and base; `summary`: the headline numbers; `no_norm_changed` flags identical norms."""
+    and base; `summary`: the headline numbers; `no_norm_changed` flags identical norms; `sink_tokens`: the
+    sink rule and the massive tokens found (`lnprobe.capture.SinkLog`)."""
 
     FILE = "lnshift.json"
     config: dict
@@ -44,6 +47,7 @@ class LnShiftResult(ProbeResult):
     gaps: dict[str, dict]
     provenance: dict
     summary: dict
+    sink_tokens: dict | None = None
 
 
 def run_lnshift(cfg: LnShiftConfig) -> LnShiftResult:
@@ -56,8 +60,9 @@ def run_lnshift(cfg: LnShiftConfig) -> LnShiftResult:
             "(--no-modality-split for statistics over all tokens)"
         )
     check_same_architecture(cfg.ckpt, cfg.base)
-    tuned = _pass(cfg.ckpt, cfg)
-    base = _pass(cfg.base, cfg)
+    log = SinkLog(sink_rule(cfg))
+    tuned = _pass(cfg.ckpt, cfg, log, "tuned")
+    base = _pass(cfg.base, cfg, log, "base")
     shifts = {name: weight_shift(w, base["norms"][name], cfg.top_k) for name, w in tuned["norms"].items()}
     record = {
         "config": saved_config(asdict(cfg)),
@@ -68,6 +73,7 @@ def run_lnshift(cfg: LnShiftConfig) -> LnShiftResult:
         "provenance": provenance(seed=cfg.inputs.seed),
     }
     record["summary"] = _summary(record)
+    record["sink_tokens"] = log.to_json()
     _write(cfg, record)
     return LnShiftResult.from_json(record)
 
@@ -108,21 +114,23 @@ def norm_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _pass(spec: str, cfg: LnShiftConfig) -> dict:
+def _pass(spec: str, cfg: LnShiftConfig, log: SinkLog | None = None, which: str = "tuned") -> dict:
     loaded = load_multimodal(spec, cfg.inputs.device)
     model = loaded.model
     norms = norm_parameters(model)
     tok = loaded.processor.tokenizer
     image_id = tok.convert_tokens_to_ids(IMAGE) if IMAGE in tok.get_vocab() else None
     sites = select_sites(loaded.sites, NORM_SITES)
-    capture = Capture(model, sites, "all", image_id)
-    batches = probe_batches(cfg.inputs, loaded.processor)
+    capture = Capture(model, sites, "all", image_id, sink_rule(cfg))
+    batches, examples = probe_minibatches(cfg.inputs, loaded.processor)
     acc: dict[str, dict[str, Moments]] = {}
     items = tracked(batches, cfg.inputs.progress, f"norm activations of {spec}")
-    for batch in items:
+    for b, batch in enumerate(items):
         rows = capture.run(batch)
-        real = batch["attention_mask"].bool()
-        is_image = (batch["input_ids"] == image_id)[real] if image_id is not None else None
+        if log is not None:
+            log.add(capture.sinks, examples[b], which)
+        kept = capture.selected  # the real tokens whose rows came out (massive ones left out)
+        is_image = (batch["input_ids"] == image_id)[kept] if image_id is not None else None
         parts = {"image": is_image, "text": ~is_image} if cfg.modality_split else {"all": None}
         for site, r in rows.items():
             for modality, keep in parts.items():

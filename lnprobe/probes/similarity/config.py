@@ -8,7 +8,7 @@ from pathlib import Path
 from lnprobe.config import at_least, option, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
-from lnprobe.probes.inputs import ProbeInputs
+from lnprobe.probes.inputs import ProbeInputs, keep_sink_tokens_field, sink_factor_field
 
 TOKEN_MODES = ("all", "image", "text", "answer", "mean", "last")  # lnprobe.capture.tokens.MODES
 
@@ -33,6 +33,8 @@ class SimilarityConfig:
     max_rows: int = at_least(4, 512, "Rows (tokens) per minibatch, sampled when more.")
     text_max_length: int = at_least(2, 128, "Tokens per text, for text models.")
     bootstrap: int = at_least(2, 200, "Bootstrap draws for the 95% intervals.")
+    keep_sink_tokens: bool = keep_sink_tokens_field()
+    sink_factor: float = sink_factor_field()
     save_activations: str | None = option(
         None, "Also write the captured rows (safetensors shards, a/ and b/) here, for reuse."
     )

@@ -8,6 +8,12 @@ disk, so memory stays flat and both models are never loaded together. Rows are t
 same inputs in both passes (at most `max_rows` per batch, the same random subset for every site and
 checkpoint).
 
+Massive-activation tokens (attention sinks, `lnprobe.capture.sinks`) are left out of every site's rows
+unless `keep_sink_tokens`; the ones found are listed in `sink_tokens`. With two checkpoints a token either
+one flags is left out of both (rows are matched by position: A's shards keep their positions and
+massive-token mask, and B's pass leaves A's out too); pooled selections (`mean`, `last`) pool A over the
+tokens A keeps and B over those both keep.
+
 Metrics: `cka` (linear CKA, unbiased HSIC averaged over minibatches), `cka_biased` (with its random
 baseline: Y rows permuted within each minibatch), `rbf_cka` (Gaussian kernels, median-heuristic bandwidth
 per minibatch, unbiased HSIC), `cosine` (mean cosine of matched rows; equal widths).
@@ -29,11 +35,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lnprobe.capture import Capture, select_sites, stream
+from lnprobe.capture import Capture, SinkLog, select_sites, stream
+from lnprobe.capture.tokens import POOLED
 from lnprobe.errors import InputError
 from lnprobe.io import Output
 from lnprobe.models import load
-from lnprobe.probes.inputs import probe_batches, read_texts, saved_config
+from lnprobe.probes.inputs import probe_minibatches, read_texts, saved_config, sink_rule
 from lnprobe.probes.registry import ProbeResult
 from lnprobe.probes.similarity.config import SimilarityConfig
 from lnprobe.probes.similarity.metrics import METRICS
@@ -47,7 +54,8 @@ MIN_ROWS = 4  # the CKA estimators' fewest rows per minibatch
 class SimilarityResult(ProbeResult):
     """OUT/similarity.json. `metrics[name]`: `matrix` (sites of A x sites of B), and with one checkpoint
     `cross_layer_mean`, with two (equal site counts) `diagonal` and `diagonal_mean`, each {value, ci95};
-    `cka_biased` also `random_baseline`."""
+    `cka_biased` also `random_baseline`. `sink_tokens`: the sink rule and the massive tokens found
+    (`lnprobe.capture.SinkLog`; absent from results written before it existed)."""
 
     FILE = "similarity.json"
     config: dict
@@ -58,6 +66,7 @@ class SimilarityResult(ProbeResult):
     examples: int
     metrics: dict[str, dict]
     provenance: dict
+    sink_tokens: dict | None = None
 
     def summary(self, metric: str) -> dict | None:
         """{value, ci95} of the metric's cross-layer mean (one checkpoint) or diagonal mean (two)."""
@@ -78,20 +87,34 @@ class _Pass:
             self.loaded.processor, "tokenizer", self.loaded.processor
         )  # a text model's is a tokenizer
         image_id = tok.convert_tokens_to_ids("<image>") if "<image>" in tok.get_vocab() else None
-        self.capture = Capture(self.loaded.model.eval(), self.sites, cfg.tokens, image_id)
+        self.capture = Capture(self.loaded.model.eval(), self.sites, cfg.tokens, image_id, sink_rule(cfg))
+        self.sides = {s.name: s.side for s in self.sites}
+
+    def positions(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per site, where each row came from: text-token rows by flat position in the minibatch (so two
+        checkpoints' rows can be matched), other rows (pooled, image-side) by index."""
+        text = self.capture.positions()
+        return {
+            name: text if text is not None and self.sides[name] == "text" else torch.arange(r.shape[0])
+            for name, r in rows.items()
+        }
 
 
-def _subset(rows: dict[str, torch.Tensor], cap: int, seed: int) -> dict[str, torch.Tensor]:
-    """The same random `cap` rows of every site (sites with other row counts, e.g. image-side, separately)."""
-    out = {}
+def _subset(
+    rows: dict[str, torch.Tensor], positions: dict[str, torch.Tensor], cap: int, seed: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The same random `cap` rows of every site (sites with other row counts, e.g. image-side, separately),
+    and their positions."""
+    out, where = {}, {}
     for name, r in rows.items():
+        p = positions[name]
         if r.shape[0] > cap:
             idx = (
                 torch.randperm(r.shape[0], generator=torch.Generator().manual_seed(seed))[:cap].sort().values
             )
-            r = r[idx]
-        out[name] = r
-    return out
+            r, p = r[idx], p[idx]
+        out[name], where[name] = r, p
+    return out, where
 
 
 def _check_rows(rows: dict[str, torch.Tensor], metrics) -> None:
@@ -147,14 +170,15 @@ def _compute(cfg: SimilarityConfig) -> tuple[dict, dict]:
     shared = shared_base(cfg.a, cfg.b) if cfg.b else None
     swap = DeltaSwap(load(shared[0], device=cfg.inputs.device), shared[1], shared[2]) if shared else None
     first = _Pass(cfg.a, cfg, swap.use("a") if swap else None)
-    batches = probe_batches(cfg.inputs, first.loaded.processor, MIN_ROWS, cfg.text_max_length)
-    names_a = [s.name for s in first.sites]
+    batches, examples = probe_minibatches(cfg.inputs, first.loaded.processor, MIN_ROWS, cfg.text_max_length)
+    names_a, sides_a = [s.name for s in first.sites], first.sides
+    log = SinkLog(sink_rule(cfg))
     if cfg.b is None:
-        _single_pass(cfg, first, batches, accs, baseline)
+        _single_pass(cfg, first, batches, examples, log, accs, baseline)
         names_b = names_a
     else:
         with tempfile.TemporaryDirectory(prefix="lnprobe-sim-") as shards:
-            _first_pass_to_disk(cfg, first, batches, Path(shards))
+            _first_pass_to_disk(cfg, first, batches, examples, log, Path(shards))
             if swap:  # same base: swap the delta's tensors in place and reuse the model and its capture
                 swap.use("b")
                 second = first
@@ -163,9 +187,10 @@ def _compute(cfg: SimilarityConfig) -> tuple[dict, dict]:
                 gc.collect()
                 second = _Pass(cfg.b, cfg)
             names_b = [s.name for s in second.sites]
-            _second_pass(cfg, second, batches, Path(shards), names_a, accs, baseline)
-    examples = sum(len(b["input_ids"]) for b in batches)
-    return _summarise(cfg, accs, baseline, names_a, names_b, examples), accs
+            a_side = (names_a, sides_a)
+            _second_pass(cfg, second, batches, examples, log, Path(shards), a_side, accs, baseline)
+    count = sum(len(b["input_ids"]) for b in batches)
+    return _summarise(cfg, accs, baseline, names_a, names_b, count, log), accs
 
 
 def _delta_side(spec: str) -> tuple[str, dict[str, torch.Tensor]] | None:
@@ -222,36 +247,93 @@ class DeltaSwap:
         return self.loaded
 
 
-def _rows_of(cfg, p: _Pass, batches, label, which: str = "a"):
+def _rows_of(cfg, p: _Pass, batches, examples, log: SinkLog, which: str = "a", excludes=None):
+    """(minibatch index, rows, positions) per minibatch, the massive tokens found logged as they come."""
     save_to = Path(cfg.save_activations) / which if cfg.save_activations else None
-    for b, rows in enumerate(stream(p.capture, batches, len(batches), label, cfg.inputs.progress, save_to)):
-        rows = _subset(rows, cfg.max_rows, cfg.inputs.seed * 7919 + b)
+    label = f"capture {cfg.a if which == 'a' else cfg.b}"
+    captured = stream(p.capture, batches, len(batches), label, cfg.inputs.progress, save_to, excludes)
+    for b, rows in enumerate(captured):
+        log.add(p.capture.sinks, examples[b], which)
+        yield b, rows, p.positions(rows)
+
+
+def _seed(cfg, b: int) -> int:
+    return cfg.inputs.seed * 7919 + b
+
+
+def _single_pass(cfg, p: _Pass, batches, examples, log, accs, baseline) -> None:
+    for b, rows, positions in _rows_of(cfg, p, batches, examples, log):
+        rows, _ = _subset(rows, positions, cfg.max_rows, _seed(cfg, b))
         _check_rows(rows, cfg.metrics)
-        yield b, rows
-
-
-def _single_pass(cfg, p: _Pass, batches, accs, baseline) -> None:
-    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.a}"):
         _update(accs, baseline, list(rows.values()), None, b, cfg.inputs.seed)
 
 
-def _first_pass_to_disk(cfg, p: _Pass, batches, shards: Path) -> None:
-    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.a}"):
+def _first_pass_to_disk(cfg, p: _Pass, batches, examples, log, shards: Path) -> None:
+    for b, rows, positions in _rows_of(cfg, p, batches, examples, log):
+        rows, positions = _subset(rows, positions, cfg.max_rows, _seed(cfg, b))
+        _check_rows(rows, cfg.metrics)
         tensors = {f"rows.{k}": v.contiguous() for k, v in rows.items()}
+        tensors |= {f"pos.{k}": v.clone() for k, v in positions.items()}  # (sites share one tensor)
+        sinks = p.capture.sinks
+        if sinks is not None and p.capture.rule.exclude:
+            tensors["sinks"] = sinks.mask.to(torch.uint8).cpu().contiguous()
         save_file(tensors, str(shards / f"batch-{b:05d}.safetensors"))
 
 
-def _second_pass(cfg, p: _Pass, batches, shards: Path, names_a, accs, baseline) -> None:
-    for b, rows in _rows_of(cfg, p, batches, f"capture {cfg.b}", "b"):
-        saved = load_file(str(shards / f"batch-{b:05d}.safetensors"))
-        xs = [saved[f"rows.{k}"] for k in names_a]
-        ys = list(rows.values())
+def _saved_sinks(path: Path) -> torch.Tensor | None:
+    """The first pass's massive-token mask of one minibatch (None when none was saved)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.get_tensor("sinks").bool() if "sinks" in fh.keys() else None  # noqa: SIM118
+
+
+def _second_pass(cfg, p: _Pass, batches, examples, log, shards: Path, a_side, accs, baseline) -> None:
+    names_a = a_side[0]
+    files = [shards / f"batch-{b:05d}.safetensors" for b in range(len(batches))]
+    excludes = [_saved_sinks(f) for f in files]  # A's massive tokens are left out of B's rows too
+    for b, rows, positions in _rows_of(cfg, p, batches, examples, log, "b", excludes):
+        saved = load_file(str(files[b]))
+        xs, ys = _matched(cfg, p, saved, a_side, rows, positions, _seed(cfg, b))
+        _check_rows(dict(zip(names_a, xs, strict=True)), cfg.metrics)
         if {x.shape[0] for x in xs} != {y.shape[0] for y in ys}:
-            raise InputError(
-                "the two checkpoints select different rows from the same inputs (different "
-                "image-token counts?)"
-            )
+            raise _different_rows()
         _update(accs, baseline, xs, ys, b, cfg.inputs.seed)
+
+
+def _different_rows() -> InputError:
+    return InputError(
+        "the two checkpoints select different rows from the same inputs (different image-token counts?)"
+    )
+
+
+def _matched(cfg, p: _Pass, saved: dict, a_side, rows, positions, seed: int):
+    """A's saved rows and B's rows of one minibatch, matched: text-token rows by position (the ones B
+    leaves out as massive are dropped from A's too), the others as sampled (same seed, same rows)."""
+    names_a, sides_a = a_side
+    by_position = cfg.tokens not in POOLED
+    text_a = [k for k in names_a if sides_a[k] == "text"] if by_position else []
+    text_b = [k for k in rows if p.sides[k] == "text"] if by_position else []
+    if not (text_a and text_b):  # nothing to match by position: sample both sides alike
+        text_a, text_b = [], []
+    others, _ = _subset(
+        {k: v for k, v in rows.items() if k not in text_b},
+        {k: v for k, v in positions.items() if k not in text_b},
+        cfg.max_rows,
+        seed,
+    )
+    keep_a = keep_b = None
+    if text_a:
+        pos_a, pos_b = saved[f"pos.{text_a[0]}"], positions[text_b[0]]
+        keep_a, keep_b = torch.isin(pos_a, pos_b), torch.isin(pos_b, pos_a)
+        sinks = p.capture.sinks
+        dropped = pos_a[~keep_a]
+        flagged = sinks.mask.flatten().nonzero().squeeze(1) if sinks is not None else dropped[:0]
+        if not torch.isin(dropped, flagged.cpu()).all():  # a row A has that B neither has nor left out
+            raise _different_rows()
+    xs = [saved[f"rows.{k}"][keep_a] if k in text_a else saved[f"rows.{k}"] for k in names_a]
+    ys = [rows[k][keep_b] if k in text_b else others[k] for k in rows]
+    return xs, ys
 
 
 def _update(accs, baseline, xs, ys, batch_index, seed) -> None:
@@ -266,7 +348,7 @@ def _update(accs, baseline, xs, ys, batch_index, seed) -> None:
         baseline.update(xs, [y[perm] for y in (xs if ys is None else ys)])
 
 
-def _summarise(cfg, accs, baseline, names_a, names_b, examples: int) -> dict:
+def _summarise(cfg, accs, baseline, names_a, names_b, examples: int, log: SinkLog) -> dict:
     single = cfg.b is None
     summary = {}
     for metric, acc in accs.items():
@@ -292,6 +374,7 @@ def _summarise(cfg, accs, baseline, names_a, names_b, examples: int) -> dict:
         "examples": examples,
         "metrics": summary,
         "provenance": provenance(seed=cfg.inputs.seed),
+        "sink_tokens": log.to_json(),
     }
 
 
