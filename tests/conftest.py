@@ -112,9 +112,10 @@ def smollm2():
 
 def plant_sink(model, layers, at="first", scale: float = 1e4) -> None:
     """A planted massive activation: the decoder layers numbered `layers` add `scale` x a unit vector to
-    their output at each row's first real position (`at="first"`) or wherever `input_ids == at` (a token
-    id). Their `forward` is wrapped (not hooked: nnsight reads a module's output before torch's forward
-    hooks change it), so the rest of the model and every capture see the planted value."""
+    their output at each row's first real position (`at="first"`), wherever `input_ids == at` (a token
+    id), or where `at(input_ids, attention_mask)` is True. Their `forward` is wrapped (not hooked: nnsight
+    reads a module's output before torch's forward hooks change it), so the rest of the model and every
+    capture see the planted value."""
     from lnprobe.models.sites import resolve_sites
 
     seen = {}
@@ -129,6 +130,8 @@ def plant_sink(model, layers, at="first", scale: float = 1e4) -> None:
             if at == "first":
                 where = torch.zeros_like(seen["real"], dtype=torch.bool)
                 where[torch.arange(len(where)), seen["real"].int().argmax(1)] = True
+            elif callable(at):
+                where = at(seen["ids"], seen["real"])
             else:
                 where = seen["ids"] == at
             h = h + scale * where.unsqueeze(-1).to(h.dtype) / h.shape[-1] ** 0.5
@@ -141,3 +144,15 @@ def plant_sink(model, layers, at="first", scale: float = 1e4) -> None:
     for i in layers:
         layer = model.get_submodule(names[i])
         layer.forward = planted(layer.forward)
+
+
+def every_other(token_id: int, half: int):
+    """A `plant_sink` position rule: the even (`half=0`) or odd (1) occurrences of `token_id` in each row.
+    Planting one half at a layer and the other, 1,000x larger, at the next flags every occurrence at one
+    layer or the other (each half stays a minority of its kind where it is flagged)."""
+
+    def where(ids, real):
+        hits = ids == token_id
+        return hits & ((hits.cumsum(1) - 1) % 2 == half)
+
+    return where

@@ -113,7 +113,8 @@ class Capture:
         if mask is not None and self.rule is not None:
             real = batch["attention_mask"].bool()
             norms = {s.name: token_norms(h).to(real.device) for s, h in text}
-            self.sinks = find_sinks(norms, real, self.rule.factor)
+            image = None if self.image_token_id is None else batch["input_ids"] == self.image_token_id
+            self.sinks = find_sinks(norms, real, self.rule.factor, image)
             if self.rule.exclude:
                 exclude = self.sinks.mask if exclude is None else exclude.to(real.device) | self.sinks.mask
         if mask is not None and exclude is not None:

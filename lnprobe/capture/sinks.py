@@ -8,11 +8,14 @@ layers 15, 20 and 25 is 1.00 with it and 0.76-0.94 without it (8 texts of 32 tok
 leave such tokens out unless told to keep them (`--keep-sink-tokens`).
 
 The rule, per text-side capture site s (one row per sequence position) and example e, over e's real
-(non-padding) tokens:
+(non-padding) tokens of the same kind as t (image tokens, or the others):
 
-    token t is massive at s  when  ||h_s[e, t]||_2 > factor x median_t' ||h_s[e, t']||_2
+    token t is massive at s  when  ||h_s[e, t]||_2 > factor x median_{t' of t's kind} ||h_s[e, t']||_2
 
-(the lower median of e's real tokens' norms at s; `factor` 20 by default). A token is excluded from every
+(the lower median; `factor` 20 by default). Image tokens are judged among image tokens because a whole
+modality may sit at another scale without any token being a sink: the miniature's connector puts image
+tokens at 23-31x the text tokens' median norm at the decoder's input, and a real LLaVA's does the same;
+against their own median they are ordinary. A token is excluded from every
 site's rows when it is massive at ANY of the sites being captured, so the rows stay aligned across
 layers. Why 20: in SmolLM2 the sink's ratio is 32-180 at layers 11-27 (41-52 at layer 25, 87-107 at layer
 20, 116-142 at layer 15), while no other token exceeds 1.5 there and none exceeds 10 at any layer (the
@@ -46,8 +49,8 @@ class SinkRule:
 
     def text(self) -> str:
         return (
-            f"a token whose hidden-state L2 norm exceeds {self.factor:g} x the median token norm of its "
-            "example at a compared site is massive; it is "
+            f"a token whose hidden-state L2 norm exceeds {self.factor:g} x the median norm of its example's "
+            "tokens of the same kind (image or text) at a compared site is massive; it is "
             + (
                 "excluded from every site's rows (massive at any compared site)"
                 if self.exclude
@@ -79,19 +82,27 @@ def token_norms(h: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(h, dim=-1, dtype=torch.float32)
 
 
-def find_sinks(norms: dict[str, torch.Tensor], real: torch.Tensor, factor: float) -> Sinks:
-    """The massive tokens of one minibatch from each site's token norms `[batch, positions]` and the real
-    (non-padding) positions `real` `[batch, positions]` (see the module docstring)."""
+def find_sinks(
+    norms: dict[str, torch.Tensor], real: torch.Tensor, factor: float, image: torch.Tensor | None = None
+) -> Sinks:
+    """The massive tokens of one minibatch from each site's token norms `[batch, positions]`, the real
+    (non-padding) positions `real` `[batch, positions]` and, for a multi-modal model, the image-token
+    positions `image` (judged against their own median; see the module docstring)."""
+    kinds = [real] if image is None else [real & image.to(real.device), real & ~image.to(real.device)]
     mask = torch.zeros_like(real, dtype=torch.bool)
     where = {}
     for site, n in norms.items():
         n = n.to(real.device)
-        median = n.masked_fill(~real, float("nan")).nanmedian(dim=1).values  # [batch], lower median
-        massive = real & (n > factor * median.unsqueeze(1))
+        medians = torch.zeros_like(n)  # each token's own kind's median in its example
+        massive = torch.zeros_like(mask)
+        for kind in kinds:
+            median = n.masked_fill(~kind, float("nan")).nanmedian(dim=1).values  # [batch], lower median
+            medians = torch.where(kind, median.unsqueeze(1), medians)
+            massive |= kind & (n > factor * median.unsqueeze(1))
         if massive.any():
             rows, positions = massive.nonzero(as_tuple=True)
             where[site] = [
-                (int(r), int(p), float(n[r, p]), float(median[r]))
+                (int(r), int(p), float(n[r, p]), float(medians[r, p]))
                 for r, p in zip(rows.tolist(), positions.tolist(), strict=True)
             ]
             mask |= massive

@@ -62,7 +62,8 @@ def sink_factor_field():
         SINK_FACTOR,
         1.0,
         help="Sink rule: a token is massive when its hidden-state L2 norm exceeds this many times the "
-        "median token norm of its example at a compared site.",
+        "median norm of its example's tokens of the same kind (image tokens, or the others) at a compared "
+        "site.",
     )
 
 

@@ -7,7 +7,7 @@ from lnprobe.capture import Capture, SinkLog, SinkRule, select_sites
 from lnprobe.capture.sinks import find_sinks
 from lnprobe.errors import InputError
 from lnprobe.models.sites import resolve_sites
-from tests.conftest import image_batch, plant_sink
+from tests.conftest import every_other, image_batch, plant_sink
 
 
 def test_the_rule_by_hand():
@@ -26,6 +26,13 @@ def test_the_rule_by_hand():
         {"row": 0, "position": 0, "sites": {"layer.0": {"norm": 101.0, "median": 5.0}}},
         {"row": 1, "position": 2, "sites": {"layer.1": {"norm": 59.0, "median": 3.0}}},
     ]
+    # image tokens are judged among image tokens: a modality at another scale is not a sink
+    image = torch.tensor([[False] * 4 + [True] * 2])
+    scaled = {"layer.0": torch.tensor([[1.0, 1, 1, 1, 50, 2000]])}
+    every = torch.ones(1, 6, dtype=torch.bool)
+    assert find_sinks(scaled, every, 20.0).mask[0].tolist() == [False] * 4 + [True] * 2  # median 1
+    by_kind = find_sinks(scaled, every, 20.0, image)  # image median 50: only 2000 > 20 x 50
+    assert by_kind.where == {"layer.0": [(0, 5, 2000.0, 50.0)]}
     log = SinkLog(SinkRule(19.0))
     log.add(found, examples=[7, 3], model="a")
     saved = log.to_json()
@@ -96,11 +103,12 @@ def test_pooled_selections_pool_over_the_kept_tokens(planted):
 
 
 def test_a_rule_that_leaves_nothing_is_one_line(tiny):
-    """Every image token planted massive (16 of ~110 tokens, so the median stays a text token's): an
-    image-token selection has nothing left."""
+    """Half the image tokens massive at layer 1, the other half (1,000x larger) from layer 2 on: every
+    image token is massive at some site, so an image-token selection has nothing left."""
     model, processor = tiny
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
-    plant_sink(model, [1], at=image_id)
+    plant_sink(model, [1], every_other(image_id, 0), scale=1e3)
+    plant_sink(model, [2], every_other(image_id, 1), scale=1e6)
     sites = select_sites(resolve_sites(model), ["layer.*"])
     capture = Capture(model, sites, "image", image_id, sinks=SinkRule())
     with pytest.raises(InputError, match="excludes every one of the minibatch's 32 selected tokens") as info:
@@ -108,3 +116,4 @@ def test_a_rule_that_leaves_nothing_is_one_line(tiny):
     assert "\n" not in str(info.value) and "--keep-sink-tokens" in str(info.value)
     kept = Capture(model, sites, "image", image_id, sinks=SinkRule(exclude=False))
     assert kept.run(image_batch(processor, n=2))["layer.1"].shape[0] == 32
+    assert kept.sinks.mask.sum() == 32

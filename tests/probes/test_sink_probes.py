@@ -11,7 +11,7 @@ import pytest
 from lnprobe import cli
 from lnprobe.data.synth import SynthConfig, write_synth
 from lnprobe.models import TinyConfig, save_tiny
-from tests.conftest import plant_sink
+from tests.conftest import every_other, plant_sink
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +93,20 @@ def test_two_checkpoints_leave_out_the_tokens_either_flags(world, planted_simila
 
 
 def test_a_sink_rule_that_leaves_nothing_exits_2(world, monkeypatch, capsys):
-    """Every image token planted massive: an image-token selection has nothing left."""
+    """Every image token massive at one layer or another (`every_other`): an image-token selection has
+    nothing left."""
     from lnprobe.probes.similarity import run
 
-    planting(monkeypatch, run, "load", {world["planted"]: ([1], token_id(world, "<image>"))})
+    image_id = token_id(world, "<image>")
+    real = run.load
+
+    def load_planted(path, *args, **kwargs):
+        loaded = real(path, *args, **kwargs)
+        plant_sink(loaded.model, [1], every_other(image_id, 0), scale=1e3)
+        plant_sink(loaded.model, [2], every_other(image_id, 1), scale=1e6)
+        return loaded
+
+    monkeypatch.setattr(run, "load", load_planted)
     capsys.readouterr()
     assert similarity(world, "nothing", "--tokens", "image") == 2
     out = capsys.readouterr()
