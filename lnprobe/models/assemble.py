@@ -7,6 +7,9 @@ modules (no copies), and a connector is initialised with a recorded seed. So the
 bitwise the sources', the peak memory is one copy of the weights (plus the embedding rows being resized),
 and `save_pretrained` writes sharded safetensors (2 GB shards).
 
+The LLM may be a GGUF file (or a folder holding one): it is read through its cached float32 copy
+(`lnprobe.models.gguf`).
+
 Tokenizer: `<image>` is added as a special token. When its id is beyond the LM's embedding rows, the
 embeddings (and an untied head) gain rows initialised to the mean of the existing rows; existing rows are
 untouched. A tokenizer without a pad token pads with its unk (else eos) token, adding no row.
@@ -101,9 +104,19 @@ def _tokenizer(spec: str, online: bool):
     return tok
 
 
+def llm_source(spec: str) -> str:
+    """The checkpoint folder of `--llm`: a GGUF's cached float32 copy (converted on first use), else
+    `spec` itself."""
+    from lnprobe.models.gguf import cached_checkpoint, gguf_source
+
+    source = gguf_source(spec) if Path(spec).exists() else None
+    return str(cached_checkpoint(source)) if source is not None else spec
+
+
 def check_inputs(cfg: AssembleConfig):
-    """(LLM config, vision config, tokenizer), validated before any weights are read."""
-    llm = _config(cfg.llm, cfg.online, "--llm")
+    """(LLM config, vision config, tokenizer), validated before any weights are read (a GGUF LLM is
+    converted first)."""
+    llm = _config(llm_source(cfg.llm), cfg.online, "--llm")
     if llm.model_type not in DECODERS:
         raise InputError(
             f"--llm {cfg.llm}: model type {llm.model_type!r} is not a decoder LM lnprobe can assemble "
@@ -111,7 +124,7 @@ def check_inputs(cfg: AssembleConfig):
         )
     vision = vision_config_of(_config(cfg.vision, cfg.online, "--vision"), cfg.vision)
     output(cfg).check()
-    return llm, vision, _tokenizer(cfg.llm, cfg.online)
+    return llm, vision, _tokenizer(llm_source(cfg.llm), cfg.online)
 
 
 def output(cfg: AssembleConfig):
@@ -156,7 +169,7 @@ def _load_sources(cfg: AssembleConfig) -> tuple[nn.Module, nn.Module]:
     kw = dict(dtype="auto", use_safetensors=True, local_files_only=not cfg.online, trust_remote_code=False)
     try:
         with quiet_transformers():
-            llm = AutoModelForCausalLM.from_pretrained(cfg.llm, **kw)
+            llm = AutoModelForCausalLM.from_pretrained(llm_source(cfg.llm), **kw)
             vision = AutoModel.from_pretrained(cfg.vision, **kw)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"cannot load weights ({one_line(exc)})") from None

@@ -47,7 +47,7 @@ class TinyConfig:
 
 @dataclass(frozen=True)
 class AssembleConfig:
-    llm: str = option(help="Text causal LM (Llama / Mistral / Qwen2): directory or hub id.")
+    llm: str = option(help="Text causal LM (Llama / Mistral / Qwen2): directory, hub id or .gguf file.")
     vision: str = option(help="CLIP / SigLIP vision model (or a full CLIP / SigLIP model).")
     out: str = option(help="Output checkpoint directory.")
     connector: str = option("mlp2x_gelu", "linear (LLaVA-1, the paper) or mlp2x_gelu (LLaVA-1.5).")

@@ -178,3 +178,17 @@ def test_bad_gguf_inputs_are_one_line_errors(tiny_gguf, cache, tmp_path):
     with pytest.raises(InputError, match="missing.gguf: no such file"):
         load(str(tmp_path / "missing.gguf"))
     assert not any(p for p in cache.glob("*") if not p.name.startswith("."))  # nothing half-written
+
+
+def test_assemble_takes_a_gguf_llm(tiny_gguf, cache, tmp_path):
+    """`lnprobe assemble --llm X.gguf`: the LLaVA's decoder is the GGUF's (its cached float32 copy)."""
+    from tests.models.test_assemble import _assemble, save_clip
+
+    folder, reference = tiny_gguf
+    assert _assemble(folder / "tiny.gguf", save_clip(tmp_path / "clip"), tmp_path / "llava") == 0
+    llava = load(str(tmp_path / "llava"))
+    decoder = llava.model.get_submodule(llava.sites.language_model)
+    ours = dict(decoder.named_parameters())
+    for name, p in reference.model.named_parameters():  # the embeddings gained the <image> row
+        torch.testing.assert_close(ours[name][: len(p)], p, rtol=0, atol=0)
+    assert "<image>" in llava.processor.tokenizer.get_vocab()
