@@ -9,6 +9,7 @@ from pathlib import Path
 from lnprobe.config import at_least, option, seed_field, validate
 from lnprobe.errors import InputError
 from lnprobe.io import Output
+from lnprobe.probes.inputs import keep_sink_tokens_field, sink_factor_field
 
 # Each claim's equivalence margin δ on its difference (LN minus reference), fixed before any result was seen,
 # and why (docs/statistics.md#margins): a |difference| below δ is "no effect" when the 90 % interval fits.
@@ -81,6 +82,8 @@ class ClaimsConfig:
     force: bool = option(
         False, "Replace an earlier output of this command at --out (nothing else).", switch=True
     )
+    keep_sink_tokens: bool = keep_sink_tokens_field()
+    sink_factor: float = sink_factor_field()
     margins: dict[str, float] = option(
         help="A claim's equivalence margin δ, e.g. cross_layer_similarity=0.02 (others keep their defaults).",
         default_factory=dict,

@@ -258,9 +258,31 @@ def seeds_argv(scenarios: list[Scenario], data: str | Path, out: str | Path) -> 
     return argv
 
 
-def build_scenario(base: str | Path, out: str | Path, holds: bool, seed: int = 0) -> Scenario:
+SINK_SCALE = 1000.0  # the planted sink's embedding, in units of the embeddings' RMS norm per dimension
+
+
+@torch.no_grad()
+def plant_sink(model: nn.Module, sites: ModelSites, token_id: int, scale: float = SINK_SCALE) -> None:
+    """Make `token_id`'s word embedding a massive activation: `scale` x the embeddings' RMS x √d along a
+    fixed unit direction (outside the offset block D). The residual stream carries it through every decoder
+    layer, while each layer's input norm rescales it, so the token sits at a norm ~`scale` x every other
+    token's at every layer output and writes like an ordinary token: an attention sink's signature."""
+    embed = model.get_submodule(sites.embed_tokens).weight  # [vocab, d_model]
+    d = embed.shape[1]
+    direction = torch.zeros(d, dtype=embed.dtype)
+    direction[len(offset_dims(d)) :] = 1.0
+    rms = float(embed.float().pow(2).mean().sqrt())
+    embed[token_id] = scale * rms * d**0.5 * direction / direction.norm()
+
+
+def build_scenario(
+    base: str | Path, out: str | Path, holds: bool, seed: int = 0, sink_token: int | None = None
+) -> Scenario:
     """LN delta, full checkpoint and gradient-trace runs over the planted `base` (see the module's
-    docstring for what each plants and why the verdicts follow)."""
+    docstring for what each plants and why the verdicts follow). `sink_token`: that token of the *full*
+    model becomes an attention sink (`plant_sink`): where the similarity claim fails (the full model's
+    amplified layers less alike than LN's), a kept sink makes the full model's layers look alike (CKA ~1)
+    and flips the verdict to supported, which the sink rule must prevent."""
     from lnprobe.models import load
 
     base, out = Path(base), Path(out)
@@ -279,6 +301,8 @@ def build_scenario(base: str | Path, out: str | Path, holds: bool, seed: int = 0
     else:
         amplify_layers(full.model, full.sites, AMPLIFY)
         scale_head(full.model, full.sites, HEAD_SCALE)
+    if sink_token is not None:
+        plant_sink(full.model, full.sites, sink_token)
     full_dir = _save_hf(full.model, full.processor, base, out / "full")
 
     sd_ln, sd_full = TRACE_SD[holds]

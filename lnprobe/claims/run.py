@@ -99,6 +99,7 @@ def _similarity(cfg: ClaimsConfig, name: str, spec: str, out: Path) -> dict:
 
     config = SimilarityConfig(
         a=spec, inputs=probe_inputs(cfg), out=str(out), metrics=("cka", "cosine"), tokens=cfg.tokens,
+        keep_sink_tokens=cfg.keep_sink_tokens, sink_factor=cfg.sink_factor,
         bootstrap=cfg.bootstrap, label_a=name,
     )  # fmt: skip
     result = PROBES.get("similarity").run(config)
@@ -173,7 +174,10 @@ def _trace(run: str | None) -> torch.Tensor | None:
 def _lnshift(cfg: ClaimsConfig, spec: str, out: Path) -> dict:
     from lnprobe.probes.lnshift.config import LnShiftConfig
 
-    config = LnShiftConfig(ckpt=spec, base=cfg.base, inputs=probe_inputs(cfg), out=str(out))
+    config = LnShiftConfig(
+        ckpt=spec, base=cfg.base, inputs=probe_inputs(cfg), out=str(out),
+        keep_sink_tokens=cfg.keep_sink_tokens, sink_factor=cfg.sink_factor,
+    )  # fmt: skip
     return PROBES.get("lnshift").run(config).to_json()
 
 

@@ -232,3 +232,49 @@ def test_constructors_plant_exactly_what_they_say():
         hidden = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
     states = hidden.hidden_states  # embeddings, then every decoder layer's output
     assert all(torch.equal(s, states[0]) for s in states[1 : len(sites.layers)])
+
+
+@pytest.fixture(scope="module")
+def sink_runs(planted_runs, tmp_path_factory):
+    """The failing scenario whose full model's first token is a planted attention sink, judged with the
+    sink rule (default) and with --keep-sink-tokens: {keep: (claims record, output dir)}."""
+    from lnprobe.models import load
+
+    root = tmp_path_factory.mktemp("sink")
+    base = planted_runs[False, True][0].base
+    bos = load(base).processor.tokenizer.bos_token_id
+    scenario = controls.build_scenario(base, root / "scenario", holds=False, sink_token=bos)
+    data = write_synth(root / "data", SynthConfig(n=30, seed=3)) / "instruct.json"
+    runs = {}
+    for keep in (False, True):
+        out = root / f"claims-{keep}"
+        argv = [
+            *scenario.argv(data, out),
+            "--n",
+            "16",
+            "--batch-size",
+            "4",
+            "--bootstrap",
+            "50",
+            "--no-patch",
+        ]
+        with pytest.MonkeyPatch.context() as patch:  # figures do not enter verdicts (speed)
+            for module, name in FIGURES:
+                patch.setattr(f"{module}.{name}", lambda *args, **kwargs: [])
+            assert cli.main([*argv, *(["--keep-sink-tokens"] if keep else [])]) == 0
+        runs[keep] = (json.loads((out / "claims.json").read_text()), out)
+    return runs
+
+
+def test_a_planted_sink_does_not_decide_the_similarity_verdict(sink_runs):
+    """Kept, the sink makes the full model's layers look alike (CKA ~1) and flips the failing claim to
+    supported; left out by default, the verdict is the one without a sink: refuted."""
+    (found, out), (kept, _) = sink_runs[False], sink_runs[True]
+    assert _claim(found, "cross_layer_similarity")["verdict"] == REFUTED
+    with_sink = _claim(kept, "cross_layer_similarity")
+    assert with_sink["verdict"] == SUPPORTED and with_sink["numbers"]["full"]["cka"]["value"] > 0.99
+    sinks = json.loads((out / "probes" / "similarity-full" / "similarity.json").read_text())["sink_tokens"]
+    assert sinks["excluded"] and sinks["count"] == 16  # every example's first token, and nothing else
+    assert {t["position"] for t in sinks["tokens"]} == {0}
+    ln = json.loads((out / "probes" / "similarity-ln" / "similarity.json").read_text())["sink_tokens"]
+    assert ln["count"] == 0  # the LN model has no sink
