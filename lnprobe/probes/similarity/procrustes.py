@@ -18,9 +18,10 @@ computed per minibatch and the per-minibatch matrices are averaged (bootstrap ov
 Computation: the singular values of XᵀY depend only on the Gram matrices (their squares are the
 eigenvalues of L K, K = X Xᵀ, L = Y Yᵀ), so each layer is replaced by a factor F with min(n, d) columns and
 the same Gram F Fᵀ = X Xᵀ: X itself when d <= n, else U S from X Xᵀ = U S² Uᵀ. The nuclear norm is
-Σ sqrt(λ) over the eigenvalues λ of the smaller of MᵀM and MMᵀ (M = F_xᵀF_y; `eigvalsh` ran ~8x faster
-than `svdvals` on 2 CPU cores, and the error it adds is about 1e-8 σ_max per near-zero singular value),
-batched over layer pairs, all in float64.
+Σ sqrt(λ) over the eigenvalues λ of the smaller of MᵀM and MMᵀ (M = F_xᵀF_y; `eigvalsh` ran 1.3-1.6x
+faster than `svdvals` on one thread, and the error it adds is about 1e-8 σ_max per near-zero singular
+value), one pair at a time on one CPU thread up to 1024 x 1024 (`_one_thread`), the cross products taken
+for runs of partner layers at once, all in float64.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lnprobe.errors import InputError
 from lnprobe.probes.similarity.tensors import as_float64, center, pair
 
 BLOCK = 1 << 25  # float64 elements of cross products held at once (256 MiB)
+ONE_THREAD_UP_TO = 1024  # eigen-decompositions up to this size run on one CPU thread (`_one_thread`)
 
 
 def factor(x: torch.Tensor) -> torch.Tensor:
@@ -46,10 +48,30 @@ def factor(x: torch.Tensor) -> torch.Tensor:
     return u * w.clamp_min(0).sqrt()
 
 
-def nuclear_norms(ms: torch.Tensor) -> torch.Tensor:
-    """Nuclear norms of a stack `[P, a, b]` of matrices (float64 `[P]`)."""
-    g = ms.transpose(1, 2) @ ms if ms.shape[2] <= ms.shape[1] else ms @ ms.transpose(1, 2)
-    return torch.linalg.eigvalsh(g).clamp_min(0).sqrt().sum(1)
+def nuclear_norm(m: torch.Tensor) -> torch.Tensor:
+    """Σ singular values of one `[a, b]` matrix, as Σ sqrt(λ) over the eigenvalues of the smaller of MᵀM
+    and MMᵀ."""
+    g = m.T @ m if m.shape[1] <= m.shape[0] else m @ m.T
+    with _one_thread(g.shape[0] <= ONE_THREAD_UP_TO and not g.is_cuda):
+        return torch.linalg.eigvalsh(g).clamp_min(0).sqrt().sum()
+
+
+class _one_thread:
+    """torch on one CPU thread inside the block (when `on`), restored after. Measured on 2 CPU cores that
+    other processes kept busy (load 4-5), twelve 384 x 384 float64 decompositions took 0.2-0.3 s on one
+    thread and 0.6-57 s on two (`eigvalsh` and `svdvals` alike; batched `eigvalsh` 18 s): small LAPACK
+    calls gain little from a second thread and lose everything when its cores are contended."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __enter__(self) -> None:
+        self.previous = torch.get_num_threads()
+        if self.on:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.previous)
 
 
 def procrustes_similarity(x, y) -> float:
@@ -66,7 +88,7 @@ def procrustes_distance(x, y) -> float:
 def procrustes_matrix(xs: Sequence, ys: Sequence | None = None) -> torch.Tensor:
     """`[Lx, Ly]` Procrustes similarity of every layer pair over the same n rows (`ys=None`: xs against
     itself, whose diagonal is 1 by definition and whose pairs are computed once). Cross products are taken
-    for runs of partner layers at once and their nuclear norms batched per shape."""
+    for runs of partner layers at once."""
     fx = _factors(xs, "layer")
     fy = fx if ys is None else _factors(ys, "Y layer")
     if fx[0].shape[0] != fy[0].shape[0]:
@@ -81,11 +103,8 @@ def procrustes_matrix(xs: Sequence, ys: Sequence | None = None) -> torch.Tensor:
         for run in _runs(f.shape[1], [fy[j].shape[1] for j in partners]):
             js = [partners[j] for j in run]
             cross = f.T @ torch.cat([fy[j] for j in js], dim=1)  # [r_i, Σ r_j]
-            blocks = cross.split([fy[j].shape[1] for j in js], dim=1)
-            for shape in {b.shape for b in blocks}:
-                same = [j for j, b in zip(js, blocks, strict=True) if b.shape == shape]
-                nuc = nuclear_norms(torch.stack([b for b in blocks if b.shape == shape])).cpu()
-                out[i, same] = nuc / (norms_x[i] * norms_y[same]).cpu()
+            for j, block in zip(js, cross.split([fy[j].shape[1] for j in js], dim=1), strict=True):
+                out[i, j] = float(nuclear_norm(block) / (norms_x[i] * norms_y[j]))
         if ys is None:
             out[:i, i] = out[i, :i].clone()
     return out.clamp(0.0, 1.0)
