@@ -78,8 +78,9 @@ class Sinks:
 
 
 def token_norms(h: torch.Tensor) -> torch.Tensor:
-    """`[batch, positions]` L2 norms (float32) of `h` `[batch, positions, d]`."""
-    return torch.linalg.vector_norm(h, dim=-1, dtype=torch.float32)
+    """`[batch, positions]` L2 norms (float32) of `h` `[batch, positions, d]` (half-precision states are
+    widened first: a sink's squared norm overflows float16)."""
+    return (h if h.dtype == torch.float32 else h.float()).norm(dim=-1)
 
 
 def find_sinks(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lnprobe.capture import Capture, SinkLog, SinkRule, select_sites
-from lnprobe.capture.sinks import find_sinks
+from lnprobe.capture.sinks import find_sinks, token_norms
 from lnprobe.errors import InputError
 from lnprobe.models.sites import resolve_sites
 from tests.conftest import every_other, image_batch, plant_sink
@@ -33,6 +33,8 @@ def test_the_rule_by_hand():
     assert find_sinks(scaled, every, 20.0).mask[0].tolist() == [False] * 4 + [True] * 2  # median 1
     by_kind = find_sinks(scaled, every, 20.0, image)  # image median 50: only 2000 > 20 x 50
     assert by_kind.where == {"layer.0": [(0, 5, 2000.0, 50.0)]}
+    half = token_norms(torch.full((1, 1, 576), 2000.0, dtype=torch.float16))  # squares overflow float16
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(2000.0 * 576**0.5)
     log = SinkLog(SinkRule(19.0))
     log.add(found, examples=[7, 3], model="a")
     saved = log.to_json()
