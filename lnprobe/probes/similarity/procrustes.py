@@ -20,8 +20,7 @@ eigenvalues of L K, K = X Xᵀ, L = Y Yᵀ), so each layer is replaced by a fact
 the same Gram F Fᵀ = X Xᵀ: X itself when d <= n, else U S from X Xᵀ = U S² Uᵀ. The nuclear norm is
 Σ sqrt(λ) over the eigenvalues λ of the smaller of MᵀM and MMᵀ (M = F_xᵀF_y; `eigvalsh` ran 1.3-1.6x
 faster than `svdvals` on one thread, and the error it adds is about 1e-8 σ_max per near-zero singular
-value), one pair at a time on one CPU thread up to 1024 x 1024 (`_one_thread`), the cross products taken
-for runs of partner layers at once, all in float64.
+value), one pair at a time, on one CPU thread up to 1024 x 1024 (`_one_thread`), all in float64.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import torch
 from lnprobe.errors import InputError
 from lnprobe.probes.similarity.tensors import as_float64, center, pair
 
-BLOCK = 1 << 25  # float64 elements of cross products held at once (256 MiB)
 ONE_THREAD_UP_TO = 1024  # eigen-decompositions up to this size run on one CPU thread (`_one_thread`)
 
 
@@ -87,8 +85,7 @@ def procrustes_distance(x, y) -> float:
 
 def procrustes_matrix(xs: Sequence, ys: Sequence | None = None) -> torch.Tensor:
     """`[Lx, Ly]` Procrustes similarity of every layer pair over the same n rows (`ys=None`: xs against
-    itself, whose diagonal is 1 by definition and whose pairs are computed once). Cross products are taken
-    for runs of partner layers at once."""
+    itself, whose diagonal is 1 by definition and whose pairs are computed once)."""
     fx = _factors(xs, "layer")
     fy = fx if ys is None else _factors(ys, "Y layer")
     if fx[0].shape[0] != fy[0].shape[0]:
@@ -99,12 +96,8 @@ def procrustes_matrix(xs: Sequence, ys: Sequence | None = None) -> torch.Tensor:
         raise InputError("procrustes is undefined for a layer with constant features (zero variance)")
     out = torch.eye(len(fx), len(fy), dtype=torch.float64)  # the self diagonal; every other cell is set
     for i, f in enumerate(fx):
-        partners = range(i) if ys is None else range(len(fy))
-        for run in _runs(f.shape[1], [fy[j].shape[1] for j in partners]):
-            js = [partners[j] for j in run]
-            cross = f.T @ torch.cat([fy[j] for j in js], dim=1)  # [r_i, Σ r_j]
-            for j, block in zip(js, cross.split([fy[j].shape[1] for j in js], dim=1), strict=True):
-                out[i, j] = float(nuclear_norm(block) / (norms_x[i] * norms_y[j]))
+        for j in range(i) if ys is None else range(len(fy)):
+            out[i, j] = float(nuclear_norm(f.T @ fy[j]) / (norms_x[i] * norms_y[j]))
         if ys is None:
             out[:i, i] = out[i, :i].clone()
     return out.clamp(0.0, 1.0)
@@ -118,16 +111,3 @@ def _factors(layers: Sequence, name: str) -> list[torch.Tensor]:
     if rows.pop() < 2:
         raise InputError("procrustes needs at least 2 rows per minibatch")
     return [factor(m) for m in mats]
-
-
-def _runs(width: int, widths: Sequence[int]) -> list[list[int]]:
-    """Consecutive partner indices cut so that each run's cross product holds at most BLOCK elements."""
-    runs: list[list[int]] = []
-    size = BLOCK + 1
-    for j, w in enumerate(widths):
-        if size + width * w > BLOCK and (not runs or runs[-1]):
-            runs.append([])
-            size = 0
-        runs[-1].append(j)
-        size += width * w
-    return runs
