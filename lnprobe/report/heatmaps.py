@@ -75,12 +75,25 @@ def similarity_figures(record: dict, out: Path) -> list[Path]:
             ci_text = f", 95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None else ""
             which = "off-diagonal" if "cross_layer_mean" in entry else "diagonal"
             title += f"\nmean {which} {summary['value']:.3f}{ci_text}"
+            title += _null_text(
+                entry.get("null"), "cross_layer_mean" if which == "off-diagonal" else "diagonal_mean"
+            )
         png, html = out / f"similarity_{metric}.png", out / f"similarity_{metric}.html"
         xs, ys = record["sites_b"], record["sites_a"]
         _heatmap_png(m, lo, hi, "viridis", xs, ys, (a, b, metric), title, png)
         _heatmap_html(m, lo, hi, "Viridis", xs, ys, metric, title, html)
         written += [png, html]
     return written
+
+
+def _null_text(null: dict | None, name: str) -> str:
+    """A third title line for a summary with a permutation null: its mean, 95th percentile and the excess."""
+    if not null or name not in null:
+        return ""
+    s = null[name]
+    return (
+        f"\npermutation null {s['mean']:.3f} (95th pct {s['p95']:.3f}), excess {null['excess']['value']:.3f}"
+    )
 
 
 def difference_figures(first: dict, second: dict, out: Path, metric: str = "cka") -> list[Path]:

@@ -71,6 +71,34 @@ def test_a_checkpoint_against_itself_and_another(world, tmp_path):
     assert other.metrics["cka"]["diagonal_mean"]["ci95"][1] <= 1.0 + 1e-9
 
 
+def test_knn_procrustes_and_the_cka_null(world, tmp_path):
+    """The measures beside CKA run across layers and between checkpoints with intervals; linear CKA comes
+    with its permutation null (per pair, for the summary, and the calibrated excess)."""
+    record = sim(world, tmp_path / "s", metrics=("cka", "mutual_knn", "procrustes"), null_permutations=3)
+    saved = json.loads((tmp_path / "s" / "similarity.json").read_text())
+    for metric in ("mutual_knn", "procrustes"):
+        m = np.array(record.metrics[metric]["matrix"])
+        assert m.shape == (4, 4) and np.allclose(np.diag(m), 1.0) and np.allclose(m, m.T)
+        assert ((m >= 0) & (m <= 1)).all()
+        summary = record.metrics[metric]["cross_layer_mean"]
+        assert summary["ci95"][0] <= summary["value"] <= summary["ci95"][1]
+        assert (tmp_path / "s" / f"similarity_{metric}.png").is_file()
+    assert 0 < record.metrics["mutual_knn"]["random_baseline"] < 0.5
+    null = saved["metrics"]["cka"]["null"]
+    assert null["permutations"] == 3 and null["replicates"] == min(3**record.minibatches, 50)
+    assert np.array(null["mean"]).shape == (4, 4) == np.array(null["p95"]).shape
+    cross = record.metrics["cka"]["cross_layer_mean"]
+    assert null["cross_layer_mean"]["mean"] < null["cross_layer_mean"]["p95"] < cross["value"]
+    assert null["excess"]["value"] == pytest.approx(cross["value"] - null["cross_layer_mean"]["mean"])
+    assert 0 <= null["pairs_above_p95"] <= 1
+    pair = sim(world, tmp_path / "p", b=world["a"], metrics=("cka", "mutual_knn", "procrustes"))
+    for metric in ("mutual_knn", "procrustes"):
+        assert np.allclose(pair.metrics[metric]["diagonal"], 1.0)
+    assert pair.metrics["cka"]["null"]["diagonal_mean"]["p"] < 0.05
+    off = sim(world, tmp_path / "n", metrics=("cka",), null_permutations=0)
+    assert "null" not in off.metrics["cka"]
+
+
 def test_one_minibatch_equals_direct_debiased_cka(world, tmp_path):
     """With a single minibatch the streamed matrix equals linear_cka(debiased) on the captured rows."""
     from lnprobe.capture import Capture, select_sites
@@ -132,11 +160,14 @@ def test_bad_input(world, tmp_path, capsys):
         assert code == 2 and len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
         return out.err
 
-    assert "unknown metric 'svcca' (known: cka, cka_biased, rbf_cka, cosine)" in err("-m", "svcca")
+    assert "unknown metric 'svcca' (known: cka, cka_biased, rbf_cka, cosine, mutual_knn, procrustes)" in err(
+        "-m", "svcca"
+    )
     assert "site pattern 'blocks.*' matches nothing" in err("-s", "blocks.*")
     assert "unknown token selection 'words'" in err("--tokens", "words")
     assert "at least 4" in err("--n", "2")
     assert "needs --batch-size >= 4" in err("--tokens", "last", "--batch-size", "2")
+    assert "null_permutations" in err("--null-permutations", "-1").replace("-", "_")
     assert not (tmp_path / "o").exists()  # no partial output
     text_only = tmp_path / "text.json"
     text_only.write_text(

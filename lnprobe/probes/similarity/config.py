@@ -23,7 +23,10 @@ class SimilarityConfig:
         None, "Second checkpoint (omit: cross-layer within A).", positional=True, metavar="CKPT_B"
     )
     metrics: tuple[str, ...] = option(
-        ("cka", "cosine"), "cka, cka_biased, rbf_cka, cosine.", flags=("--metric", "-m")
+        ("cka", "cosine"),
+        "cka, cka_biased, rbf_cka, cosine, mutual_knn (k=10 nearest neighbours), procrustes (shape "
+        "similarity).",
+        flags=("--metric", "-m"),
     )
     sites: tuple[str, ...] = option(("layer.*",), "Site glob(s), e.g. 'layer.*'.", flags=("--site", "-s"))
     tokens: str = option(
@@ -35,6 +38,9 @@ class SimilarityConfig:
     bootstrap: int = at_least(2, 200, "Bootstrap draws for the 95% intervals.")
     keep_sink_tokens: bool = keep_sink_tokens_field()
     sink_factor: float = sink_factor_field()
+    null_permutations: int = at_least(
+        0, 4, "Row permutations per minibatch for the cka permutation null (0: no null)."
+    )
     save_activations: str | None = option(
         None, "Also write the captured rows (safetensors shards, a/ and b/) here, for reuse."
     )

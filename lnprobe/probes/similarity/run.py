@@ -44,7 +44,8 @@ from lnprobe.probes.inputs import probe_minibatches, read_texts, saved_config, s
 from lnprobe.probes.registry import ProbeResult
 from lnprobe.probes.similarity.config import SimilarityConfig
 from lnprobe.probes.similarity.metrics import METRICS
-from lnprobe.probes.similarity.stats import MinibatchCKA, off_diagonal_mean
+from lnprobe.probes.similarity.null import PermutationNull
+from lnprobe.probes.similarity.stats import MinibatchCKA, MinibatchMean, off_diagonal_mean
 from lnprobe.provenance import provenance
 
 MIN_ROWS = 4  # the CKA estimators' fewest rows per minibatch
@@ -166,6 +167,8 @@ def run_similarity(cfg: SimilarityConfig) -> SimilarityResult:
 
 def _compute(cfg: SimilarityConfig) -> tuple[dict, dict]:
     accs = {m: METRICS.get(m).accumulator() for m in cfg.metrics}
+    if "cka" in accs and cfg.null_permutations:  # the permutation null, fed the same minibatches
+        accs["cka"].null = PermutationNull(cfg.null_permutations, debiased=True, seed=cfg.inputs.seed)
     baseline = MinibatchCKA(debiased=False) if "cka_biased" in cfg.metrics else None
     shared = shared_base(cfg.a, cfg.b) if cfg.b else None
     swap = DeltaSwap(load(shared[0], device=cfg.inputs.device), shared[1], shared[2]) if shared else None
@@ -364,6 +367,11 @@ def _summarise(cfg, accs, baseline, names_a, names_b, examples: int, log: SinkLo
                 entry[stat_name] = {"value": value, "ci95": list(ci)}
         if metric == "cka_biased" and baseline is not None:
             entry["random_baseline"] = float(baseline.compute().mean())
+        chance = acc.random_baseline() if isinstance(acc, MinibatchMean) else None
+        if chance is not None:  # mutual_knn's chance level k / (n - 1)
+            entry["random_baseline"] = chance
+        if getattr(acc, "null", None) is not None:
+            entry["null"] = _null_entry(cfg, acc.null, m, entry, single)
         summary[metric] = entry
     return {
         "config": saved_config(_jsonable(asdict(cfg))),
@@ -376,6 +384,18 @@ def _summarise(cfg, accs, baseline, names_a, names_b, examples: int, log: SinkLo
         "provenance": provenance(seed=cfg.inputs.seed),
         "sink_tokens": log.to_json(),
     }
+
+
+def _null_entry(cfg, null: PermutationNull, m: torch.Tensor, entry: dict, single: bool) -> dict:
+    """The permutation null beside the statistic: per pair, and for its summary (off-diagonal mean with
+    one checkpoint, diagonal mean with two of equal site counts, none for a rectangular matrix)."""
+    name = "cross_layer_mean" if single else "diagonal_mean"
+    square = m.shape[0] == m.shape[1]
+    eye = torch.eye(*m.shape, dtype=torch.bool)
+    pairs = ~eye if single else eye if square else None
+    fn = off_diagonal_mean if single else _diag_mean if square else None
+    interval = entry.get(name, {}).get("ci95", (None, None))
+    return null.summary(m, fn, name, interval, pairs, draws=cfg.bootstrap, seed=cfg.inputs.seed)
 
 
 def _diag_mean(m: torch.Tensor) -> torch.Tensor:
