@@ -28,26 +28,43 @@ def texts(tmp_path_factory) -> str:
 
 
 def test_the_first_token_is_a_sink_that_carries_cross_layer_cka(smollm2, texts):
-    from lnprobe.capture import Capture, SinkRule, select_sites
+    """One plain forward pass (the command's own capture is the next test's): the detector finds each
+    text's first token at layers 15, 20 and 25, and linear CKA between those layers is ~1 with it and
+    clearly lower without it."""
+    import torch
+
+    from lnprobe.capture.sinks import find_sinks, token_norms
     from lnprobe.probes import linear_cka
     from lnprobe.probes.inputs import ProbeInputs, probe_minibatches
 
     _, loaded = smollm2
     inputs = ProbeInputs(data=texts, n=N, batch_size=N, progress=False)
     (batch,), _ = probe_minibatches(inputs, loaded.processor, 4, LENGTH)
-    sites = select_sites(loaded.sites, ["layer.15", "layer.20", "layer.25"])
-    capture = Capture(loaded.model, sites, "text", sinks=SinkRule(exclude=False))  # found, rows kept
-    rows = capture.run(batch)
-    tokens = capture.sinks.tokens()
+    hidden = {}
+    hooks = [
+        loaded.model.get_submodule(loaded.sites.layers[i]).register_forward_hook(
+            lambda m, a, o, i=i: hidden.__setitem__(f"layer.{i}", o[0] if isinstance(o, tuple) else o)
+        )
+        for i in (15, 20, 25)
+    ]
+    try:
+        with torch.no_grad():
+            loaded.model(**batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    real = batch["attention_mask"].bool()
+    found = find_sinks({k: token_norms(h) for k, h in hidden.items()}, real, 20.0)
+    tokens = found.tokens()
     assert [(t["row"], t["position"]) for t in tokens] == [(i, 0) for i in range(N)]  # each first token
     for token in tokens:
         assert set(token["sites"]) == {"layer.15", "layer.20", "layer.25"}
         for site in token["sites"].values():  # measured: norms 20,500-25,200; ratios 40-139
             assert site["norm"] > 10_000 and site["norm"] > 30 * site["median"]
-    keep = ~capture.sinks.mask[batch["attention_mask"].bool()]
+    keep = real & ~found.mask
     for a, b in [(15, 20), (15, 25), (20, 25)]:
-        x, y = rows[f"layer.{a}"], rows[f"layer.{b}"]
-        with_sink, without = float(linear_cka(x, y)), float(linear_cka(x[keep], y[keep]))
+        x, y = hidden[f"layer.{a}"], hidden[f"layer.{b}"]
+        with_sink, without = float(linear_cka(x[real], y[real])), float(linear_cka(x[keep], y[keep]))
         assert with_sink > 0.999  # measured 0.99995-0.99998
         assert without < 0.97 and without < with_sink - 0.03  # measured 0.94, 0.76, 0.85
 
