@@ -10,7 +10,8 @@ Given an estimate of d with standard error se on df degrees of freedom (df = inf
   90 % interval d ± t₀.₉₅(df) se lies inside [-δ, δ];
 - *inconclusive*: none of these. Its power statement: the minimum detectable effect at 80 % power of a
   two-sided 5 % test, MDE = (t₀.₉₇₅(df) + t₀.₈(df)) se, and, when the units are seeds, the fewest seeds
-  whose t test would detect δ at that power with the observed spread per seed.
+  whose t test would detect δ at that power with the observed spread per seed (and the fewest that would
+  detect the observed difference, were it the true one).
 
 An effect that is significant and also inside the margin keeps its direction's outcome, flagged `trivial`.
 
@@ -56,6 +57,7 @@ class Verdict:
     se: float | None = None
     mde: float | None = None  # minimum detectable effect at 80 % power
     units_for_delta: int | None = None  # seeds that would detect δ (units = seeds)
+    units_for_estimate: int | None = None  # seeds that would detect the observed difference (units = seeds)
     trivial: bool = False  # significant, but inside the margin
 
     def as_dict(self) -> dict:
@@ -91,9 +93,11 @@ def decide(
     p_eq = _p_equivalence(estimate, se, df, delta)
     inside = -delta < ci90[0] and ci90[1] < delta
     mde = (t95 + t_quantile(POWER, df)) * se
-    needed = seeds_for(delta, sd_unit) if unit == "seeds" and sd_unit is not None else None
+    by_seeds = unit == "seeds" and sd_unit is not None
+    needed = seeds_for(delta, sd_unit) if by_seeds else None
+    observed = seeds_for(abs(estimate), sd_unit) if by_seeds else None
     common = dict(delta=delta, ci90=ci90, p_equivalence=p_eq, units=units, unit=unit, se=se, mde=mde,
-                  units_for_delta=needed)  # fmt: skip
+                  units_for_delta=needed, units_for_estimate=observed)  # fmt: skip
     lower = predicted == "lower"
     if (ci95[1] < 0) if lower else (ci95[0] > 0):
         return Verdict(SUPPORTED, estimate, ci95, p, f"the 95 % interval lies {predicted} than 0"

@@ -240,19 +240,23 @@ def claim_lines(study: dict) -> list[str]:
         "(docs/statistics.md#margins).",
         "",
         "| claim | outcome | difference (mean) | 95 % CI | δ | sign-flip p | MDE (80 %) | seeds for δ "
-        "| per seed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| seeds for the mean | per seed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     rows = [(f"`{cid}`", c) for cid, c in study["claims"].items()]
-    rows += [
-        (f"`{r}` vs full: {stat}", c) for r, t in study["regime_verdicts"].items() for stat, c in t.items()
+    rows += [  # ln's rows are the claims above
+        (f"`{r}` vs full: {stat}", c)
+        for r, t in study["regime_verdicts"].items()
+        if r != "ln"
+        for stat, c in t.items()
     ]
     for name, c in rows:
         t = c["test"]
         per_seed = ", ".join(f"{_f(d)} ({v})" for d, v in zip(c["differences"], c["per_seed"], strict=True))
         lines.append(f"| {name} | **{c['verdict']}** | {_f(t['statistic'])} | {_ci(t['ci95'])} | "
                      f"{_f(t['delta'])} | {_f(t.get('p_permutation'))} | {_f(t.get('mde'))} | "
-                     f"{_f(t.get('units_for_delta'), 'd')} | {per_seed} |")  # fmt: skip
+                     f"{_f(t.get('units_for_delta'), 'd')} | {_f(t.get('units_for_estimate'), 'd')} | "
+                     f"{per_seed} |")  # fmt: skip
     domain = study["claims"].get("domain_adaptation", {}).get("per_site")
     if domain:
         lines += ["", "The domain claim per norm: log(gap tuned / gap base), mean over seeds with its t "
@@ -278,14 +282,19 @@ def _reading(study: dict) -> str:
         "baseline on every seed)"
         + (f"; not met on every seed: {'; '.join(missed)}" if missed else "")
         + ". "
-        + "; ".join(f"{o}: {', '.join(f'`{c}`' for c in cs)}" for o, cs in by.items() if cs)
+        + ". ".join(f"{o[0].upper()}{o[1:]}: {', '.join(f'`{c}`' for c in cs)}" for o, cs in by.items() if cs)
         + "."
     )
     for cid in by[INCONCLUSIVE]:
-        need = study["claims"][cid]["test"].get("units_for_delta")
+        test = study["claims"][cid]["test"]
+        need, observed = test.get("units_for_delta"), test.get("units_for_estimate")
         if need:
-            reach = _reach(study, need)
-            text += f" `{cid}` would need about {need} seeds to detect δ at 80 % power ({reach})."
+            text += (f" `{cid}`: at the observed spread between seeds, detecting δ with 80 % power would "
+                     f"take about {need} seeds ({_reach(study, need)})")  # fmt: skip
+            if observed and observed < need:
+                text += (f"; the observed mean difference, were it the true one, about {observed} "
+                         f"({_reach(study, observed)})")  # fmt: skip
+            text += "."
     return text
 
 
@@ -295,6 +304,5 @@ def _reach(study: dict, seeds: int) -> str:
     if not per_seed:
         return "time per seed unknown"
     hours = seeds * sum(per_seed) / len(per_seed) / 3600
-    return f"~{hours:.1f} h at this run's time per seed: " + (
-        "within reach" if hours <= 24 else "out of reach"
-    )
+    reach = "within reach: under a day" if hours <= 24 else "out of reach here: more than a day"
+    return f"~{hours:.1f} h of this machine at this run's time per seed, {reach}"

@@ -76,6 +76,7 @@ DECIDING = {  # a claim's deciding test (lnprobe.claims.inference.Verdict)
     "unit?": (str, None),
     "mde?": NUM,
     "units_for_delta?": (int, None),
+    "units_for_estimate?": (int, None),
 }
 PER_SEED = {"ln": object, "reference": object, "difference": NUM, "ci95?": PAIR, "verdict?": object}
 PER_SITE = {str: {"log_ratio": NUM, "ci95": PAIR, "seeds?": object}}
