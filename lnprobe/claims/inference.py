@@ -24,11 +24,13 @@ it is reported beside the t test, which decides.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import statistics
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from scipy import stats
 
@@ -83,6 +85,7 @@ def decide(
     of one unit, seeds) gives the seeds that would detect δ."""
     if predicted not in ("lower", "higher"):
         raise ValueError("predicted must be 'lower' or 'higher'")
+    estimate, se, delta = float(estimate), float(se), float(delta)  # numpy scalars would reach the JSON
     if not (math.isfinite(estimate) and math.isfinite(se)):
         return Verdict(INCONCLUSIVE, estimate, None, None, "the difference or its spread is not finite",
                        delta=delta, units=units, unit=unit)  # fmt: skip
@@ -124,10 +127,16 @@ def seeds_for(delta: float, sd: float) -> int | None:
         return None
     if sd == 0:
         return 2
-    for k in range(2, MAX_UNITS + 1):
-        if (t_quantile(1 - ALPHA / 2, k - 1) + t_quantile(POWER, k - 1)) * sd / math.sqrt(k) <= delta:
-            return k
-    return MAX_UNITS + 1
+    k, factor = _power_factors()
+    hits = np.flatnonzero(factor * sd <= delta)  # decreasing in k: the first hit is the fewest seeds
+    return int(k[hits[0]]) if hits.size else MAX_UNITS + 1
+
+
+@functools.cache
+def _power_factors() -> tuple[np.ndarray, np.ndarray]:
+    """k = 2..MAX_UNITS and (t₀.₉₇₅(k−1) + t₀.₈(k−1)) / √k, computed once."""
+    k = np.arange(2, MAX_UNITS + 1)
+    return k, (stats.t.ppf(1 - ALPHA / 2, k - 1) + stats.t.ppf(POWER, k - 1)) / np.sqrt(k)
 
 
 def paired_test(diffs: list[float], predicted: str, delta: float, unit: str = "seeds") -> Verdict:

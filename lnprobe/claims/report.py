@@ -47,11 +47,13 @@ def _sections(record: dict, out: Path) -> list[tuple[str, list[str]]]:
     for claim in record["claims"]:
         lines = [f"**Claim:** {claim['statement']}.", "", f"**Statistic:** {claim['definition']}.", ""]
         if claim["id"] == "cross_layer_similarity":
-            lines += ["| model | CKA | 95 % CI | cosine | 95 % CI |", "|---|---|---|---|---|"]
+            lines += ["| model | CKA | 95 % CI | CKA null mean / p95 (p) | cosine | 95 % CI |",
+                      "|---|---|---|---|---|---|"]  # fmt: skip
             for name, s in claim["numbers"].items():
-                cka, cos = s["cka"], s["cosine"]
-                lines.append(f"| {name} | {_fmt(cka['value'])} | {_ci(cka['ci95'])} | {_fmt(cos['value'])} "
-                             f"| {_ci(cos['ci95'])} |")  # fmt: skip
+                cka, cos, null = s["cka"], s["cosine"], s.get("cka_null")
+                above = f"{_fmt(null['mean'])} / {_fmt(null['p95'])} ({_fmt(null['p'])})" if null else "-"
+                lines.append(f"| {name} | {_fmt(cka['value'])} | {_ci(cka['ci95'])} | {above} | "
+                             f"{_fmt(cos['value'])} | {_ci(cos['ci95'])} |")  # fmt: skip
         elif claim["id"] == "gradient_variance":
             lines += ["| model | variance | 95 % CI | samples | source |", "|---|---|---|---|---|"]
             for name, g in claim["numbers"].items():

@@ -103,7 +103,11 @@ def _similarity(cfg: ClaimsConfig, name: str, spec: str, out: Path) -> dict:
         bootstrap=cfg.bootstrap, label_a=name,
     )  # fmt: skip
     result = PROBES.get("similarity").run(config)
-    return {m: e["cross_layer_mean"] for m, e in result.metrics.items()}
+    out = {m: e["cross_layer_mean"] for m, e in result.metrics.items()}
+    null = result.metrics["cka"].get("null")
+    if null:  # the statistic above its permutation null (rows of one layer shuffled)
+        out["cka_null"] = {**null["cross_layer_mean"], "pairs_above_p95": null["pairs_above_p95"]}
+    return out
 
 
 def _figures(cfg: ClaimsConfig, probes: Path) -> None:
@@ -209,7 +213,7 @@ def _claim_similarity(cfg: ClaimsConfig, sims: dict, pairing) -> dict:
         sides = [{n: Estimate.from_ci(sims[n][metric]["value"], _ci(sims[n][metric])) for n in cfg.seeds(w)}
                  for w in ("ln", "full")]  # fmt: skip
         tests[metric] = compare(*sides, pairing, cfg.margins["cross_layer_similarity"])
-    numbers = {name: {m: s[m] for m in ("cka", "cosine")} for name, s in sims.items()}
+    numbers = {name: {m: s[m] for m in ("cka", "cosine", "cka_null") if m in s} for name, s in sims.items()}
     if len(cfg.ln) > 1 or len(cfg.full) > 1:
         numbers.update({f"{w} (pooled)": pooled[w] for w in ("ln", "full")})
     return {

@@ -81,7 +81,9 @@ DECIDING = {  # a claim's deciding test (lnprobe.claims.inference.Verdict)
 PER_SEED = {"ln": object, "reference": object, "difference": NUM, "ci95?": PAIR, "verdict?": object}
 PER_SITE = {str: {"log_ratio": NUM, "ci95": PAIR, "seeds?": object}}
 NUMBERS = {  # a claim's numbers by its id; other claims' are shown as they are
-    "cross_layer_similarity": {str: {"cka": STAT, "cosine": STAT}},
+    "cross_layer_similarity": {
+        str: {"cka": STAT, "cosine": STAT, "cka_null?": {"mean": NUM, "p95": NUM, "p": NUM}}
+    },
     "gradient_variance": {str: {"ci95": PAIR}},
 }
 PICK = (None, {"unit": object, "recovered": SUMMARY})

@@ -2,6 +2,7 @@
 fails, by construction (`lnprobe.claims.controls`), and the constructors themselves."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -85,6 +86,8 @@ def test_silenced_layers_are_copies_so_similarity_is_one(planted):
     assert numbers["full"]["cka"]["value"] == pytest.approx(1.0, abs=1e-6)
     assert numbers["full"]["cosine"]["value"] == pytest.approx(1.0, abs=1e-6)
     assert numbers["ln"]["cka"]["value"] < 0.99  # the LN model's layers still write
+    null = numbers["full"]["cka_null"]  # identical layers: far above the null of shuffled rows
+    assert null["p95"] < 0.5 and null["p"] < 0.05 and abs(null["mean"]) < 0.1
     _, failing, _ = planted[False]
     numbers = _claim(failing, "cross_layer_similarity")["numbers"]
     assert numbers["full"]["cka"]["value"] < numbers["ln"]["cka"]["value"]
@@ -113,6 +116,8 @@ def test_gradient_variance_is_the_planted_variance(planted, holds):
     ratio = _claim(record, "gradient_variance")["tests"]["ratio_ln_over_full"]
     expected = (controls.TRACE_SD[holds][0] / controls.TRACE_SD[holds][1]) ** 2
     assert ratio == pytest.approx(expected, rel=0.3)
+    lo, hi = _claim(record, "gradient_variance")["test"]["ci95"]  # the known log ratio inside its interval
+    assert lo < math.log(expected) < hi and hi - lo < 1.5
 
 
 def test_domain_gap_moves_at_every_norm(planted):
