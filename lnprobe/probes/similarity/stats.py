@@ -164,26 +164,6 @@ def cosine_matrix(xs: Sequence, ys: Sequence) -> torch.Tensor:
     return out
 
 
-class MinibatchCosine:
-    """Streaming layer x layer mean cosine: the mean over minibatches of each minibatch's mean cosine of
-    matched rows (same `update` / `compute` / `bootstrap` as `MinibatchCKA`)."""
-
-    def __init__(self) -> None:
-        self.terms: list[torch.Tensor] = []
-
-    def update(self, xs: Sequence, ys: Sequence | None = None) -> None:
-        self.terms.append(cosine_matrix(xs, xs if ys is None else ys))
-
-    def compute(self, which: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.terms:
-            raise InputError("no minibatches were added")
-        idx = range(len(self.terms)) if which is None else which.tolist()
-        return torch.stack([self.terms[i] for i in idx]).mean(0)
-
-    def bootstrap(self, statistic, draws: int = 200, level: float = 0.95, seed: int = 0):
-        return MinibatchCKA.bootstrap(self, statistic, draws, level, seed)  # the same minibatch resampling
-
-
 class MinibatchMean:
     """Streaming layer x layer matrix that is the mean over minibatches of a per-minibatch matrix
     `matrix(xs, ys)` → `[Lx, Ly]` (`ys=None`: xs against itself): mutual k-NN and Procrustes, whose
@@ -218,3 +198,11 @@ class MinibatchMean:
         if self.chance is None or not self.rows:
             return None
         return sum(self.chance(n) for n in self.rows) / len(self.rows)
+
+
+class MinibatchCosine(MinibatchMean):
+    """Streaming layer x layer mean cosine: the mean over minibatches of each minibatch's mean cosine of
+    matched rows (same `update` / `compute` / `bootstrap` as `MinibatchCKA`)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda xs, ys: cosine_matrix(xs, xs if ys is None else ys))
