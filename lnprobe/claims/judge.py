@@ -98,8 +98,9 @@ def domain_test(ratios: dict[str, dict[str, float]], delta: float, predicted: st
                 for name, m in means.items()]  # fmt: skip
     if len(means) >= 2:
         test = paired_test(list(means.values()), predicted, delta)
-    elif means:
-        ((name, values),) = ((n, list(r.values())) for n, r in ratios.items() if r)
+    elif means:  # one seed: its norms are the units
+        (name,) = means
+        values = list(ratios[name].values())
         se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
         test = decide(means[name], se, len(values) - 1, predicted, delta, len(values), "sites")
     else:
