@@ -49,14 +49,15 @@ def compare(
     if pairing.pairs is not None:
         per_seed = [_one(a, b, ln[a], ref[b], delta, predicted) for a, b in pairing.pairs]
         if len(per_seed) == 1:
-            test = _single(ln[pairing.pairs[0][0]], ref[pairing.pairs[0][1]], delta, predicted)
+            test = within_run(ln[pairing.pairs[0][0]], ref[pairing.pairs[0][1]], delta, predicted)
         else:
             test = paired_test([p["difference"] for p in per_seed], predicted, delta)
         return {"test": test.as_dict(), "per_seed": per_seed, "pairing": pairing.how}
     return {"test": _unpaired(ln, ref, delta, predicted).as_dict(), "per_seed": [], "pairing": pairing.how}
 
 
-def _single(a: Estimate, b: Estimate, delta: float, predicted: str) -> Verdict:
+def within_run(a: Estimate, b: Estimate, delta: float, predicted: str = "lower") -> Verdict:
+    """One run's difference a − b, its standard error the two in quadrature (no interval: inconclusive)."""
     diff = a.value - b.value
     if a.se is None or b.se is None:
         return decide(diff, math.nan, math.inf, predicted, delta, 1, "within the run")
@@ -64,7 +65,7 @@ def _single(a: Estimate, b: Estimate, delta: float, predicted: str) -> Verdict:
 
 
 def _one(name_a: str, name_b: str, a: Estimate, b: Estimate, delta: float, predicted: str) -> dict:
-    v = _single(a, b, delta, predicted)
+    v = within_run(a, b, delta, predicted)
     return {"ln": name_a, "reference": name_b, "difference": a.value - b.value,
             "ci95": v.ci95, "verdict": v.verdict}  # fmt: skip
 

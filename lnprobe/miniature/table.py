@@ -43,9 +43,8 @@ def regime_verdicts(results: dict, claims: dict) -> dict:
     within-run 95 % interval and verdict; the study pools the differences over seeds. The paper's claims are
     about `ln`; the rest are the same test, for context."""
     from lnprobe.claims.config import MARGINS
-    from lnprobe.claims.judge import Estimate
+    from lnprobe.claims.judge import Estimate, within_run
     from lnprobe.claims.run import _ci, _trace
-    from lnprobe.claims.verdicts import decide
     from lnprobe.probes.gradvar.stats import log_variance_se
 
     sims, estimates = claims["similarity"], {"cross_layer_similarity": {}, "gradient_variance": {}}
@@ -64,9 +63,7 @@ def regime_verdicts(results: dict, claims: dict) -> dict:
         for stat, by_regime in estimates.items():
             if regime not in by_regime or "full" not in by_regime:
                 continue
-            a, b = by_regime[regime], by_regime["full"]
-            se = (a.se**2 + b.se**2) ** 0.5 if a.se is not None and b.se is not None else float("nan")
-            v = decide(a.value - b.value, se, float("inf"), "lower", MARGINS[stat][0], 1, "within the run")
+            v = within_run(by_regime[regime], by_regime["full"], MARGINS[stat][0])
             out.setdefault(regime, {})[stat] = {"difference": v.statistic, "ci95": v.as_dict()["ci95"],
                                                 "verdict": v.verdict}  # fmt: skip
     return out
