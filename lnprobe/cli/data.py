@@ -1,4 +1,4 @@
-"""`lnprobe data synth | verify | subset | fixture`: datasets on the command line."""
+"""`lnprobe data synth | easy-vqa | verify | subset | fixture`: datasets on the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lnprobe.cli.core import console, group
 from lnprobe.cli.options import REQUIRED, config_command
+from lnprobe.data.easyvqa import EasyVqaConfig
 from lnprobe.data.subset import SubsetConfig
 from lnprobe.data.synth import SynthConfig
 from lnprobe.errors import InputError
@@ -32,6 +33,27 @@ def data_synth(config: SynthConfig, out: Path, force: bool) -> None:
 
     path = write_synth(out, config, overwrite=force)
     console.print(f"wrote {config.n} pictures: {path}/{{pretrain,instruct,eval}}.json, text.jsonl, images/")
+
+
+@data.command("easy-vqa")
+@config_command(
+    EasyVqaConfig,
+    extra={
+        "out": (Annotated[Path, typer.Argument(help="Directory to write the dataset to.")], REQUIRED),
+        "force": (Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")], False),
+    },
+)
+def data_easy_vqa(config: EasyVqaConfig, out: Path, force: bool) -> None:
+    """Write easy-VQA (PyPI easy-vqa: 64 px shapes, yes/no, shape and colour questions) in LLaVA format."""
+    from lnprobe.data.easyvqa import write_easy_vqa
+
+    s = write_easy_vqa(out, config, overwrite=force)
+    images, records = s["images"], s["records"]
+    console.print(
+        f"wrote {records['train']} / {records['val']} / {records['eval']} questions on {images['train']} / "
+        f"{images['val']} / {images['eval']} images (train / val / eval) and {s['captions']['images']} "
+        f"captions: {out}/{{train,val,eval,captions}}.json, images/"
+    )
 
 
 @data.command("verify")
