@@ -1,6 +1,6 @@
-"""`lnprobe similarity`, `gradvar`, `lnshift`, `patch`, `linprobe` and `claims`: the probes on the command
-line, each generated from its config (a probe's shared `ProbeInputs` flattened into `--data`, `--n`,
-`--batch-size`, ...)."""
+"""`lnprobe similarity`, `gradvar`, `lnshift`, `patch`, `linprobe`, `attention`, `forgetting` and `claims`:
+the probes on the command line, each generated from its config (a probe's shared `ProbeInputs` flattened
+into `--data`, `--n`, `--batch-size`, ...)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from lnprobe.claims.config import ClaimsConfig
 from lnprobe.cli.core import app, console
 from lnprobe.cli.options import config_command
 from lnprobe.probes.attention.config import AttentionConfig
+from lnprobe.probes.forgetting.config import ForgettingConfig
 from lnprobe.probes.gradvar.config import GradVarConfig
 from lnprobe.probes.linprobe.config import LinprobeConfig
 from lnprobe.probes.lnshift.config import LnShiftConfig
@@ -172,6 +173,33 @@ def attention_command(cfg: AttentionConfig) -> None:
     console.print(
         f"wrote {Path(cfg.out)}/attention.json, attention.csv and heatmaps ({record.examples} examples{left})"
     )
+
+
+@app.command("forgetting")
+@config_command(ForgettingConfig, defaults={"out": "runs/forgetting"})
+def forgetting_command(cfg: ForgettingConfig) -> None:
+    """Held-out text loss and next-token accuracy of BASE and TUNED: what finetuning cost the LLM."""
+    from lnprobe.probes import PROBES
+
+    s = PROBES.get("forgetting").run(cfg).summary
+    console.print(
+        f"text loss {s['loss_before']:.2f} -> {s['loss_after']:.2f} nats/token "
+        f"(change {_change(s['loss_change'], '.2f')}), next-token accuracy {s['accuracy_before']:.2f} -> "
+        f"{s['accuracy_after']:.2f} (change {_change(s['accuracy_change'], '.3f')})",
+        soft_wrap=True,
+    )
+    console.print(
+        f"wrote {Path(cfg.out)}/forgetting.json ({s['n']} windows, {s['tokens']} tokens; perplexity ratio "
+        f"{_change(s['perplexity_ratio'], '.3f', sign='')})",
+        soft_wrap=True,
+    )
+
+
+def _change(c: dict, fmt: str, sign: str = "+") -> str:
+    """`+0.14 [0.11, 0.17]` of a {value, ci95} (no interval from one window)."""
+    lo, hi = c["ci95"]
+    ci = f" [{lo:{fmt}}, {hi:{fmt}}]" if lo is not None else " (no interval: one window)"
+    return f"{c['value']:{sign}{fmt}}{ci}"
 
 
 @app.command("claims")

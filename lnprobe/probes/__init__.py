@@ -1,6 +1,6 @@
-"""The probes: one package per probe (`similarity`, `gradvar`, `lnshift`, `patch`), each registered in
+"""The probes: one package per probe (`similarity`, `gradvar`, `lnshift`, `patch`, ...), each registered in
 `PROBES` with its config class and runner, all reading the same seeded inputs
-(`lnprobe.probes.inputs.ProbeInputs`).
+(`lnprobe.probes.inputs.ProbeInputs`), except `forgetting`, which scores plain text.
 
 The similarity maths is also re-exported here (loaded on first use, so importing this package is cheap):
 `linear_cka`, `rbf_cka`, `cosine_similarity`, `random_baseline`, `METRICS`, `MinibatchCKA`, `cka_matrix`,
@@ -10,7 +10,15 @@ The similarity maths is also re-exported here (loaded on first use, so importing
 from __future__ import annotations
 
 from lnprobe.lazy import lazy_exports
-from lnprobe.probes import attention, gradvar, linprobe, lnshift, patch, similarity  # noqa: F401 (registers)
+from lnprobe.probes import (  # noqa: F401 (registers)
+    attention,
+    forgetting,
+    gradvar,
+    linprobe,
+    lnshift,
+    patch,
+    similarity,
+)
 from lnprobe.probes.inputs import ProbeInputs
 from lnprobe.probes.registry import PROBES, Probe, ProbeResult
 
