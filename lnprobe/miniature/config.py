@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lnprobe.config import at_least, option, positive, ranged, seed_field, validate
 from lnprobe.errors import InputError
@@ -65,6 +66,38 @@ class MiniatureConfig:
     llm: str | None = option(None, "Start from this text LLM (HF id or directory), not the shipped one.")
     vision: str | None = option(None, "Start from this CLIP vision tower instead of the shipped one.")
     online: bool = option(False, "Allow downloading --llm / --vision.", switch=True)
+    data: str | None = option(
+        None,
+        "Train on this LLaVA-format JSON/JSONL (questions with short answers), not the synthetic shapes.",
+    )
+    eval_data: str | None = option(None, "With --data: the held-out questions every model is scored on.")
+    val_data: str | None = option(
+        None,
+        "With --data: validation questions that pick the learning rates (default: --val-fraction of it).",
+    )
+    val_fraction: float = ranged(
+        0.05,
+        0,
+        1,
+        lo_open=True,
+        hi_open=True,
+        help="With --data and no --val-data: share of its images held out.",
+    )
+    pretrain_data: str | None = option(
+        None, "With --data: captions for the connector stage (default: the training questions)."
+    )
+    image_folder: str | None = option(None, "With --data: folder the records' images are relative to.")
+    template: str = option("chat", "Chat template of every stage (lnprobe train --help lists them).")
+    text_eval: str | None = option(
+        None,
+        "Held-out text for the forgetting measure: a .txt / JSONL file or python-docs (default: the "
+        "synthetic task's text corpus; none with --data).",
+    )
+    pick_once: bool = option(
+        False,
+        "lnprobe study: sweep the learning rates on the first seed only; later seeds train at its picks.",
+        switch=True,
+    )
     keep_checkpoints: bool = option(
         False,
         "Keep every checkpoint's weights (by default only the picked runs, base and assembled keep theirs).",
@@ -86,12 +119,31 @@ class MiniatureConfig:
             raise InputError(
                 "--pretrain pre-trains both backbones; it cannot be combined with --llm / --vision"
             )
+        self._check_data()
         bad = {k: v for k, v in self.centre_lrs.items() if not 0 < v < float("inf")}
         if bad:
             raise InputError(f"--centre-lr must be positive numbers, got {bad}")
         missing = [r for r in self.regimes if r not in self.centre_lrs]
         if missing:
             raise InputError(f"no centre learning rate for regime(s) {', '.join(missing)}")
+
+    def _check_data(self) -> None:
+        from lnprobe.data.templates import TEMPLATES
+
+        TEMPLATES.get(self.template)  # an unknown name: one line listing the known ones
+        extra = [f for f in ("eval_data", "val_data", "pretrain_data", "image_folder") if getattr(self, f)]
+        if extra and not self.data:
+            flags = ", ".join("--" + f.replace("_", "-") for f in extra)
+            raise InputError(f"{flags} need(s) --data (the synthetic shapes make their own)")
+        if self.data and not self.eval_data:
+            raise InputError("--data needs --eval-data (the held-out questions every model is scored on)")
+        if self.image_folder and not Path(self.image_folder).is_dir():
+            raise InputError(f"--image-folder {self.image_folder}: no such directory")
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the run makes its own synthetic shapes task (no --data)."""
+        return not self.data
 
     def lrs(self, regime: str) -> list[float]:
         return [float(f"{self.centre_lrs[regime] * f:.3g}") for f in self.lr_factors]

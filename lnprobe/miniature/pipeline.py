@@ -37,7 +37,10 @@ from lnprobe.miniature.backbones import MAX_SHAPES, QTYPES, pretrained_llm, pret
 from lnprobe.miniature.config import MiniatureConfig
 
 GRADIENT_SAMPLES = 64  # norm-gradient samples each finetuning run records, at least (steps permitting)
-STAGES = ("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "claims", "prune")
+STAGES = (
+    *("data", "vision", "llm", "assemble", "connector", "sweep", "blind", "accuracy", "forgetting"),
+    *("claims", "prune"),
+)
 
 
 class Stages:
@@ -59,8 +62,11 @@ class Stages:
 
     def data(self) -> Path:
         from lnprobe.data.synth import SynthConfig, write_synth
+        from lnprobe.miniature.userdata import prepare_user_data
 
         data = self.out / "data"
+        if not self.cfg.synthetic:
+            return data if (data / "eval.json").is_file() else prepare_user_data(self.cfg, data)
         if not (data / "eval.json").is_file():
             synth = SynthConfig(
                 n=self.cfg.images,
@@ -116,7 +122,7 @@ class Stages:
                 model=str(assembled),
                 regime="connector",
                 data=str(data / "pretrain.json"),
-                template="chat",
+                template=self.cfg.template,
                 out=str(run),
                 max_steps=self.cfg.connector_steps,
                 lr=self.cfg.connector_lr,
@@ -144,7 +150,7 @@ class Stages:
             model=str(base),
             data=str(data / f"instruct{suffix}.json"),
             eval_data=str(data / f"val{suffix}.json"),
-            template="chat",
+            template=self.cfg.template,
             max_steps=c.finetune_steps,
             batch_size=c.batch_size,
             warmup_ratio=0.1,
@@ -219,7 +225,9 @@ class Stages:
                 out[run_key(row)] = row["eval_accuracy"]
                 continue
             loaded = load(str(latest_checkpoint(Path(row["run"]))))
-            acc = answer_accuracy(loaded.model, loaded.processor, str(data / "val.json"), template="chat")
+            acc = answer_accuracy(
+                loaded.model, loaded.processor, str(data / "val.json"), template=self.cfg.template
+            )
             out[run_key(row)] = acc["accuracy"]
         path.write_text(json.dumps(out, indent=1) + "\n")
         return out
@@ -276,7 +284,7 @@ class Stages:
         for name, (spec, split) in specs.items():
             loaded = load(spec)
             acc = answer_accuracy(
-                loaded.model, loaded.processor, str(data / f"{split}.json"), template="chat"
+                loaded.model, loaded.processor, str(data / f"{split}.json"), template=self.cfg.template
             )
             out[name] = {
                 "accuracy": acc["accuracy"],
@@ -311,7 +319,7 @@ class Stages:
                 batch_size=min(8, self.cfg.probe_n // 2),  # two minibatches at least: an interval
                 seed=self.cfg.seed,
                 bootstrap=self.cfg.bootstrap,
-                template="chat",
+                template=self.cfg.template,
                 progress=False,
             )
         )
@@ -360,6 +368,7 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True, comman
     `command` (demo or study) is named in the note a pruned checkpoint keeps."""
     from rich.progress import Progress
 
+    from lnprobe.miniature.forgetting import forgetting
     from lnprobe.miniature.table import results_record, saved_record
 
     _same_settings(out, cfg)
@@ -382,10 +391,11 @@ def run_miniature(out: Path, cfg: MiniatureConfig, progress: bool = True, comman
         results = step("sweep", stages.sweep, base, data)
         blind = step("blind", stages.blind, base, data, results["full"]["lr"])
         accuracy = step("accuracy", stages.accuracy, base, results, blind, data)
+        lost = step("forgetting", forgetting, out, cfg, base, results, data, progress)
         claims = step("claims", stages.claims, base, results, data)
         step("prune", stages.prune, base, data, results, keep)
     backbones = {"llm": llm, "vision": vision}
-    record = results_record(cfg, base, results, accuracy, claims, stages.timings, backbones)
+    record = results_record(cfg, base, results, accuracy, claims, stages.timings, backbones, lost)
     (out / "results.json").write_text(json.dumps(saved_record(record, out), indent=1) + "\n")
     return record
 

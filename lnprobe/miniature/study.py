@@ -20,6 +20,7 @@ from lnprobe.miniature.config import MiniatureConfig
 from lnprobe.miniature.table import GOALS
 
 COMMAND = "make miniature"  # what produces docs/miniature.md
+REAL_COMMAND = "make real-study"  # what produces docs/real-study.md (--data)
 
 
 def run_study(out: Path, cfg: MiniatureConfig, seeds: list[int], progress: bool = True) -> dict:
@@ -33,12 +34,22 @@ def run_study(out: Path, cfg: MiniatureConfig, seeds: list[int], progress: bool 
     records = {}
     with results_tree(out):  # OUT is the root: one plotly.min.js, paths relative inside it
         for seed in seeds:
-            records[seed] = run_miniature(out / f"seed-{seed}", replace(cfg, seed=seed), progress, "study")
+            seed_cfg = replace(cfg, seed=seed)
+            if cfg.pick_once and records:
+                seed_cfg = at_first_picks(seed_cfg, next(iter(records.values())))
+            records[seed] = run_miniature(out / f"seed-{seed}", seed_cfg, progress, "study")
         study = summarise(records, cfg)
         (out / "study.json").write_text(json.dumps(saved_record(study, out), indent=1) + "\n")
         _figure(study, out)
     (out / "study.md").write_text(markdown(study))
     return study
+
+
+def at_first_picks(cfg: MiniatureConfig, first: dict) -> MiniatureConfig:
+    """`pick_once`: a later seed's settings, each regime trained at the learning rate the first seed's sweep
+    picked (a grid of one)."""
+    picked = {row["regime"]: row["lr"] for row in first["rows"]}
+    return replace(cfg, lr_factors=(1.0,), centre_lrs={**cfg.centre_lrs, **picked})
 
 
 def summarise(records: dict[int, dict], cfg: MiniatureConfig) -> dict:
@@ -60,7 +71,7 @@ def summarise(records: dict[int, dict], cfg: MiniatureConfig) -> dict:
             "trainable_pct": _entry(first, name).get("trainable_pct"),
             "lr": [_entry(rec, name).get("lr") for rec in records.values()],
         }
-    goals = {key: [rec["goals"][key] for rec in records.values()] for key in GOALS}
+    goals = {key: [rec["goals"][key] for rec in records.values()] for key in first["goals"]}
     return {
         "config": asdict(cfg),
         "backbones": first.get("backbones", {}),
@@ -69,6 +80,7 @@ def summarise(records: dict[int, dict], cfg: MiniatureConfig) -> dict:
         "goals": {k: {"per_seed": v, "all": all(x is True for x in v)} for k, v in goals.items()},
         "claims": _claims(records),
         "regime_verdicts": _regime_verdicts(records),
+        "forgetting": _forgetting(records),
         "timings": {seed: rec["timings"] for seed, rec in records.items()},
     }
 
@@ -120,6 +132,25 @@ def _claims(records: dict[int, dict]) -> dict:
     return out
 
 
+def _forgetting(records: dict[int, dict]) -> dict:
+    """Per regime: the text loss change (tuned minus base, nats/token) and next-token accuracy change, each
+    seed's value and their mean with a t interval over seeds (one seed: its interval over windows)."""
+    first = next(iter(records.values()))
+    lost = first.get("forgetting") or {}
+    out = {}
+    for regime in lost.get("regimes", {}):
+        entry = {}
+        for stat in ("loss_change", "accuracy_change"):
+            per_seed = [rec["forgetting"]["regimes"][regime][stat] for rec in records.values()]
+            pooled = pool([(p["value"], tuple(p["ci95"])) for p in per_seed])
+            entry[stat] = {**pooled, "per_seed": [p["value"] for p in per_seed]}
+        entry["loss_before"] = [
+            rec["forgetting"]["regimes"][regime]["loss_before"] for rec in records.values()
+        ]
+        out[regime] = entry
+    return {"text": lost.get("text"), "windows": lost.get("windows"), "regimes": out} if out else {}
+
+
 def _regime_verdicts(records: dict[int, dict]) -> dict:
     """Per regime and statistic: each seed's difference from full and verdict, and the pooled test."""
     from lnprobe.claims.config import MARGINS
@@ -169,22 +200,28 @@ def _figure(study: dict, out: Path) -> None:
     write_page(page, out / "accuracy.html")  # plotly.min.js from OUT: opens offline
 
 
-def markdown(study: dict) -> str:
-    seeds = study["seeds"]
+def markdown(study: dict, command: str | None = None, figures: str = "miniature") -> str:
+    """study.md: every table from `study` (nothing by hand). `command` is what produced it (default: the
+    miniature's make target, or `make real-study` on --data); `figures` the folder its PNGs are shown from
+    (relative to the document: where the make target copies them)."""
+    seeds, cfg = study["seeds"], study["config"]
+    synthetic = not cfg.get("data")
+    command = command or (COMMAND if synthetic else REAL_COMMAND)
     lines = [
-        "# The paper miniature: results",
+        "# The paper miniature: results" if synthetic else "# The study on your data: results",
         "",
-        f"Produced by `{COMMAND}` (`lnprobe study --seeds {len(seeds)}`); numbers below are copied from its "
+        f"Produced by `{command}` (`lnprobe study --seeds {len(seeds)}`); numbers below are copied from its "
         "`study.json`, nothing by hand.",
         "",
-        f"Seeds: {', '.join(map(str, seeds))}. Accuracy is exact-match on the held-out questions; "
-        "the interval is "
+        f"Seeds: {', '.join(map(str, seeds))}. Accuracy is the normalised exact match (VQA's answer "
+        "normalisation) of the greedy answer on the held-out questions; the interval is "
         + ("a t interval over seeds." if len(seeds) > 1 else "the run's 95 % Wilson interval."),
+        "",
+        _data(cfg),
         "",
         _backbones(study),
         "",
-        "Each regime's learning rate is picked per seed from its grid by the answer accuracy on the "
-        "validation questions (the lower validation loss breaks ties).",
+        _lr_rule(cfg),
         "",
         "| regime | trainable % | accuracy (mean) | 95 % CI | per seed | learning rate per seed |",
         "|---|---:|---:|---:|---|---|",
@@ -196,13 +233,54 @@ def markdown(study: dict) -> str:
         per_seed = ", ".join(f"{x:.3f}" for x in a["per_seed"])
         lrs = "-" if a["lr"][0] is None else ", ".join(f"{x:g}" for x in a["lr"])
         lines.append(f"| {name} | {pct} | {a['value']:.3f} | {ci} | {per_seed} | {lrs} |")
-    lines += ["", "![accuracy](miniature/accuracy.png)", "", "## The goals", ""]
+    lines += ["", f"![accuracy]({figures}/accuracy.png)", "", "## The goals", ""]
     for key, g in study["goals"].items():
         marks = ", ".join("met" if x else ("-" if x is None else "not met") for x in g["per_seed"])
         lines.append(f"- {GOALS[key]}: **{'met on every seed' if g['all'] else 'NOT met'}** ({marks})")
+    lines += forgetting_lines(study)
     lines += ["", "## The claims", ""] + claim_lines(study)
     lines += ["", "## What this says", "", _reading(study), ""]
     return "\n".join(lines) + "\n"
+
+
+def _data(cfg: dict) -> str:
+    if not cfg.get("data"):
+        return "Data: the synthetic shapes task, drawn per seed (`lnprobe data synth`)."
+    val = (
+        f"`{cfg['val_data']}`" if cfg.get("val_data") else f"{cfg['val_fraction']:g} of its images (per seed)"
+    )
+    captions = f"`{cfg['pretrain_data']}`" if cfg.get("pretrain_data") else "the training questions"
+    return (f"Data: training questions `{cfg['data']}`, validation {val}, held-out questions "
+            f"`{cfg['eval_data']}`; the connector stage trains on {captions}. Template "
+            f"`{cfg.get('template')}`. "
+            "Question kinds are the records' `qtype` where given, else their first two words.")  # fmt: skip
+
+
+def _lr_rule(cfg: dict) -> str:
+    rule = ("Each regime's learning rate is picked from its grid by the answer accuracy on the validation "
+            "questions (the lower validation loss breaks ties)")  # fmt: skip
+    if cfg.get("pick_once"):
+        return rule + ", on the first seed's sweep; later seeds train at those rates (`--pick-once`)."
+    return rule + ", per seed."
+
+
+def forgetting_lines(study: dict) -> list[str]:
+    """The forgetting table: per regime the text loss and next-token accuracy change, pooled over seeds."""
+    lost = study.get("forgetting") or {}
+    if not lost.get("regimes"):
+        return []
+    lines = ["", "## Forgetting", "",
+             f"Text loss (nats/token) and next-token accuracy on held-out text (`{lost['text']}`, "
+             f"{lost['windows']} windows), each finetuned model minus the connector-pretrained base; "
+             "mean over seeds with its interval. Positive loss change: the finetuning cost text ability.",
+             "", "| regime | text loss before | loss change | 95 % CI | accuracy change | 95 % CI |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for regime, e in lost["regimes"].items():
+        before = sum(e["loss_before"]) / len(e["loss_before"])
+        loss, acc = e["loss_change"], e["accuracy_change"]
+        lines.append(f"| {regime} | {before:.3f} | {_f(loss['value'], '+.4f')} | {_ci(loss['ci95'])} | "
+                     f"{_f(acc['value'], '+.4f')} | {_ci(acc['ci95'])} |")  # fmt: skip
+    return lines
 
 
 def _backbones(study: dict) -> str:
@@ -267,7 +345,9 @@ def claim_lines(study: dict) -> list[str]:
 
 
 def _reading(study: dict) -> str:
-    learned = study["goals"]["full_accuracy"]["all"] and study["goals"]["above_blind"]["all"]
+    goals = study["goals"]
+    full = goals.get("full_accuracy") or goals.get("full_over_majority") or {"all": False}
+    learned = full["all"] and goals["above_blind"]["all"]
     if not learned:
         return (
             "The models did not learn the task well enough for the goals (see above), so the claims' "
@@ -306,3 +386,56 @@ def _reach(study: dict, seeds: int) -> str:
     hours = seeds * sum(per_seed) / len(per_seed) / 3600
     reach = "within reach: under a day" if hours <= 24 else "out of reach here: more than a day"
     return f"~{hours:.1f} h of this machine at this run's time per seed, {reach}"
+
+
+# the first seed's 30-layer figures a published study shows (under OUT/seed-N/claims/probes), with captions
+FIGURES = {
+    "similarity-base/similarity_cka.png": "cross-layer CKA of the connector-pretrained base (text tokens)",
+    "similarity-ln/similarity_cka.png": "cross-layer CKA after ln",
+    "similarity-full/similarity_cka.png": "cross-layer CKA after full finetuning",
+    "cka_difference.png": "CKA difference, ln minus full",
+    "lnshift-ln/lnshift.png": "how ln moved each norm, and the image-vs-text gap around it",
+    "gradvar_training.png": "norm-gradient variance during training",
+}
+
+
+def publish(out: Path, document: Path, figures: Path) -> Path:
+    """OUT/study.md as a document elsewhere (`make real-study`: docs/real-study.md): the markdown with its
+    figures in `figures` (the accuracy plot and the first seed's FIGURES that exist), linked relative to the
+    document. Returns the document."""
+    import os
+    import shutil
+
+    from lnprobe.textio import read_json
+
+    study = read_json(out / "study.json", "study results")
+    figures.mkdir(parents=True, exist_ok=True)
+    link = Path(os.path.relpath(figures, document.parent)).as_posix()
+    shutil.copyfile(out / "accuracy.png", figures / "accuracy.png")
+    probes = out / f"seed-{study['seeds'][0]}" / "claims" / "probes"
+    shown = []
+    for name, caption in FIGURES.items():
+        if (probes / name).is_file():
+            target = name.replace("/", "_")
+            shutil.copyfile(probes / name, figures / target)
+            shown.append(f"![{caption}]({link}/{target})\n\n*{caption} (seed {study['seeds'][0]}).*\n")
+    text = markdown(study, figures=link)
+    if shown:
+        text += "\n## Figures\n\n" + "\n".join(shown)
+    document.write_text(text)
+    return document
+
+
+def _main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Publish a study's report as a document with its figures.")
+    ap.add_argument("out", type=Path, help="The study's folder (holding study.json).")
+    ap.add_argument("--document", type=Path, required=True, help="Markdown file to write.")
+    ap.add_argument("--figures", type=Path, required=True, help="Folder for its figures.")
+    args = ap.parse_args(argv)
+    print(f"wrote {publish(args.out, args.document, args.figures)}")
+
+
+if __name__ == "__main__":
+    _main()

@@ -10,10 +10,15 @@ from rich.table import Table
 
 GOALS = {
     "full_accuracy": "full-finetune held-out accuracy >= 0.90",
+    "full_over_majority": "full-finetune held-out accuracy >= majority baseline + 0.25",
     "ln_near_full": "ln within 0.05 of full",
     "ln_simp_over_majority": "ln-simp >= majority baseline + 0.20",
     "above_blind": "every regime above the blind baseline by more than its interval",
 }
+# which goals a run checks: the synthetic task's (issue 12), or on a user's data (--data) those relative to
+# its own baselines (issue 30)
+GOALS_SYNTHETIC = ("full_accuracy", "ln_near_full", "ln_simp_over_majority", "above_blind")
+GOALS_DATA = ("full_over_majority", "ln_near_full", "above_blind")
 
 
 def shares(base: Path, regimes, lora_rank: int) -> dict[str, float]:
@@ -25,15 +30,17 @@ def shares(base: Path, regimes, lora_rank: int) -> dict[str, float]:
     return {r: regime_report(model, r, RegimeOptions(lora_rank=lora_rank)).percent for r in regimes}
 
 
-def goals(accuracy: dict, regimes) -> dict[str, bool | None]:
+def goals(accuracy: dict, regimes, synthetic: bool = True) -> dict[str, bool | None]:
     acc = {k: v["accuracy"] for k, v in accuracy.items()}
     blind = acc["blind"]
-    return {
+    every = {
         "full_accuracy": acc["full"] >= 0.90,
+        "full_over_majority": acc["full"] >= acc["majority"] + 0.25,
         "ln_near_full": abs(acc["ln"] - acc["full"]) <= 0.05,
         "ln_simp_over_majority": acc["ln-simp"] >= acc["majority"] + 0.20 if "ln-simp" in acc else None,
         "above_blind": all(accuracy[r]["ci95"][0] > blind for r in regimes),
     }
+    return {k: every[k] for k in (GOALS_SYNTHETIC if synthetic else GOALS_DATA)}
 
 
 def regime_verdicts(results: dict, claims: dict) -> dict:
@@ -83,9 +90,13 @@ def claim_tests(claims: dict) -> dict:
 
 
 def results_record(
-    cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict, backbones: dict
-) -> dict:
+    cfg, base: Path, results: dict, accuracy: dict, claims: dict, timings: dict, backbones: dict,
+    forgetting: dict | None = None,
+) -> dict:  # fmt: skip
+    from lnprobe.miniature.forgetting import rows as forgetting_rows
+
     pct = shares(base, cfg.regimes, cfg.lora_rank)
+    lost = forgetting_rows(forgetting)
     sims, grads = claims["similarity"], claims["gradients"]
     rows = []
     for regime, r in results.items():
@@ -101,6 +112,7 @@ def results_record(
                 "val_loss": r["val_loss"],
                 "val_loss_before": r["val_loss_before"],
                 "checkpoint": r["checkpoint"],
+                **lost.get(regime, {}),
             }
         )
     baselines = {
@@ -112,7 +124,8 @@ def results_record(
         "backbones": backbones,  # the vision tower and text LLM the run started from
         "rows": rows,
         "baselines": baselines,
-        "goals": goals(accuracy, cfg.regimes),
+        "goals": goals(accuracy, cfg.regimes, cfg.synthetic),
+        "forgetting": forgetting,
         "claims": {c["id"]: c["verdict"] for c in claims["claims"]},
         "claim_tests": claim_tests(claims),
         "regime_verdicts": regime_verdicts(results, claims),
@@ -163,6 +176,7 @@ def print_results(record: dict, console: Console, title: str) -> None:
         "norm-grad variance",
         "val accuracy",
         "val loss",
+        "text loss change [95% CI]",
     ):
         table.add_column(col, justify="left" if col == "regime" else "right")
 
@@ -175,7 +189,7 @@ def print_results(record: dict, console: Console, title: str) -> None:
         "pretrained": "pretrained (connector only)",
     }
     for name, b in record["baselines"].items():
-        table.add_row(named[name], "-", "-", _ci(b), f(b.get("cross_layer_cka"), ".3f"), "-", "-", "-")
+        table.add_row(named[name], "-", "-", _ci(b), f(b.get("cross_layer_cka"), ".3f"), "-", "-", "-", "-")
     for r in record["rows"]:
         table.add_row(
             r["regime"],
@@ -186,6 +200,7 @@ def print_results(record: dict, console: Console, title: str) -> None:
             f(r["norm_grad_variance"], ".2e"),
             f(r.get("val_accuracy"), ".3f"),
             f(r["val_loss"], ".3f"),
+            _change(r),
         )
     console.print(table)
     for key, ok in record["goals"].items():
@@ -203,3 +218,12 @@ def print_results(record: dict, console: Console, title: str) -> None:
 def _ci(entry: dict) -> str:
     lo, hi = entry["ci95"]
     return f"{entry['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _change(row: dict) -> str:
+    """The text loss change (nats/token, tuned minus base) with its interval, or '-'."""
+    if row.get("text_loss_change") is None:
+        return "-"
+    lo, hi = row["text_loss_change_ci95"]
+    ci = "" if lo is None else f" [{lo:+.3f}, {hi:+.3f}]"
+    return f"{row['text_loss_change']:+.3f}{ci}"

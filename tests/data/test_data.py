@@ -53,8 +53,8 @@ def test_llama2_and_plain_templates():
         "Q1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>"
     )
     assert TEMPLATES.get("plain").render([("<image>\n", "a cat")]) == [("<image>", False), ("a cat\n", True)]
-    with pytest.raises(InputError, match="unknown template 'chatml'"):
-        TEMPLATES.get("chatml")
+    with pytest.raises(InputError, match="unknown template 'alpaca'"):
+        TEMPLATES.get("alpaca")
 
 
 @pytest.mark.parametrize("template", ["vicuna_v1", "llama_2", "plain"])
