@@ -378,3 +378,25 @@ def test_datasets_share_processed_items_by_fingerprint(tmp_path, tiny, monkeypat
     monkeypatch.setattr(llava, "CACHE_BYTES", one * len(changed) * 2)  # room for two datasets' items
     LlavaDataset(data, tiny[1], max_length=512)[0]
     assert len(llava._SHARED) <= 2 and LlavaDataset(data, tiny[1])[3] is changed[3]
+
+
+def test_chatml_and_the_tokenizers_own_eos_with_smollm2(smollm2):
+    """SmolLM2's EOS is `<|im_end|>` and its BOS `<|im_start|>`: an answer ends with that one EOS token (not
+    the pieces of `</s>`), and a ChatML prompt that starts with the BOS gets no second one."""
+    import copy
+    from types import SimpleNamespace
+
+    from lnprobe.data.llava import IGNORE, Encoder, Record
+
+    tok = copy.deepcopy(smollm2[1].processor)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image = SimpleNamespace(crop_size={"height": 32, "width": 32})
+    processor = SimpleNamespace(tokenizer=tok, patch_size=16, image_processor=image)
+    record = Record(0, "r", "x.png", (("<image>\nwhat color is the shape?", "blue"),))
+    for template, answer in (("chatml", "blue<|im_end|>"), ("chat", " blue<|im_end|>")):
+        ids, labels = Encoder(processor, template, 64).encode(record)
+        assert tok.decode([t for t in labels if t != IGNORE]) == answer
+        assert ids.count(tok.convert_tokens_to_ids("<image>")) == 4
+        assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+    prompt = Encoder(processor, "chatml", 64).encode_prompt("what?")
+    assert tok.decode(prompt).endswith("<|im_start|>assistant\n")

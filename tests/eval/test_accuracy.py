@@ -146,3 +146,18 @@ def test_training_reports_the_answer_accuracy_of_its_checkpoint(tmp_path):
     assert rows[-1]["eval_accuracy"] == result.eval_accuracy != rows[0]["eval_accuracy"]
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["eval_accuracy"] == result.eval_accuracy
+
+
+def test_majority_baseline_matches_answers_after_vqa_normalisation(tmp_path):
+    from lnprobe.eval.accuracy import majority_baseline
+
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "yes"}]
+    train = [{"id": str(i), "qtypes": ["is there"], "conversations": turns} for i in range(3)]
+    evaluation = [
+        {"id": "a", "qtype": "is there", "answer": "Yes.", "conversations": []},  # case and punctuation
+        {"id": "b", "qtype": "is there", "answer": "no", "conversations": []},
+    ]
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    (tmp_path / "eval.json").write_text(json.dumps(evaluation))
+    got = majority_baseline(tmp_path / "train.json", tmp_path / "eval.json")
+    assert got["correct"] == 1 and got["accuracy"] == 0.5

