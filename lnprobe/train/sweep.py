@@ -137,7 +137,10 @@ def main_process(base: TrainConfig) -> bool:
 def _train(base: TrainConfig, runs: list[SweepRun], parallel: int, follow_up, first) -> None:
     """Train every run that has not finished yet (and what `follow_up` adds)."""
     ordered = sorted(runs, key=lambda r: not first(r)) if first else runs
-    todo = [r.config(base.replace(progress=False)) for r in ordered if not (r.out / RESULT_FILE).is_file()]
+    unfinished = [r for r in ordered if not (r.out / RESULT_FILE).is_file()]
+    for r in unfinished:
+        restart_interrupted(r.out)
+    todo = [r.config(base.replace(progress=False)) for r in unfinished]
     follow_up = follow_up or (lambda config: [])
     if parallel <= 1:
         while todo:
@@ -147,6 +150,23 @@ def _train(base: TrainConfig, runs: list[SweepRun], parallel: int, follow_up, fi
     elif todo:
         threads = max(1, (os.cpu_count() or 1) // parallel)  # share the cores, never oversubscribe
         _in_workers(todo, min(parallel, len(todo)), threads, follow_up)
+
+
+def restart_interrupted(run: Path) -> bool:
+    """Remove a run folder that `lnprobe train` wrote and that was interrupted before its first checkpoint
+    (its marker says train; no `latest`, no result): nothing in it can be resumed, and its step records
+    would mislead. Anything else is left alone (a checkpointed run resumes; another folder is refused by the
+    run itself). Returns whether it removed the folder."""
+    import shutil
+
+    from lnprobe.io import marker_command
+
+    if not run.is_dir() or (run / "latest").exists() or (run / RESULT_FILE).exists():
+        return False
+    if run.is_symlink() or marker_command(run) != "train":
+        return False
+    shutil.rmtree(run)
+    return True
 
 
 def _in_workers(configs: list[TrainConfig], workers: int, threads: int, follow_up: FollowUp) -> None:

@@ -128,3 +128,21 @@ def test_follow_up_runs_join_the_sweep_and_first_runs_start_first(synth, tmp_pat
     if parallel == 1:
         assert seen == ["ln", "ln-simp", "ln-simp"]  # ln first; its follow-up joins the queue
     assert json.loads((tmp_path / "extra" / "result.json").read_text())["steps"] == 2
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_restarts(synth, tmp_path):
+    out = tmp_path / "sweep"
+    cfg = base(synth, out)
+    runs = plan(cfg, out, ["ln-simp"], [1e-2, 1e-3], [0])
+    claim_out(cfg, out)
+    with pytest.raises(KeyboardInterrupt):  # stopped after step 1, nothing saved (save_every 0)
+        train(runs[0].config(cfg), [StopAfterOne()])
+    assert not (runs[0].out / "latest").exists() and (runs[0].out / "metrics.jsonl").is_file()
+    runs[1].out.mkdir(parents=True)  # a folder lnprobe did not write stays, and the run there is refused
+    (runs[1].out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="lr0.001-seed0"):
+        run_sweep(cfg, out, runs)
+    assert (runs[1].out / "notes.txt").read_text() == "mine"
+    assert (runs[0].out / "result.json").is_file()  # the interrupted one started over and finished
+    steps = [json.loads(x)["step"] for x in (runs[0].out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2]  # one record per step: the partial run's records went with it
