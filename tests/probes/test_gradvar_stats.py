@@ -14,9 +14,12 @@ def samples(t, p, seed=0):
 
 def test_welford_equals_two_pass_in_any_chunking():
     x = samples(101, 9)
+    kept = x.clone()
     one = Welford(9)
-    for row in x:
+    for row in x:  # one sample at a time: Welford's in-place update on a float64 view of the caller's row
         one.update(row)
+    assert torch.equal(x, kept)  # the samples themselves are never written to
+    assert abs(one.sq_norm_sum - float(x.square().sum())) < 1e-9 * float(x.square().sum())
     chunks = Welford(9)
     for part in (x[:1], x[1:40], x[40:41], x[41:]):
         chunks.update(part)

@@ -34,10 +34,16 @@ class Welford:
         self.sq_norm_sum = 0.0
 
     def update(self, samples: torch.Tensor) -> None:
-        """Add one sample `[p]` or a batch `[k, p]` (Chan et al.'s parallel merge)."""
+        """Add one sample `[p]` or a batch `[k, p]` (Chan et al.'s parallel merge; for one sample Welford's
+        own update, in place: at a 135M-parameter model's every-step recording the merge's temporaries cost
+        more than the training step, benchmarks/RESULTS.md gradvar_update)."""
         x = samples.detach().to(torch.float64).reshape(-1, self.mean.numel()).cpu()
         k = x.shape[0]
         if k == 0:
+            return
+        if k == 1:
+            shared = x.untyped_storage().data_ptr() == samples.untyped_storage().data_ptr()
+            self._update_one(x[0].clone() if shared else x[0])  # never overwrite the caller's tensor
             return
         batch_mean = x.mean(0)
         batch_m2 = (x - batch_mean).square().sum(0)
@@ -47,6 +53,16 @@ class Welford:
         self.m2 += batch_m2 + delta.square() * (self.count * k / total)
         self.count = total
         self.sq_norm_sum += float(x.square().sum())
+
+    def _update_one(self, x: torch.Tensor) -> None:
+        """Welford's update with one sample x (float64, `[p]`, a copy this object may overwrite):
+        delta = x - mean; mean += delta / n; m2 += delta * (x - new mean)."""
+        self.sq_norm_sum += float(torch.dot(x, x))
+        self.count += 1
+        delta = x.sub_(self.mean)  # x is a fresh float64 copy: reuse it for delta
+        self.mean.add_(delta, alpha=1.0 / self.count)
+        after = delta * (1.0 - 1.0 / self.count)  # x - new mean = delta * (n - 1) / n
+        self.m2.addcmul_(delta, after)
 
     def variance(self) -> torch.Tensor:
         if self.count < 2:
