@@ -317,8 +317,8 @@ def test_bad_run_dirs_and_configs(synth, tmp_path):
         train(cfg(synth, tmp_path / "empty", resume=str(tmp_path / "empty")))
     with pytest.raises(InputError, match="name different run directories"):
         train(cfg(synth, tmp_path / "x", resume=str(tmp_path / "r")))
-    with pytest.raises(InputError, match="unknown template 'chatml'"):
-        train(cfg(synth, tmp_path / "t", template="chatml"))
+    with pytest.raises(InputError, match="unknown template 'alpaca'"):
+        train(cfg(synth, tmp_path / "t", template="alpaca"))
     with pytest.raises(InputError, match="--batch-size 0: must be >= 1"):
         cfg(synth, tmp_path / "b", batch_size=0)
     with pytest.raises(InputError, match="fewer than one optimizer step"):
