@@ -196,6 +196,8 @@ def _numbers(command: str, record: dict) -> list[str]:
             chance = _fmt(best.get("chance"))
             name = f"{best.get('model')} {best.get('probe')}: best accuracy ({where}; chance {chance})"
             rows.append((name, best.get("accuracy"), best.get("ci95")))
+    elif command == "forgetting":
+        rows += _forgetting_rows(record.get("summary", {}))
     else:
         rows += [(k, v, None) for k, v in record.get("scores", {}).items() if isinstance(v, int | float)]
     out = ["| statistic | value | 95 % CI |", "|---|---|---|"]
@@ -203,6 +205,19 @@ def _numbers(command: str, record: dict) -> list[str]:
         shown = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "-"
         out.append(f"| {name} | {_fmt(value)} | {shown} |")
     return out
+
+
+def _forgetting_rows(summary: dict) -> list[tuple[str, object, object]]:
+    """`lnprobe forgetting`: text loss and next-token accuracy before and after, and their changes."""
+    rows: list[tuple[str, object, object]] = []
+    for name, key in (("text loss (nats/token)", "loss"), ("next-token accuracy", "accuracy")):
+        change = summary.get(f"{key}_change") or {}
+        rows += [(f"{name}, base", summary.get(f"{key}_before"), None),
+                 (f"{name}, tuned", summary.get(f"{key}_after"), None),
+                 (f"{name}, change (tuned - base)", change.get("value"), change.get("ci95"))]  # fmt: skip
+    ratio = summary.get("perplexity_ratio") or {}
+    rows.append(("perplexity ratio (tuned / base)", ratio.get("value"), ratio.get("ci95")))
+    return rows
 
 
 def _attention_rows(record: dict) -> list[tuple[str, object, object]]:

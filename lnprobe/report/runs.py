@@ -12,6 +12,7 @@ each marked folder's own saved JSON, loads no model, and makes one row per resul
     lnshift     checkpoints, norm tensors changed, mean relative change
     patch       checkpoints, the norm recovering most of the tuning's loss gain (patched into the base)
     linprobe    one row per model: its best image-vs-text and attribute probe accuracies (layer, site)
+    forgetting  checkpoints, text loss before / after, its change with the 95 % interval
     attention   one row per model: its label and mean share of text tokens' attention on image tokens
     claims      each claim's verdict
     eval        benchmark and its scores
@@ -196,6 +197,21 @@ def _linprobe(folder: Path, read: Reads) -> list[dict]:
     return list(rows.values())
 
 
+def _forgetting(folder: Path, read: Reads) -> list[dict]:
+    data = _saved("forgetting")(folder, read)
+    config, summary = data.get("config", {}), data.get("summary", {})
+    change = summary.get("loss_change") or {}
+    row = {"model": config.get("tuned"), "model_b": config.get("base"), "text_loss_before":
+           summary.get("loss_before"), "text_loss_after": summary.get("loss_after")}  # fmt: skip
+    return [
+        {
+            **row,
+            "text_loss_change": change.get("value"),
+            "text_loss_change_ci95": _interval(change.get("ci95")),
+        }
+    ]
+
+
 def _claims(folder: Path, read: Reads) -> list[dict]:
     data = read(folder / "claims.json", {"claims?": [ANY_OBJECT]})
     return [{f"claim:{c.get('id')}": c.get("verdict") for c in data.get("claims", [])}]
@@ -225,6 +241,7 @@ READERS: dict[str, Callable[[Path, Reads], list[dict]]] = {
     "patch": _patch,
     "attention": _attention,
     "linprobe": _linprobe,
+    "forgetting": _forgetting,
     "claims": _claims,
     "eval": _eval,
     "demo": _demo,

@@ -46,6 +46,11 @@ LINPROBE = {
     "summary?": {str: {"model?": LABEL, "probe": str, "ci95?": CI}},
 }
 EVAL = {**COMMON, "scores?": ANY_OBJECT}
+FORGETTING = {
+    **COMMON,
+    "summary?": {"loss_before?": NUM, "loss_after?": NUM, "loss_change?": SUMMARY, "accuracy_before?": NUM,
+                 "accuracy_after?": NUM, "accuracy_change?": SUMMARY, "perplexity_ratio?": SUMMARY},
+}  # fmt: skip
 CLAIMS_ROWS = {"claims?": [ANY_OBJECT]}
 DEMO = {"config?": ANY_OBJECT, "rows?": [ANY_OBJECT]}
 
@@ -57,6 +62,7 @@ RESULTS: dict[str, tuple[str, Any]] = {
     "patch": ("patch.json", PATCH),
     "attention": ("attention.json", ATTENTION),
     "linprobe": ("linprobe.json", LINPROBE),
+    "forgetting": ("forgetting.json", FORGETTING),
     "eval": ("results.json", EVAL),
 }
 

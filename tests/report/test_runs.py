@@ -136,6 +136,8 @@ HOSTILE = {
                   "models.a.layer_mean.ci95[0]: expected null or an array of 2 items, got the number 3"),
     "linprobe": ("linprobe.json", {"summary": {"x": "best"}}, "summary.x: expected an object, got the"),
     "eval": ("results.json", {"scores": "high"}, "scores: expected an object, got the string 'high'"),
+    "forgetting": ("forgetting.json", {"summary": {"loss_change": 3}},
+                   "summary.loss_change: expected an object, got the number 3"),
     "claims": ("claims.json",
                {"models": {}, "caveats": [], "provenance": {},
                 "claims": [{"id": "gradient_variance", "statement": "s", "definition": "d", "tests": {},
@@ -230,3 +232,20 @@ def test_a_folder_with_an_unreadable_marker_is_left_out_with_a_warning(tree, cap
     broken = tree / "broken" / ".lnprobe_output.json"
     assert err == [f"lnprobe: warning: {broken}: malformed JSON at line 1 (Expecting property name enclosed "
                    f"in double quotes); {tree / 'broken'} is left out of the index"]  # fmt: skip
+
+
+def test_a_forgetting_result_is_indexed_and_re_rendered(tiny_dir, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("the red circle is on the left of the blue square. " * 30)
+    out = tmp_path / "root" / "forgetting"
+    argv = ["forgetting", tiny_dir, tiny_dir, "--text", str(text), "--out", str(out), "--n", "4"]
+    assert cli.main([*argv, "--max-length", "16", "--no-progress"]) == 0
+    saved = json.loads((out / "forgetting.json").read_text())["summary"]
+    assert cli.main(["runs", str(tmp_path / "root")]) == 0
+    row = pd.read_csv(tmp_path / "root" / "runs-index" / "runs.csv").iloc[0]
+    assert row["command"] == "forgetting" and row["text_loss_change"] == 0.0  # the same model twice
+    assert row["text_loss_before"] == pytest.approx(saved["loss_before"])
+    capsys.readouterr()
+    assert cli.main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "text loss (nats/token), change (tuned - base)" in md and "perplexity ratio" in md
