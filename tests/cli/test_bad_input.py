@@ -123,7 +123,9 @@ def _command_argv(world: Path, command: str) -> list[str]:
         "linprobe": ["linprobe", "--model", f"a={tiny}", "--data", data, "--out", "o"],
         "claims": ["claims", "--base", tiny, "--ln", tiny, "--full", tiny, "--data", data, "--out", "o"],
         "eval": ["eval", tiny, "--bench", "pope", "--data", str(world / "data"), "--out", "o"],
+        "forgetting": ["forgetting", tiny, tiny, "--text", data, "--out", "o"],
         "data synth": ["data", "synth", "o"],
+        "data easy-vqa": ["data", "easy-vqa", "o"],
         "data subset": ["data", "subset", "--data", data, "--per-kind", "1", "--out", "o.json"],
         "assemble": ["assemble", "--llm", tiny, "--vision", tiny, "--out", "o"],
         "pretrain text": ["pretrain", "text", "--llm", tiny, "--data", data, "--out", "o"],
@@ -135,12 +137,14 @@ def _command_argv(world: Path, command: str) -> list[str]:
 def range_cases() -> list[tuple[str, str, str]]:
     """(command, flag, value) for every ranged field of every command's config."""
     from lnprobe.claims import ClaimsConfig
+    from lnprobe.data.easyvqa import EasyVqaConfig
     from lnprobe.data.subset import SubsetConfig
     from lnprobe.eval.run import EvalConfig
     from lnprobe.miniature.backbones import BackbonesConfig
     from lnprobe.models.assemble import AssembleConfig
     from lnprobe.pretrain.config import TextPretrainConfig, VisionPretrainConfig
     from lnprobe.probes.attention import AttentionConfig
+    from lnprobe.probes.forgetting import ForgettingConfig
     from lnprobe.probes.gradvar import GradVarConfig
     from lnprobe.probes.linprobe import LinprobeConfig
     from lnprobe.probes.lnshift import LnShiftConfig
@@ -158,7 +162,9 @@ def range_cases() -> list[tuple[str, str, str]]:
         "linprobe": LinprobeConfig,
         "claims": ClaimsConfig,
         "eval": EvalConfig,
+        "forgetting": ForgettingConfig,
         "data synth": SynthConfig,
+        "data easy-vqa": EasyVqaConfig,
         "data subset": SubsetConfig,
         "assemble": AssembleConfig,
         "pretrain text": TextPretrainConfig,
@@ -376,7 +382,7 @@ def test_outputs_in_impossible_places(case, capfd, world):
 
 
 INPUT_OVERLAP = ("similarity", "gradvar", "lnshift", "patch", "attention", "linprobe", "claims", "train",
-                 "eval")  # fmt: skip
+                 "eval", "forgetting")  # fmt: skip
 
 
 def _argv_with_out(command: str, model: Path, data: Path, out: Path) -> list:
@@ -390,6 +396,7 @@ def _argv_with_out(command: str, model: Path, data: Path, out: Path) -> list:
         "claims": ["claims", "--base", model, "--ln", model, "--full", model, "--data", data, "--out", out],
         "train": ["train", "--model", model, "--data", data, "--out", out],
         "eval": ["eval", model, "--bench", "pope", "--data", data.parent, "--out", out],
+        "forgetting": ["forgetting", model, model, "--text", data, "--out", out],
     }[command]
 
 
