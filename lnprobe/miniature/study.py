@@ -240,6 +240,7 @@ def markdown(study: dict, command: str | None = None, figures: str = "miniature"
     lines += forgetting_lines(study)
     lines += ["", "## The claims", ""] + claim_lines(study)
     lines += ["", "## What this says", "", _reading(study), ""]
+    lines += cost_lines(study)
     return "\n".join(lines) + "\n"
 
 
@@ -281,6 +282,27 @@ def forgetting_lines(study: dict) -> list[str]:
         lines.append(f"| {regime} | {before:.3f} | {_f(loss['value'], '+.4f')} | {_ci(loss['ci95'])} | "
                      f"{_f(acc['value'], '+.4f')} | {_ci(acc['ci95'])} |")  # fmt: skip
     return lines
+
+
+def cost_lines(study: dict) -> list[str]:
+    """Wall seconds per stage and seed (each stage's first run in its folder, as `timings.json` recorded it)
+    and the totals: what the study cost on the machine that ran it."""
+    timings = {seed: t for seed, t in (study.get("timings") or {}).items() if t}
+    if not timings:
+        return []
+    stages = list(dict.fromkeys(k for t in timings.values() for k in t))
+    seeds = list(timings)
+    lines = ["## Cost", "", "Wall seconds per stage, as each seed's `timings.json` recorded them (a stage "
+             "reused from an earlier run keeps its first time).", "",
+             "| stage | " + " | ".join(f"seed {s}" for s in seeds) + " | total |",
+             "|---|" + "---:|" * (len(seeds) + 1)]  # fmt: skip
+    for stage in [*stages, "total"]:
+        values = [sum(t.values()) if stage == "total" else t.get(stage) for t in timings.values()]
+        known = [v for v in values if v is not None]
+        cells = " | ".join("-" if v is None else f"{v:,.0f}" for v in values)
+        lines.append(f"| {stage} | {cells} | {sum(known):,.0f} |")
+    total = sum(sum(t.values()) for t in timings.values())
+    return [*lines, "", f"In all {total / 3600:.2f} h ({total / 60:.0f} min).", ""]
 
 
 def _backbones(study: dict) -> str:

@@ -162,6 +162,7 @@ def test_a_study_on_user_data_runs_end_to_end(study):
     )
     md = (out / "study.md").read_text()
     assert "# The study on your data" in md and "first two words" in md and "## Forgetting" in md
+    assert "| sweep |" in md and "| total |" in md  # the cost per stage, from the seeds' timings
 
 
 def test_pick_once_trains_later_seeds_at_the_first_seeds_rates(study):
