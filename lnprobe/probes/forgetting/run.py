@@ -193,7 +193,7 @@ def run_forgetting(cfg: ForgettingConfig) -> ForgettingResult:
             loaded.model,
             [w.ids for w in windows],
             cfg.batch_size,
-            _pad_id(base_tok),
+            pad_id(base_tok),
             progress=cfg.progress,
             description=f"text loss of {spec}",
         )
@@ -237,7 +237,7 @@ def _tokenizer(loaded, spec: str):
     return tok
 
 
-def _pad_id(tok) -> int:
+def pad_id(tok) -> int:
     """Any id will do (padding is masked and never scored): the pad token's, else EOS's, else 0."""
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(tok, name, None)
