@@ -159,11 +159,11 @@ def restart_interrupted(run: Path) -> bool:
     run itself). Returns whether it removed the folder."""
     import shutil
 
-    from lnprobe.io import marker_command
-
     if not run.is_dir() or (run / "latest").exists() or (run / RESULT_FILE).exists():
         return False
-    if run.is_symlink() or marker_command(run) != "train":
+    try:  # the output policy decides what may go: only `lnprobe train`'s own folder, never a link
+        Output(run, "train", force=True).check()
+    except InputError:
         return False
     shutil.rmtree(run)
     return True
